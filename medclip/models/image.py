@@ -1,0 +1,73 @@
+"""Image towers: thin adapters with one interface (``forward -> [B, F]``, ``output_dim``, ``lock()``,
+``set_grad_checkpointing()``), like open_clip's ``TimmModel``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medclip.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOWERS: Registry = Registry("image tower")
+
+
+class TimmImageTower(nn.Module):
+    """Any timm backbone with its classifier removed, built for ``in_chans`` input channels (1 for radiographs)."""
+
+    def __init__(self, name: str, *, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0) -> None:
+        super().__init__()
+        import timm
+
+        if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+            from medclip.registry import did_you_mean
+
+            raise ValueError(f"unknown timm model '{name}'.{did_you_mean(name, timm.list_models())}")
+        kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+        if drop_path:
+            kwargs["drop_path_rate"] = drop_path
+        if pretrained and pretrained != "hub":
+            path = Path(pretrained).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"image tower weights not found: {path} (give a local .safetensors/.pth file)")
+            # timm adapts the stem to in_chans (sums RGB filters) and drops the classifier for us.
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path), "num_classes": 0}
+        try:
+            self.trunk = timm.create_model(name, pretrained=bool(pretrained), **kwargs)
+        except Exception as exc:  # network errors surface from deep inside huggingface_hub
+            if pretrained == "hub":
+                raise RuntimeError(
+                    f"could not fetch timm weights for '{name}' ({type(exc).__name__}). Offline? Download them once "
+                    f"where the network is reachable and set model.image.pretrained=/path/to/model.safetensors"
+                ) from exc
+            raise
+        self.output_dim = int(self.trunk.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)  # [B, F]
+
+    def lock(self, unlocked_groups: int = 0) -> None:
+        for p in self.trunk.parameters():
+            p.requires_grad = False
+        if unlocked_groups:
+            # timm's group_matcher orders parameter groups from stem to head; unfreeze the last K.
+            from timm.models import group_parameters
+
+            groups = group_parameters(self.trunk, self.trunk.group_matcher())
+            for group in list(groups.values())[-unlocked_groups:]:
+                for pname in group:
+                    self.trunk.get_parameter(pname).requires_grad = True
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.trunk.set_grad_checkpointing(enable)
+
+
+def create_image_tower(name: str, *, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0) -> nn.Module:
+    """A registered medclip tower by name, else any timm model name."""
+    if name in IMAGE_TOWERS:
+        return IMAGE_TOWERS.get(name)(in_chans=in_chans, pretrained=pretrained, drop_path=drop_path)
+    return TimmImageTower(name, in_chans=in_chans, pretrained=pretrained, drop_path=drop_path)

@@ -1,0 +1,131 @@
+"""The MedClip module: image tower + text tower + projection heads + learnable temperature."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medclip.config import ImageTowerCfg, ModelCfg, PreprocessCfg, TextTowerCfg, init_logit_scale
+from medclip.models.image import create_image_tower
+from medclip.models.text import HFTextTower
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "medclip_config.json"
+HEADS = ("linear", "mlp")
+
+
+def projection_head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim, bias=False)
+    if kind == "mlp":
+        hidden = max(in_dim, out_dim)
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+    raise ValueError(f"model.head '{kind}' is not one of {HEADS}")
+
+
+class MedClip(nn.Module):
+    """``forward(image, input_ids, attention_mask) -> {"image_emb", "text_emb", "logit_scale"}`` (embeddings L2-normed).
+
+    ``text_features`` (pooled text-tower output) may replace ``input_ids`` when the text tower is locked and its
+    outputs are cached.
+    """
+
+    def __init__(self, cfg: ModelCfg, preprocess: PreprocessCfg, *, text_config: dict | None = None) -> None:
+        super().__init__()
+        self.cfg, self.preprocess = cfg, preprocess
+        self.image = create_image_tower(
+            cfg.image.name,
+            in_chans=preprocess.channels,
+            pretrained="" if text_config is not None else cfg.image.pretrained,
+            drop_path=cfg.image.drop_path,
+        )
+        self.text = HFTextTower(cfg.text.name, pooling=cfg.text.pooling, config_dict=text_config)
+        self.image_proj = projection_head(cfg.head, self.image.output_dim, cfg.embed_dim)
+        self.text_proj = projection_head(cfg.head, self.text.output_dim, cfg.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(init_logit_scale(cfg)))
+        self.max_log_scale = float(torch.tensor(cfg.max_logit_scale).log())
+        if cfg.image.lock:
+            self.image.lock()
+        if cfg.text.lock:
+            self.text.lock(cfg.text.unlocked_layers)
+
+    def encode_image(self, image: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        emb = self.image_proj(self.image(image))  # [B, D]
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_text_features(self, features: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        emb = self.text_proj(features)  # [B, D]
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, normalize: bool = True):
+        return self.encode_text_features(self.text(input_ids, attention_mask), normalize=normalize)
+
+    def scale(self) -> torch.Tensor:
+        # Clamp like CLIP: the logit scale may not exceed max_logit_scale (100).
+        return self.logit_scale.clamp(max=self.max_log_scale).exp()
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        text_features: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if text_features is not None:
+            text_emb = self.encode_text_features(text_features)
+        elif input_ids is not None and attention_mask is not None:
+            text_emb = self.encode_text(input_ids, attention_mask)
+        else:
+            raise ValueError("MedClip.forward needs input_ids + attention_mask or text_features")
+        return {"image_emb": self.encode_image(image), "text_emb": text_emb, "logit_scale": self.scale()}
+
+    # -- persistence -------------------------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path, *, tokenizer: Any = None, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` + ``medclip_config.json`` (+ ``tokenizer/``): a self-describing directory."""
+        from safetensors.torch import save_model
+
+        from medclip import __version__
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(out / WEIGHTS_NAME))
+        meta = {
+            "medclip_version": __version__,
+            "model": asdict(self.cfg),
+            "preprocess": asdict(self.preprocess),
+            "text_config": self.text.encoder.config.to_dict(),
+            **(extra or {}),
+        }
+        (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(out / "tokenizer"))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> MedClip:
+        """Load a ``save_pretrained`` directory; needs no network and no original tower weights."""
+        from safetensors.torch import load_model
+
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} is not a medclip checkpoint (no {CONFIG_NAME}); pass a run's final/ dir")
+        meta = json.loads((path / CONFIG_NAME).read_text())
+        mcfg = meta["model"]
+        cfg = ModelCfg(
+            image=ImageTowerCfg(**mcfg.pop("image")), text=TextTowerCfg(**mcfg.pop("text")), **mcfg
+        )
+        text_config = dict(meta["text_config"])
+        model = cls(cfg, PreprocessCfg(**meta["preprocess"]), text_config=text_config)
+        load_model(model, str(path / WEIGHTS_NAME), device=str(device))
+        model.meta = meta
+        return model.to(device).eval()

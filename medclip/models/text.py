@@ -1,0 +1,87 @@
+"""Hugging Face text tower: an encoder with mean or CLS pooling, lockable LiT-style."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from medclip.text.tokenizer import hub_hint, resolve_text_model
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+
+
+def _without_pooler(build, source):
+    # BERT-style encoders carry an unused pooler; dropping it keeps checkpoints lean and every parameter trained.
+    try:
+        return build(source, add_pooling_layer=False)
+    except TypeError:  # encoders without that argument
+        return build(source)
+
+
+class HFTextTower(nn.Module):
+    """``forward(input_ids, attention_mask) -> [B, hidden]``.
+
+    Args:
+        name: ``minilm`` (packaged), a hub name or a local directory.
+        pooling: ``mean`` over non-padding tokens (what sentence-transformers models are trained for) or ``cls``.
+        config_only: build the architecture from its config without loading weights (checkpoint loading does this,
+            so a saved model never needs the original weights again).
+    """
+
+    def __init__(self, name: str, *, pooling: str = "mean", config_only: bool = False, config_dict: dict | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if pooling not in POOLINGS:
+            raise ValueError(f"text pooling '{pooling}' is not one of {POOLINGS}")
+        self.name, self.pooling = name, pooling
+        if config_dict is not None:
+            self.encoder = _without_pooler(AutoModel.from_config, AutoConfig.for_model(**config_dict))
+        else:
+            resolved = resolve_text_model(name)
+            try:
+                if config_only:
+                    self.encoder = _without_pooler(AutoModel.from_config, AutoConfig.from_pretrained(resolved))
+                else:
+                    self.encoder = _without_pooler(AutoModel.from_pretrained, resolved)
+            except OSError as exc:
+                raise hub_hint(name, exc) from exc
+        self.output_dim = int(self.encoder.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B, H]
+
+    def _layers(self) -> list[nn.Module]:
+        encoder = getattr(self.encoder, "encoder", None)
+        layers = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
+        return list(layers) if layers is not None else []
+
+    def lock(self, unlocked_layers: int = 0) -> None:
+        """Freeze the encoder; keep the last ``unlocked_layers`` transformer layers trainable."""
+        for p in self.encoder.parameters():
+            p.requires_grad = False
+        if unlocked_layers:
+            layers = self._layers()
+            if not layers:
+                raise ValueError(f"cannot find transformer layers in {type(self.encoder).__name__} to unlock")
+            for layer in layers[-unlocked_layers:]:
+                for p in layer.parameters():
+                    p.requires_grad = True
+
+    @property
+    def is_locked(self) -> bool:
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.encoder.gradient_checkpointing_enable()
+        else:
+            self.encoder.gradient_checkpointing_disable()

@@ -1,0 +1,44 @@
+"""Clinical prompt sets (package YAML or a user file) and their ensembled text embeddings."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from medclip.registry import did_you_mean
+
+
+def packaged_prompt_sets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("medclip.text").joinpath("prompts").iterdir()
+                  if p.name.endswith(".yaml"))  # fmt: skip
+
+
+def load_prompts(name_or_path: str) -> dict[str, dict[str, list[str]]]:
+    """-> {finding: {"positive": [prompt, ...], "negative": [prompt, ...]}} with templates expanded."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt file not found: {path}")
+        raw = yaml.safe_load(path.read_text())
+    else:
+        names = packaged_prompt_sets()
+        if name_or_path not in names:
+            raise ValueError(f"unknown prompt set '{name_or_path}'.{did_you_mean(name_or_path, names)} Available: {names}")
+        raw = yaml.safe_load(resources.files("medclip.text").joinpath("prompts", f"{name_or_path}.yaml").read_text())
+    return expand_prompts(raw, source=str(name_or_path))
+
+
+def expand_prompts(raw: dict, *, source: str = "prompts") -> dict[str, dict[str, list[str]]]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("findings"), dict) or not raw["findings"]:
+        raise ValueError(f"{source}: expected a mapping with a non-empty 'findings:' section")
+    templates = raw.get("templates") or ["{}"]
+    out = {}
+    for finding, spec in raw["findings"].items():
+        if not isinstance(spec, dict) or not spec.get("positive"):
+            raise ValueError(f"{source}: finding '{finding}' needs a 'positive:' list (and usually 'negative:')")
+        out[finding] = {
+            side: [t.format(p) for p in spec.get(side) or [] for t in templates] for side in ("positive", "negative")
+        }
+    return out

@@ -1,0 +1,55 @@
+"""AdamW parameter groups and the warmup + cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from medclip.config import OptimCfg
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps`` (nanoGPT's get_lr, as a factor)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_ratio
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * progress))
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    # Biases, norms and the temperature are not weight-decayed (as in CLIP).
+    return param.ndim < 2 or "logit_scale" in name or "norm" in name.lower()
+
+
+def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
+    """Groups by (learning rate, decay): text-tower layers get ``text_tower_lr``, the text head ``text_head_lr``."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = cfg.lr
+        if name.startswith("text."):
+            lr = cfg.text_tower_lr
+        elif name.startswith("text_proj.") and cfg.text_head_lr:
+            lr = cfg.text_head_lr
+        wd = 0.0 if _no_decay(name, p) else cfg.weight_decay
+        groups.setdefault((lr, wd), []).append(p)
+    return [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def create_optimizer(model: nn.Module, cfg: OptimCfg) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if not groups:
+        raise ValueError("no trainable parameters: both towers and heads are locked")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def create_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimCfg, total_steps: int):
+    warmup = min(cfg.warmup_steps, max(1, total_steps // 5))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup_steps=warmup, total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
+    )

@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests are offline: no code path may reach a model hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    if SHARED_DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real data folder {SHARED_DATA} is absent")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory) -> Path:
+    """A small synthetic chest X-ray archive (DICOM tree + reports + labels.csv)."""
+    from medclip.data.synthetic import synth_cxr
+
+    root = tmp_path_factory.mktemp("archive")
+    synth_cxr(root, studies=40, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tiny_archive, tmp_path_factory) -> Path:
+    from medclip.data.manifest import build_manifest, write_manifest
+
+    out = tmp_path_factory.mktemp("manifest")
+    write_manifest(build_manifest(tiny_archive, salt="test-salt", show_progress=False), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_manifest, tmp_path_factory) -> Path:
+    """A few training steps of the tiny preset: enough to exercise save/load and the evaluators."""
+    from medclip.config import load_config
+    from medclip.train.trainer import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={out}"])
+    return train(cfg, show_progress=False)
