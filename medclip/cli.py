@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(func(args) or 0)
     try:
         return int(func(args) or 0)
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
     except UsageError as exc:
         print(f"medclip {args.command}: error: {exc}", file=sys.stderr)
     except USER_ERRORS as exc:

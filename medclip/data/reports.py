@@ -168,9 +168,11 @@ def _header_keys(line: str, prev_blank: bool) -> tuple[tuple[str, ...], str] | N
     m = _HEADER_RE.match(line)
     if m is None:
         return None
-    # A header alone on its line. Lowercase words after a non-blank line are a hard-wrapped sentence
-    # ("... no acute\nfindings\n..."), not a header.
-    if not m.group("sep") and not (prev_blank or line.lstrip()[0].isupper()):
+    # A header with no ':' or '-'. Lowercase words followed by more text after a non-blank line are a hard-wrapped
+    # sentence ("... no acute\nfindings of edema ..."), not a header; a lowercase header word alone on its line is a
+    # header (exports write "findings\n...").
+    alone = not line[m.end() :].strip()
+    if not m.group("sep") and not (prev_blank or alone or line.lstrip()[0].isupper()):
         return None
     names = [_HEADER_OF.get(" ".join(p.lower().split()), "_other") for p in _JOINER_RE.split(m.group("h"))]
     keys = tuple(dict.fromkeys(names))

@@ -142,5 +142,5 @@ def _step(model, batch, cached, loss_fn, optimizer, scheduler, cfg: RunCfg, devi
     scheduler.step()
     dt = time.perf_counter() - t0
     return {"step": state["step"], "loss": float(loss), "lr": scheduler.get_last_lr()[0],
-            "temperature": float(1.0 / out["logit_scale"]), "grad_norm": float(grad_norm),
+            "temperature": float(1.0 / out["logit_scale"].detach()), "grad_norm": float(grad_norm),
             "pairs_per_s": image.shape[0] / dt}  # fmt: skip

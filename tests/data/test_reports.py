@@ -307,3 +307,12 @@ def test_real_unlabelled_impressions() -> None:
         impression = parse_sections(raw)["impression"]
         assert impression, raw
         assert normalize_text(impression) == normalize_text(raw)  # nothing lost, numbered lists included
+
+
+def test_lowercase_bare_headers_after_a_header_value_line():
+    # Regression: "indication" / "findings" alone on a line right after a non-blank line were read as wrapped text.
+    text = "examination:\nXR CHEST PA\nindication\n___M with cough.\nfindings\nSmall left effusion.\nimpression\nEffusion."
+    sections = parse_sections(text)
+    assert sections["examination"] == "XR CHEST PA"
+    assert sections["findings"] == "Small left effusion."
+    assert sections["impression"] == "Effusion."
