@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 from monai.data import CacheDataset
+from monai.transforms import Compose
 
 from medclip.config import PreprocessCfg
 from medclip.data.reports import normalize_text, report_text
-from medclip.data.transforms import build_transforms
+from medclip.data.shards import LoadShardd, ShardStore
+from medclip.data.transforms import build_transforms, deterministic_transforms
 from medclip.text.tokenizer import tokenize
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,12 @@ def pairs_from_manifest(df: pd.DataFrame, *, text_policy: str) -> tuple[list[dic
 
 
 class PairDataset(CacheDataset):
-    """Pairs with MONAI transforms; decoded and resized images are cached in memory (``cache_rate``)."""
+    """Pairs with MONAI transforms; decoded and resized images are cached in memory (``cache_rate``).
+
+    With ``shards`` (a :class:`ShardStore` from ``medclip prepare``) the deterministic steps (decode, resize, pad)
+    are replaced by reading the prepared array; the random and normalisation steps that follow are the same. The
+    shards' recipe must match ``preprocess``; nothing is cached in memory (the OS page cache holds the memmaps).
+    """
 
     def __init__(
         self,
@@ -55,15 +62,30 @@ class PairDataset(CacheDataset):
         train: bool,
         cache_rate: float = 1.0,
         num_workers: int = 0,
+        shards: ShardStore | None = None,
     ) -> None:
         self.texts = texts
+        transform = build_transforms(preprocess, train=train)
+        if shards is not None:
+            shards.check_recipe(preprocess)
+            pairs = shards.select(pairs)
+            transform = shard_transforms(transform, preprocess, shards)
+            cache_rate = 0.0
         super().__init__(
             pairs,
-            transform=build_transforms(preprocess, train=train),
+            transform=transform,
             cache_rate=cache_rate,
             num_workers=num_workers or None,
             progress=logger.isEnabledFor(logging.INFO),
         )
+
+
+def shard_transforms(pipeline: Compose, preprocess: PreprocessCfg, shards: ShardStore) -> Compose:
+    """``pipeline`` (from ``build_transforms``) with its deterministic head replaced by :class:`LoadShardd`."""
+    head = [type(t) for t in deterministic_transforms(preprocess)]
+    if [type(t) for t in pipeline.transforms[: len(head)]] != head:
+        raise RuntimeError("build_transforms no longer starts with deterministic_transforms; update shard_transforms")
+    return Compose([LoadShardd("image", shards), *pipeline.transforms[len(head) :]])
 
 
 class PairCollator:

@@ -1,7 +1,9 @@
 """Manifest: one row per kept image, a rejects table with one row per rejected input, and a meta file.
 
 Patient identifiers never reach disk raw: ``patient_key`` is a salted SHA-256 of the PatientID. Splits are by
-patient, from a hash of the key, so they are deterministic and stay put when the archive grows.
+patient, from a hash of the key, so they are deterministic and stay put when the archive grows. Every input the
+layout saw is either a manifest row or a rejects row (:func:`reconcile` checks it); reason codes are in
+:data:`REJECT_REASONS` (image readers) and :data:`medclip.data.dicom.REASONS`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medclip.data.archive import LAYOUTS, ArchiveScan, reject
+from medclip.data.archive import LAYOUTS, ArchiveScan, InlineReport, reject
 from medclip.data.reports import parse_sections, report_text
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,24 @@ COLUMNS = (
 REJECT_COLUMNS = ("path", "kind", "reason", "detail")
 SPLITS = ("train", "val", "test")
 SALT_ENV = "MEDCLIP_PATIENT_SALT"
+# Reject reasons added by layouts and pairing, on top of the image readers' medclip.data.dicom.REASONS.
+REJECT_REASONS: dict[str, str] = {
+    "no_report": "image: no report for its study (or no XML/CSV row lists it)",
+    "report_rejected": "image: its study's report was rejected (see that report's own row)",
+    "duplicate_sop": "image: SOPInstanceUID (or image id / path) already seen; the first copy is kept",
+    "patient_conflict": "image: its StudyInstanceUID was already seen under another PatientID",
+    "no_patient": "image: no PatientID (subject / patient column), so it cannot be split by patient",
+    "no_image": "image: a CSV row without any image path",
+    "layout_path": "image: not where the layout puts images (e.g. MIMIC files/pNN/p<subject>/s<study>/)",
+    "metadata_conflict": "image: the dataset's metadata CSV disagrees with the path about subject/study",
+    "empty_report": "report: no findings or impression text (blank, or headers only)",
+    "report_encoding": "report: not UTF-8 text",
+    "report_unreadable": "report: the file cannot be read (missing, permissions)",
+    "orphan_report": "report: no image of its study (or an Open-i XML listing no image)",
+    "duplicate_report": "report: a second report for a study that already has one",
+    "malformed_report": "report: a report-table line that is not a JSON object or has no study key",
+    "malformed_xml": "report: an Open-i XML file that does not parse",
+}
 
 
 @dataclass
@@ -58,15 +78,20 @@ def check_splits_disjoint(df: pd.DataFrame) -> None:
         raise ValueError(f"{len(leaked)} patients appear in more than one split; splits must be by patient")
 
 
-def _read_report(path: Path) -> tuple[dict | None, dict | None]:
-    """-> (sections, None) or (None, reject)."""
+def _source_id(source: Path | InlineReport) -> str:
+    return source.id if isinstance(source, InlineReport) else str(source)
+
+
+def _read_report(source: Path | InlineReport) -> tuple[dict | None, dict | None]:
+    """A report file or inline text -> (sections, None) or (None, reject)."""
+    path = _source_id(source)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return None, reject(path, "report_unreadable", f"{path}: {exc.strerror}", kind="report")
-    try:
+        # Tables are read with surrogateescape, so non-UTF-8 bytes in a cell fail to encode here.
+        raw = source.text.encode("utf-8") if isinstance(source, InlineReport) else source.read_bytes()
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
+    except OSError as exc:
+        return None, reject(path, "report_unreadable", f"{path}: {exc.strerror or exc}", kind="report")
+    except UnicodeError:
         return None, reject(path, "report_encoding", f"{path}: not UTF-8 text; re-export as UTF-8", kind="report")
     sections = parse_sections(text)
     if not (sections.get("findings") or sections.get("impression")):
@@ -74,12 +99,34 @@ def _read_report(path: Path) -> tuple[dict | None, dict | None]:
     return sections, None
 
 
+def check_patients(images: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Reject images without a PatientID, and later images of a study already seen under another PatientID.
+
+    A study under two PatientIDs means a merge/anonymisation error: kept, it would put one study in two splits.
+    """
+    kept, rejects, owner = [], [], {}
+    for img in images:
+        path, patient, study = img["image_path"], img.get("patient_id"), img.get("study_uid")
+        if not patient or not str(patient).strip():
+            rejects.append(reject(path, "no_patient", f"{path}: no PatientID; fill it so splits can be by patient"))
+            continue
+        first = owner.setdefault(study, patient) if study else patient
+        if first != patient:
+            detail = f"{path}: study {study} already seen under another PatientID; fix the IDs at the source"
+            rejects.append(reject(path, "patient_conflict", detail))
+            continue
+        kept.append(img)
+    return kept, rejects
+
+
 def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], list[dict], set[str]]:
     kept, rejects, used, parsed = [], [], set(), {}
     seen_sop: set[str] = set()
-    for img in scan.images:
-        if img.get("sop_uid") and img["sop_uid"] in seen_sop:
-            rejects.append(reject(img["image_path"], "duplicate_sop", f"{img['image_path']}: SOPInstanceUID repeated"))
+    images, rejects = check_patients(scan.images)
+    for img in images:
+        if (img.get("sop_uid") or img["image_path"]) in seen_sop:
+            detail = f"{img['image_path']}: SOPInstanceUID (or image id / path) repeated; the first copy is kept"
+            rejects.append(reject(img["image_path"], "duplicate_sop", detail))
             continue
         seen_sop.add(img.get("sop_uid") or img["image_path"])
         key = next((k for k in (img.get("accession"), img.get("study_uid")) if k and k in scan.reports), None)
@@ -91,7 +138,8 @@ def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], li
         sections, bad = parsed[key]
         used.add(key)
         if bad is not None:
-            rejects.append(reject(img["image_path"], "report_rejected", f"{img['image_path']}: {bad['reason']}"))
+            detail = f"{img['image_path']}: its report {bad['path']} was rejected ({bad['reason']})"
+            rejects.append(reject(img["image_path"], "report_rejected", detail))
             continue
         kept.append({**img, "findings": sections["findings"], "impression": sections["impression"],
                      "text": report_text(sections, text_policy)})  # fmt: skip
@@ -108,17 +156,27 @@ def build_manifest(
     modalities: tuple[str, ...] | None = ("CR", "DX", "DR"),
     verify_pixels: bool = True,
     show_progress: bool = True,
+    reports: str | Path | None = None,
+    layout_options: dict | None = None,
 ) -> ManifestResult:
-    """Scan an archive and build the manifest, the rejects and the meta (counts reconcile)."""
+    """Scan an archive and build the manifest, the rejects and the meta (counts reconcile).
+
+    Args:
+        root: the archive folder (for ``layout="csv"`` also the CSV file itself).
+        layout: a name in ``LAYOUTS`` (dicom, mimic-cxr-jpg, openi, csv).
+        reports: extra reports: a CSV/JSONL table (study key + text columns) or a folder of ``<key>.txt``.
+        layout_options: layout-specific keywords, e.g. ``{"columns": {"image": "png"}}`` for csv.
+    """
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"archive folder not found: {root}")
+    if not root.exists():
+        raise FileNotFoundError(f"archive folder not found: {root} (for --layout csv: the CSV file)")
     scan: ArchiveScan = LAYOUTS.get(layout)(
-        root, modalities=modalities, verify_pixels=verify_pixels, show_progress=show_progress
-    )
+        root, modalities=modalities, verify_pixels=verify_pixels, show_progress=show_progress,
+        reports=Path(reports) if reports is not None else None, **(layout_options or {}),
+    )  # fmt: skip
     salt = salt or _default_salt()
     kept, report_rejects, used = _attach_reports(scan, text_policy)
-    orphan = [reject(p, "orphan_report", f"{p}: no image of this study", kind="report")
+    orphan = [reject(_source_id(p), "orphan_report", f"{_source_id(p)}: no image of this study", kind="report")
               for k, p in sorted(scan.reports.items()) if k not in used]  # fmt: skip
     rejects = pd.DataFrame(scan.rejects + report_rejects + orphan, columns=list(REJECT_COLUMNS))
     df = pd.DataFrame(kept)
@@ -134,7 +192,18 @@ def build_manifest(
         df = df[list(COLUMNS)]  # drops raw patient_id and any other header facts that could identify a person
         check_splits_disjoint(df)
     meta = _meta(root, layout, df, rejects, scan)
+    reconcile(meta)
     return ManifestResult(df, rejects, meta)
+
+
+def reconcile(meta: dict) -> None:
+    """Raise RuntimeError unless every image input is kept or rejected: ``inputs = kept + rejected``."""
+    c = meta["counts"]
+    if c["inputs"] != c["kept"] + c["rejected"]:
+        raise RuntimeError(
+            f"manifest does not reconcile: {c['inputs']} inputs != {c['kept']} kept + {c['rejected']} rejected; "
+            "a layout lost or double-counted inputs (please report this as a bug)"
+        )
 
 
 def _default_salt() -> str:
@@ -157,9 +226,10 @@ def content_hash(df: pd.DataFrame) -> str:
 
 def _meta(root: Path, layout: str, df: pd.DataFrame, rejects: pd.DataFrame, scan: ArchiveScan) -> dict:
     image_rejects = rejects[rejects["kind"] == "image"]
+    scan_kinds = pd.Series([r["kind"] for r in scan.rejects], dtype=object)
     report_rejects = rejects[rejects["kind"] == "report"]
     counts = {
-        "inputs": len(df) + len(image_rejects),
+        "inputs": scan.inputs if scan.inputs is not None else len(scan.images) + int((scan_kinds == "image").sum()),
         "kept": len(df),
         "rejected": len(image_rejects),
         "reports_found": len(scan.reports),

@@ -59,8 +59,9 @@ def random_transforms(cfg: PreprocessCfg, keys: str = "image") -> list:
             keys,
             prob=0.8,
             rotate_range=math.radians(cfg.rotate_degrees),
-            scale_range=cfg.scale_range,
-            translate_range=cfg.translate_frac * size,
+            # One value per spatial axis: a scalar would only scale/shift along the first axis.
+            scale_range=(cfg.scale_range, cfg.scale_range),
+            translate_range=(cfg.translate_frac * size, cfg.translate_frac * size),
             padding_mode="zeros",
             mode="bilinear",
         ),

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from medclip.config import RunCfg, save_config
 from medclip.data.datasets import PairCollator, PairDataset, pairs_from_manifest
 from medclip.data.manifest import read_manifest
+from medclip.data.shards import ShardStore
 from medclip.losses import create_loss
 from medclip.models.medclip import MedClip
 from medclip.text.tokenizer import load_tokenizer, tokenize
@@ -80,10 +81,13 @@ def train(cfg: RunCfg, *, show_progress: bool = True) -> Path:
     pairs, texts = pairs_from_manifest(train_df, text_policy=cfg.data.text_policy)
     tokenizer = load_tokenizer(cfg.model.text.name)
     model = MedClip(cfg.model, cfg.preprocess).to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.image.to(memory_format=memory_format)
     cached = text_features(model, tokenizer, texts, max_length=cfg.data.max_text_tokens, device=device) \
         if model.text.is_locked else None  # fmt: skip
     dataset = PairDataset(pairs, texts, cfg.preprocess, train=True, cache_rate=cfg.data.cache_rate,
-                          num_workers=cfg.data.num_workers)  # fmt: skip
+                          num_workers=cfg.data.num_workers,
+                          shards=ShardStore(cfg.data.shards) if cfg.data.shards else None)  # fmt: skip
     collate = PairCollator(tokenizer, texts, max_length=cfg.data.max_text_tokens, tokenize_text=cached is None)
     batch_size = min(cfg.train.batch_size, len(dataset))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate,
@@ -117,6 +121,8 @@ def _step(model, batch, cached, loss_fn, optimizer, scheduler, cfg: RunCfg, devi
     if cached is not None:
         model.text.eval()  # a locked tower stays deterministic (no dropout)
     image = batch["image"].to(device, non_blocking=True)
+    if cfg.train.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
     text_keys = batch["text_index"].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
         if cached is not None:
