@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 
 import pandas as pd
@@ -11,7 +12,7 @@ from monai.data import CacheDataset
 from monai.transforms import Compose
 
 from medclip.config import PreprocessCfg
-from medclip.data.reports import normalize_text, report_text
+from medclip.data.reports import normalize_text, report_text, split_sentences
 from medclip.data.shards import LoadShardd, ShardStore
 from medclip.data.transforms import build_transforms, deterministic_transforms
 from medclip.text.tokenizer import tokenize
@@ -19,30 +20,55 @@ from medclip.text.tokenizer import tokenize
 logger = logging.getLogger(__name__)
 
 
+SENTENCE_POLICY = "sentence_sample"
+
+
 def pair_text(row, text_policy: str) -> str:
-    """The text a manifest row pairs with, under the given policy (from its findings / impression columns)."""
-    return report_text({"findings": row.findings, "impression": row.impression}, text_policy)
+    """The whole text a manifest row pairs with under ``text_policy`` (from its findings / impression columns).
+
+    ``sentence_sample`` draws sentences afresh every step during training; as one text (evaluation, retrieval) it is
+    the findings followed by the impression.
+    """
+    policy = "findings_impression" if text_policy == SENTENCE_POLICY else text_policy
+    return report_text({"findings": row.findings, "impression": row.impression}, policy)
+
+
+class _TextTable:
+    """Unique texts by normalised form: identical reports (or sentences) share one index."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.index_of: dict[str, int] = {}
+
+    def add(self, text: str) -> int:
+        key = normalize_text(text)
+        if key not in self.index_of:
+            self.index_of[key] = len(self.texts)
+            self.texts.append(text)
+        return self.index_of[key]
 
 
 def pairs_from_manifest(df: pd.DataFrame, *, text_policy: str) -> tuple[list[dict], list[str]]:
     """Manifest rows -> pair dicts + the table of unique texts.
 
-    Each pair carries ``text_index`` (row in the unique-text table; identical normalised reports share one) so
-    losses can treat duplicates as positives and a locked text tower can be run once per unique text.
+    Each pair carries ``text_index`` (row in the unique-text table; identical normalised texts share one) so losses
+    can treat duplicates as positives and a locked text tower can be run once per unique text. With the
+    ``sentence_sample`` policy the table holds sentences and each pair lists its report's sentences in
+    ``text_choices``; :class:`PairCollator` draws one per step.
     """
-    texts: list[str] = []
-    index_of: dict[str, int] = {}
+    table = _TextTable()
     pairs = []
     for row in df.itertuples(index=False):
         text = pair_text(row, text_policy)
-        key = normalize_text(text)
-        if key not in index_of:
-            index_of[key] = len(texts)
-            texts.append(text)
-        pairs.append(
-            {"image": row.image_path, "text_index": index_of[key], "study_id": row.study_id, "row_id": row.row_id}
-        )
-    return pairs, texts
+        pair = {"image": row.image_path, "study_id": row.study_id, "row_id": row.row_id}
+        if text_policy == SENTENCE_POLICY:
+            choices = [table.add(sent) for sent in split_sentences(text)] or [table.add(text)]
+            pair["text_choices"] = list(dict.fromkeys(choices))
+            pair["text_index"] = pair["text_choices"][0]
+        else:
+            pair["text_index"] = table.add(text)
+        pairs.append(pair)
+    return pairs, table.texts
 
 
 class PairDataset(CacheDataset):
@@ -89,14 +115,25 @@ def shard_transforms(pipeline: Compose, preprocess: PreprocessCfg, shards: Shard
 
 
 class PairCollator:
-    """Stack images; tokenise the batch's texts padded to the longest one (not to ``max_length``)."""
+    """Stack images; tokenise the batch's texts padded to the longest one (not to ``max_length``).
 
-    def __init__(self, tokenizer, texts: Sequence[str], *, max_length: int, tokenize_text: bool = True) -> None:
+    Items with ``text_choices`` (the ``sentence_sample`` policy) get one of their sentences drawn per call from a
+    seeded generator, so a run is reproducible.
+    """
+
+    def __init__(
+        self, tokenizer, texts: Sequence[str], *, max_length: int, tokenize_text: bool = True, seed: int = 0
+    ) -> None:
         self.tokenizer, self.texts, self.max_length = tokenizer, texts, max_length
         self.tokenize_text = tokenize_text
+        self.rng = random.Random(seed)
+
+    def _text_index(self, item: dict) -> int:
+        choices = item.get("text_choices")
+        return self.rng.choice(choices) if choices else item["text_index"]
 
     def __call__(self, items: list[dict]) -> dict:
-        text_index = torch.tensor([it["text_index"] for it in items], dtype=torch.long)
+        text_index = torch.tensor([self._text_index(it) for it in items], dtype=torch.long)
         batch = {
             "image": torch.stack([torch.as_tensor(it["image"]) for it in items]),  # [B, C, H, W]
             "text_index": text_index,  # [B]

@@ -158,6 +158,7 @@ def build_manifest(
     show_progress: bool = True,
     reports: str | Path | None = None,
     layout_options: dict | None = None,
+    label_set: str | None = None,
 ) -> ManifestResult:
     """Scan an archive and build the manifest, the rejects and the meta (counts reconcile).
 
@@ -166,6 +167,7 @@ def build_manifest(
         layout: a name in ``LAYOUTS`` (dicom, mimic-cxr-jpg, openi, csv).
         reports: extra reports: a CSV/JSONL table (study key + text columns) or a folder of ``<key>.txt``.
         layout_options: layout-specific keywords, e.g. ``{"columns": {"image": "png"}}`` for csv.
+        label_set: attach rule-based report labels (``chexpert`` / ``chestxray14``) as manifest columns.
     """
     root = Path(root)
     if not root.exists():
@@ -191,7 +193,13 @@ def build_manifest(
         df["row_id"] = range(len(df))
         df = df[list(COLUMNS)]  # drops raw patient_id and any other header facts that could identify a person
         check_splits_disjoint(df)
+        if label_set:
+            from medclip.data.label_io import label_dataframe
+
+            # Labels extracted from the report text, one column per label (1 / 0 / -1 / NaN blank).
+            df = pd.concat([df, label_dataframe(df, label_set=label_set)], axis=1)
     meta = _meta(root, layout, df, rejects, scan)
+    meta["label_set"] = label_set
     reconcile(meta)
     return ManifestResult(df, rejects, meta)
 
