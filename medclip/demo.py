@@ -27,7 +27,7 @@ def run_demo(
     overrides: list[str] | tuple[str, ...] = (),
     show_progress: bool = True,
 ) -> dict:
-    """Run the whole flow; writes ``results.json`` / ``results.md`` into ``out_dir`` and prints the table."""
+    """Run the whole flow; writes ``results.json`` / ``results.md`` and PNG plots into ``out_dir``."""
     out = Path(out_dir)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -53,8 +53,9 @@ def run_demo(
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # out_dir: cache embeddings there and draw the ROC, retrieval-grid and training-curve PNGs next to results.md
     results = evaluate(final, out / "manifest", split=cfg.eval.split, labels_csv=archive / "labels.csv",
-                       prompts=cfg.eval.prompts, show_progress=show_progress)  # fmt: skip
+                       prompts=cfg.eval.prompts, show_progress=show_progress, out_dir=out)  # fmt: skip
     timings["eval_s"] = time.perf_counter() - t
     results["timings"] = {k: round(v, 1) for k, v in timings.items()}
     results["archive"] = summary

@@ -10,7 +10,7 @@ import pytest
 
 from medclip.cli import build_parser, main
 
-COMMANDS = ["demo", "synth", "manifest", "train", "eval", "sections"]
+COMMANDS = ["demo", "synth", "manifest", "prepare", "train", "eval", "sections", "index", "label"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -1,26 +1,33 @@
-"""Evaluate a checkpoint on a manifest split: embeddings once, then zero-shot and retrieval."""
+"""Evaluate a checkpoint on a manifest or a CSV: embeddings once (cached), then zero-shot, retrieval, linear probe.
+
+Each task returns a JSON-able dict and, when an output directory is given, writes its PNG plots there.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from medclip.data.datasets import pair_text
-from medclip.data.manifest import read_manifest
 from medclip.data.reports import normalize_text
-from medclip.eval.embeddings import embed_images, embed_texts
-from medclip.eval.retrieval import retrieval_metrics, study_hits
-from medclip.eval.zero_shot import class_embeddings, evaluate_zero_shot, zero_shot_scores
+from medclip.eval.csv_source import EvalTable, finding_key, load_table
+from medclip.eval.embeddings import Embedder, read_checkpoint_meta
+from medclip.eval.linear_probe import linear_probe
+from medclip.eval.metrics import macro
+from medclip.eval.plots import plot_probe, plot_retrieval_grid, plot_roc_curves, plot_training_curves
+from medclip.eval.retrieval import label_precision_at_k, retrieval_metrics, study_hits
+from medclip.eval.zero_shot import MODES, binary_metrics, class_embeddings, evaluate_zero_shot, scores_for_mode
 from medclip.models.medclip import MedClip
 from medclip.text.prompts import load_prompts
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("zeroshot", "retrieval")
+TASKS = ("zeroshot", "retrieval", "probe")
+DEFAULT_TASKS = ("zeroshot", "retrieval")
+SPLITS = ("train", "val", "test", "all")
 
 
 def load_checkpoint(path: str | Path, *, device="cpu"):
@@ -44,49 +51,199 @@ def attach_labels(rows: pd.DataFrame, labels_csv: str | Path | None, findings: l
     return {f: table[f].to_numpy(dtype=float) for f in findings if f in table.columns}
 
 
+@dataclass
+class EvalRun:
+    """What every task needs: the embedder, the table, the evaluation split and where plots go."""
+
+    embedder: Embedder
+    table: EvalTable
+    split: str
+    out_dir: Path | None
+    n_bootstrap: int = 1000
+    seed: int = 0
+    plots: bool = True
+
+    def plot_path(self, name: str) -> Path | None:
+        return self.out_dir / f"{name}.png" if self.out_dir is not None and self.plots else None
+
+
+def prompt_classes(run: EvalRun, prompts: str, findings: list[str] | None = None) -> tuple[dict, dict]:
+    """-> (prompt set keyed by finding key, finding -> [2, D] class embeddings) for the labelled findings."""
+    prompt_set = {finding_key(k): v for k, v in load_prompts(prompts).items()}
+    wanted = findings if findings is not None else list(run.table.labels.columns)
+    prompt_set = {k: v for k, v in prompt_set.items() if k in wanted}
+    return prompt_set, class_embeddings(prompt_set, run.embedder.encode_text)
+
+
+def run_zero_shot(run: EvalRun, *, prompts: str, mode: str = "multilabel", threshold_metric: str = "mcc") -> dict:
+    if mode not in MODES:
+        raise ValueError(f"zero-shot mode '{mode}' is not one of {MODES}")
+    _, classes = prompt_classes(run, prompts)
+    if not classes:
+        raise ValueError(f"no labels for any prompt finding: prompt set '{prompts}' has "
+                         f"{sorted(load_prompts(prompts))}, the labels have {list(run.table.labels.columns)}; "
+                         "give a labels CSV (--labels) or label columns named like the prompt findings")  # fmt: skip
+    scale = run.embedder.logit_scale
+    emb = run.embedder.embed(run.table, run.split)
+    scores = scores_for_mode(emb.image_emb, classes, scale, mode=mode)
+    labels = run.table.subset(run.split).label_dict(list(classes))
+    val_scores = val_labels = None
+    threshold_split = None
+    if (run.table.rows["split"] == "val").any():
+        val_scores = scores_for_mode(run.embedder.embed(run.table, "val").image_emb, classes, scale, mode=mode)
+        val_labels = run.table.subset("val").label_dict(list(classes))
+        threshold_split = "val" if run.split not in ("val", "all") else "val (overlaps the evaluated rows)"
+    out = evaluate_zero_shot(scores, labels, val_scores=val_scores, val_labels=val_labels, n_bootstrap=run.n_bootstrap,
+                             seed=run.seed, threshold_metric=threshold_metric, mode=mode)  # fmt: skip
+    out.update(prompts=str(prompts), threshold_split=threshold_split)
+    path = run.plot_path("roc_curves")
+    if path is not None and plot_roc_curves(scores, labels, path, n_bootstrap=min(run.n_bootstrap, 200), seed=run.seed):
+        out["_plots"] = {"roc_curves": path.name}
+    return out
+
+
+def _grid_queries(run: EvalRun, prompts: str, emb, *, n_queries: int = 4, k: int = 5) -> Path | None:
+    """Retrieval grid: prompt phrases of findings present in the split (or report texts) -> top-k images."""
+    labels = run.table.subset(run.split).label_dict()
+    try:
+        prompt_set = {finding_key(f): v for f, v in load_prompts(prompts).items()}
+    except (ValueError, FileNotFoundError):
+        prompt_set = {}
+    present = [f for f in prompt_set if f in labels and np.nansum(labels[f] == 1) > 0][:n_queries]
+    if present:
+        queries = [prompt_set[f]["positive"][0] for f in present]
+    else:
+        queries = list(dict.fromkeys(t for t in emb.texts if t))[:n_queries]
+    if not queries or run.plot_path("retrieval_grid") is None:
+        return None
+    top = (run.embedder.encode_text(queries) @ emb.image_emb.t()).topk(min(k, len(emb.rows)), dim=1).indices.numpy()
+    paths = [[emb.rows["image_path"].iloc[j] for j in row] for row in top]
+    relevant = (
+        [[bool(labels[f][j] == 1) for j in row] for f, row in zip(present, top, strict=True)] if present else None
+    )
+    return plot_retrieval_grid(queries, paths, run.plot_path("retrieval_grid"), relevant=relevant)
+
+
+def run_retrieval(run: EvalRun, *, prompts: str = "cxr_demo") -> dict:
+    if not run.table.has_text:
+        raise ValueError(f"{run.table.source}: retrieval needs report text; add a text column (--text-col NAME)")
+    emb = run.embedder.embed(run.table, run.split)
+    studies, text_emb = emb.study_texts()
+    if not len(studies):
+        raise ValueError(f"{run.table.source}: no report text in split '{run.split}'")
+    # Identical normalised reports are hits too; an image without text matches no text by content.
+    keys = [normalize_text(t) if t else f"<no text {i}>" for i, t in enumerate(emb.rows["report"])]
+    hits = study_hits(list(emb.rows["study_id"]), keys, list(studies["study_id"]), [keys[i] for i in studies.index])
+    has_hit = hits.any(1).numpy()
+    out = retrieval_metrics(emb.image_emb[has_hit], text_emb, hits[has_hit])
+    out["images_without_report"] = int((~has_hit).sum())
+    labels = run.table.subset(run.split).label_dict()
+    if labels:
+        out["similar_cases"] = label_precision_at_k(emb.image_emb, labels, list(emb.rows["study_id"]))
+    path = _grid_queries(run, prompts, emb)
+    if path is not None:
+        out["_plots"] = {"retrieval_grid": path.name}
+    return out
+
+
+def run_probe(run: EvalRun, *, prompts: str = "cxr_demo", mode: str = "multilabel") -> dict:
+    eval_split = "test" if run.split == "all" else run.split
+    if eval_split == "train":
+        raise ValueError("the linear probe trains on 'train'; evaluate it on --split test (or val)")
+    if run.table.labels.empty:
+        raise ValueError(f"{run.table.source}: the linear probe needs label columns (or --labels CSV)")
+    present = set(run.table.rows["split"])
+    if "train" not in present or eval_split not in present:
+        raise ValueError(f"{run.table.source}: the linear probe needs 'train' and '{eval_split}' rows; splits here: "
+                         f"{sorted(present)}")  # fmt: skip
+    parts = {}
+    for s in ("train", "val", eval_split):
+        if s == "val" and s not in present:  # nothing to choose C on: the probe falls back to C = 1
+            empty = {f: np.empty(0) for f in run.table.labels.columns}
+            parts[s] = (np.empty((0, parts["train"][0].shape[1]), dtype=np.float32), empty)
+            continue
+        emb = run.embedder.embed(run.table, s)
+        parts[s] = (emb.image_emb.numpy(), run.table.subset(s).label_dict())
+    out = linear_probe(parts["train"], parts["val"], parts[eval_split], n_bootstrap=run.n_bootstrap, seed=run.seed)
+    out["eval_split"] = eval_split
+    if "val" not in present:
+        out["note"] = "no 'val' rows: C was not tuned (C = 1)"
+    _, classes = prompt_classes(run, prompts, out["findings"])
+    zs_scores = scores_for_mode(run.embedder.embed(run.table, eval_split).image_emb, classes, run.embedder.logit_scale,
+                                mode=mode)  # fmt: skip
+    labels = parts[eval_split][1]
+    out["zero_shot_auroc"] = {f: binary_metrics(labels[f], zs_scores[f])["auroc"] for f in zs_scores if f in labels}
+    path = run.plot_path("probe")
+    if path is not None and plot_probe(out, path, zero_shot_macro=macro(list(out["zero_shot_auroc"].values()))):
+        out["_plots"] = {"probe": path.name}
+    return out
+
+
+def _run_tasks(run: EvalRun, tasks, *, prompts: str, mode: str, threshold_metric: str) -> dict:
+    results: dict = {}
+    if "zeroshot" in tasks:
+        results["zero_shot"] = run_zero_shot(run, prompts=prompts, mode=mode, threshold_metric=threshold_metric)
+    if "retrieval" in tasks:
+        results["retrieval"] = run_retrieval(run, prompts=prompts)
+    if "probe" in tasks:
+        results["probe"] = run_probe(run, prompts=prompts, mode=mode)
+    plots = {}
+    for part in results.values():
+        plots.update(part.pop("_plots", {}))
+    metrics = run.embedder.checkpoint.parent / "metrics.jsonl"
+    path = run.plot_path("training_curves")
+    if path is not None and metrics.is_file() and plot_training_curves(metrics, path):
+        plots["training_curves"] = path.name
+    results["plots"] = plots
+    return results
+
+
 def evaluate(
     checkpoint: str | Path,
-    manifest: str | Path,
+    manifest: str | Path | None = None,
     *,
-    tasks: tuple[str, ...] = TASKS,
+    tasks: tuple[str, ...] = DEFAULT_TASKS,
     split: str = "test",
     labels_csv: str | Path | None = None,
     prompts: str = "cxr_demo",
     batch_size: int = 64,
     device: str = "cpu",
     show_progress: bool = True,
+    csv: str | Path | None = None,
+    image_col: str | None = None,
+    text_col: str | None = None,
+    label_cols: list[str] | None = None,
+    mode: str = "multilabel",
+    threshold_metric: str = "mcc",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    plots: bool = True,
+    cache: bool = True,
 ) -> dict:
+    """Run ``tasks`` on one split of a manifest (or a CSV); with ``out_dir``, cache embeddings and write plots there.
+
+    The returned dict is what ``write_results`` saves: "zero_shot", "retrieval", "probe" sections, "plots"
+    (name -> PNG file in ``out_dir``) and the run's provenance.
+    """
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"unknown eval task '{task}'; choose from {TASKS}")
-    model, tokenizer, meta = load_checkpoint(checkpoint, device=device)
-    df, _ = read_manifest(manifest)
-    rows = df[df["split"] == split].reset_index(drop=True) if split != "all" else df
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; choose from {SPLITS}")
+    meta = read_checkpoint_meta(checkpoint)
+    out = Path(out_dir) if out_dir is not None else None
+    embedder = Embedder(checkpoint, cache_dir=out if cache else None, batch_size=batch_size, device=device,
+                        show_progress=show_progress)  # fmt: skip
+    table = load_table(manifest=manifest, csv=csv, text_policy=embedder.text_policy, labels_csv=labels_csv,
+                       image_col=image_col, text_col=text_col, label_cols=label_cols)  # fmt: skip
+    rows = table.subset(split).rows
     if rows.empty:
-        raise ValueError(f"{manifest}: no rows in split '{split}'")
-    policy, max_len = meta.get("text_policy", "findings_impression"), int(meta.get("max_text_tokens", 128))
-    image_emb = embed_images(model, rows, text_policy=policy, batch_size=batch_size, device=device,
-                             show_progress=show_progress)  # fmt: skip
-
-    def encode(texts: list[str]) -> torch.Tensor:
-        return embed_texts(model, tokenizer, texts, max_length=max_len, batch_size=batch_size, device=device)
-
-    results: dict = {"checkpoint": str(checkpoint), "split": split, "n_images": len(rows),
-                     "n_studies": int(rows["study_id"].nunique())}  # fmt: skip
-    if "zeroshot" in tasks:
-        prompt_set = load_prompts(prompts)
-        classes = class_embeddings(prompt_set, encode)
-        scores = zero_shot_scores(image_emb, classes, float(model.scale()))
-        labels = attach_labels(rows, labels_csv, list(prompt_set))
-        if not labels:
-            raise ValueError("no labels for any prompt finding: give a labels CSV (--labels) or label columns")
-        results["zero_shot"] = evaluate_zero_shot(scores, labels)
-    if "retrieval" in tasks:
-        texts = [pair_text(r, policy) for r in rows.itertuples(index=False)]
-        keys = [normalize_text(t) for t in texts]
-        studies = rows.drop_duplicates("study_id")
-        text_idx = studies.index.to_numpy()
-        text_emb = encode([texts[i] for i in text_idx])
-        hits = study_hits(list(rows["study_id"]), keys, list(studies["study_id"]), [keys[i] for i in text_idx])
-        results["retrieval"] = retrieval_metrics(image_emb, text_emb, hits)
+        raise ValueError(f"{table.source}: no rows in split '{split}'")
+    run = EvalRun(embedder, table, split, out, n_bootstrap=n_bootstrap, seed=seed, plots=plots and out is not None)
+    results: dict = {"checkpoint": str(checkpoint), "source": table.source, "split": split, "n_images": len(rows),
+                     "n_studies": int(rows["study_id"].nunique()), "labels": list(table.labels.columns),
+                     "train_manifest_hash": meta.get("manifest_hash")}  # fmt: skip
+    results.update(_run_tasks(run, tasks, prompts=prompts, mode=mode, threshold_metric=threshold_metric))
+    results["embeddings"] = {"cache_dir": str(out) if out and cache else None, "reused_splits": embedder.reused}
     return results

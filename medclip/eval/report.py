@@ -3,39 +3,93 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+import numpy as np
 
 
 def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _with_ci(value, ci) -> str:
+    return _fmt(value) if not ci or value is None else f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _zero_shot_lines(zs: dict) -> list[str]:
+    lines = [f"## Zero-shot ({zs.get('mode', 'multilabel')}, held-out patients)", "",
+             "| finding | AUROC [95% CI] | AUPRC [95% CI] | F1 | MCC | n | positives |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for finding, m in zs["per_finding"].items():
+        lines.append(f"| {finding} | {_with_ci(m['auroc'], m.get('auroc_ci'))} | "
+                     f"{_with_ci(m['auprc'], m.get('auprc_ci'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('mcc'))} | "
+                     f"{m['n']} | {m['positives']} |")  # fmt: skip
+    lines += [f"| **macro** | **{_fmt(zs['macro_auroc'])}** | {_fmt(zs.get('macro_auprc'))} | "
+              f"{_fmt(zs.get('macro_f1'))} | {_fmt(zs.get('macro_mcc'))} | | |", ""]  # fmt: skip
+    if zs.get("threshold_split"):
+        lines.append(f"F1 / MCC at the threshold maximising {zs.get('threshold_metric', 'mcc').upper()} on the "
+                     f"'{zs['threshold_split']}' split; CIs from {zs.get('n_bootstrap', 0)} bootstrap resamples "
+                     f"(seed {zs.get('seed', 0)}).")  # fmt: skip
+    if zs.get("multiclass", {}).get("accuracy") is not None:
+        mc = zs["multiclass"]
+        lines.append(f"Multi-class top-1 accuracy {_fmt(mc['accuracy'])} over {mc['n']} single-finding images.")
+    messages = zs.get("polarity_messages") or [f"{f} has AUROC < 0.5; its prompts are probably inverted."
+                                               for f in zs.get("polarity_warnings", [])]  # fmt: skip
+    lines += [f"> warning: {m}" for m in messages]
+    return lines + [""]
+
+
+def _retrieval_lines(rt: dict) -> list[str]:
+    lines = ["## Retrieval (hit = same study or identical report)", "",
+             "| direction | R@1 | R@5 | R@10 | MRR | median rank |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for direction in ("image_to_text", "text_to_image"):
+        m = rt[direction]
+        lines.append(f"| {direction} | {_fmt(m['R@1'])} | {_fmt(m['R@5'])} | {_fmt(m['R@10'])} | "
+                     f"{_fmt(m['MRR'])} | {m['median_rank']:.1f} |")  # fmt: skip
+    lines.append(f"\n{rt['n_images']} images, {rt['n_texts']} report texts.")
+    sc = rt.get("similar_cases")
+    if sc and sc.get("P@1") is not None:
+        ps = ", ".join(f"{k} {_fmt(v)}" for k, v in sc.items() if k.startswith("P@"))
+        lines.append(f"\nSimilar cases (image -> image, same findings, other studies): {ps}; "
+                     f"chance {_fmt(sc['chance'])} ({sc['n_queries']} queries).")  # fmt: skip
+    return lines + [""]
+
+
+def _probe_lines(pr: dict) -> list[str]:
+    names = list(pr["settings"])
+    zs = pr.get("zero_shot_auroc", {})
+    lines = [f"## Linear probe (AUROC on '{pr.get('eval_split', 'test')}', C chosen on val)", "",
+             "| finding | zero-shot | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
+    for f in pr["findings"]:
+        cells = [_fmt(pr["settings"][n]["per_finding"][f]["auroc"]) for n in names]
+        lines.append(f"| {f} | {_fmt(zs.get(f))} | " + " | ".join(cells) + " |")
+    macro_zs = [v for v in zs.values() if v is not None]
+    lines.append(f"| **macro** | **{_fmt(float(np.mean(macro_zs)) if macro_zs else None)}** | "
+                 + " | ".join(f"**{_fmt(pr['settings'][n]['macro_auroc'])}**" for n in names) + " |")  # fmt: skip
+    lines.append(f"\ntrain {pr['n_train']} / val {pr['n_val']} / test {pr['n_test']} images; per-finding 95% CIs "
+                 "in results.json.")  # fmt: skip
+    return lines + [""]
 
 
 def markdown_table(results: dict) -> str:
-    lines = []
-    zs = results.get("zero_shot")
-    if zs:
-        lines += ["## Zero-shot (held-out patients)", "", "| finding | AUROC | AUPRC | n | positives |",
-                  "|---|---|---|---|---|"]  # fmt: skip
-        for finding, m in zs["per_finding"].items():
-            lines.append(f"| {finding} | {_fmt(m['auroc'])} | {_fmt(m['auprc'])} | {m['n']} | {m['positives']} |")
-        lines += [f"| **macro** | **{_fmt(zs['macro_auroc'])}** | | | |", ""]
-        for finding in zs.get("polarity_warnings", []):
-            lines.append(f"> warning: {finding} has AUROC < 0.5; its prompts are probably inverted.")
-    rt = results.get("retrieval")
-    if rt:
-        lines += ["## Retrieval (hit = same study or identical report)", "", "| direction | R@1 | R@5 | R@10 | MRR | median rank |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for direction in ("image_to_text", "text_to_image"):
-            m = rt[direction]
-            lines.append(f"| {direction} | {_fmt(m['R@1'])} | {_fmt(m['R@5'])} | {_fmt(m['R@10'])} | "
-                         f"{_fmt(m['MRR'])} | {m['median_rank']:.1f} |")  # fmt: skip
-        lines.append(f"\n{rt['n_images']} images, {rt['n_texts']} report texts.")
+    lines: list[str] = []
+    if results.get("zero_shot"):
+        lines += _zero_shot_lines(results["zero_shot"])
+    if results.get("retrieval"):
+        lines += _retrieval_lines(results["retrieval"])
+    if results.get("probe"):
+        lines += _probe_lines(results["probe"])
     return "\n".join(lines) + "\n"
 
 
 def write_results(results: dict, out_dir: str | Path, *, title: str = "medclip evaluation") -> Path:
+    """Write ``results.json`` and ``results.md`` (tables, then the PNG plots listed in ``results["plots"]``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    (out / "results.md").write_text(f"# {title}\n\n" + markdown_table(results))
+    plots = results.get("plots") or {}
+    figures = "".join(f"### {name.replace('_', ' ')}\n\n![{name}]({file})\n\n" for name, file in plots.items())
+    body = f"# {title}\n\n" + markdown_table(results) + (f"\n## Plots\n\n{figures}" if figures else "")
+    (out / "results.md").write_text(body)
     return out

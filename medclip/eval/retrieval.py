@@ -1,8 +1,10 @@
-"""Image <-> text retrieval with duplicate-aware hits: any image of the same study or any identical report counts."""
+"""Image <-> text retrieval with duplicate-aware hits (same study or identical report), and label-based similar-case
+retrieval (image -> image precision@k of neighbours with the same findings)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -38,3 +40,43 @@ def study_hits(image_studies: list[str], image_text_keys: list[str], text_studie
     same_study = np.asarray(image_studies)[:, None] == np.asarray(text_studies)[None, :]
     same_text = np.asarray(image_text_keys)[:, None] == np.asarray(text_keys)[None, :]
     return torch.from_numpy(same_study | same_text)
+
+
+def positive_sets(labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """-> ([N, F] bool positive findings, [N] bool rows with any label). Uncertain (-1) and blank are not positive."""
+    y = np.stack([np.asarray(v, dtype=float) for v in labels.values()], 1)  # [N, F]
+    return y == 1, np.isfinite(y).any(1)
+
+
+def label_precision_at_k(
+    emb: torch.Tensor, labels: dict[str, np.ndarray], studies: list[str], *, ks=(1, 5, 10), block: int = 1024
+) -> dict:
+    """Similar-case retrieval: image -> image, precision@k of neighbours with exactly the query's findings.
+
+    Neighbours from the query's own study are skipped (they are trivially similar); rows without any label are
+    neither queries nor neighbours. ``chance`` is the expected precision of a random ranking.
+    """
+    pos, keep = positive_sets(labels)
+    emb, pos = emb[torch.from_numpy(keep)], pos[keep]
+    study = np.asarray(studies)[keep]
+    n = len(study)
+    k_max = min(max(ks), n - 1)
+    if k_max < 1:
+        return {"n_queries": int(n), **{f"P@{k}": None for k in ks}, "chance": None}
+    _, sig = np.unique(pos, axis=0, return_inverse=True)
+    sig = sig.ravel()
+    same_sum = {k: 0.0 for k in ks}
+    for start in range(0, n, block):
+        q = slice(start, min(start + block, n))
+        sims = emb[q] @ emb.t()  # [b, N]
+        own = torch.from_numpy(study[q][:, None] == study[None, :])
+        top = sims.masked_fill(own, float("-inf")).topk(k_max, dim=1).indices.numpy()  # [b, K]
+        same = sig[top] == sig[q][:, None]
+        for k in ks:
+            same_sum[k] += same[:, : min(k, k_max)].mean(1).sum()
+    frame = pd.DataFrame({"sig": sig, "study": study})
+    own_study = frame.groupby("study")["sig"].transform("size").to_numpy()
+    same_sig = frame.groupby("sig")["study"].transform("size").to_numpy()
+    same_both = frame.groupby(["sig", "study"])["sig"].transform("size").to_numpy()
+    chance = float(np.mean((same_sig - same_both) / np.maximum(n - own_study, 1)))
+    return {"n_queries": int(n), **{f"P@{k}": float(same_sum[k] / n) for k in ks}, "chance": chance}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -37,3 +38,54 @@ def test_packaged_prompts_expand_templates():
     assert all(p["positive"] and p["negative"] for p in prompts.values())
     raw = {"templates": ["{}.", "there is {}."], "findings": {"a": {"positive": ["x"], "negative": ["no x"]}}}
     assert expand_prompts(raw)["a"]["positive"] == ["x.", "there is x."]
+
+
+def test_multiclass_softmax_and_accuracy():
+    from medclip.eval.zero_shot import multiclass_accuracy, multiclass_scores
+
+    classes = {"a": torch.tensor([[1.0, 0.0], [0.0, 0.0]]), "b": torch.tensor([[0.0, 1.0], [0.0, 0.0]])}
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    scores = multiclass_scores(images, classes, 10.0)
+    assert np.allclose(scores["a"] + scores["b"], 1.0)
+    labels = {"a": np.array([1, 0, 0]), "b": np.array([0, 1, 1])}  # the third image is wrong (a scores higher)
+    assert multiclass_accuracy(scores, labels) == {"accuracy": 2 / 3, "n": 3}
+    labels["b"][2] = 0  # no positive class: not a multi-class row
+    assert multiclass_accuracy(scores, labels)["n"] == 2
+
+
+def test_thresholds_come_from_validation_rows():
+    scores = {"x": np.array([0.1, 0.2, 0.6, 0.7])}
+    labels = {"x": np.array([0, 0, 1, 1])}
+    val = {"x": np.array([0.1, 0.3, 0.4, 0.9])}
+    res = evaluate_zero_shot(scores, labels, val_scores=val, val_labels={"x": np.array([0, 0, 1, 1])}, n_bootstrap=0)
+    m = res["per_finding"]["x"]
+    assert m["threshold"] == 0.4 and m["f1"] == 1.0 and m["mcc"] == 1.0
+    # A validation split that puts the threshold too high shows up in the test F1 (no tuning on the test rows).
+    res = evaluate_zero_shot(scores, labels, val_scores={"x": np.array([0.1, 0.2, 0.8, 0.9])},
+                             val_labels={"x": np.array([0, 0, 1, 1])}, n_bootstrap=0)  # fmt: skip
+    assert res["per_finding"]["x"]["f1"] == 0.0 and res["macro_f1"] == 0.0
+    assert "f1" not in evaluate_zero_shot(scores, labels, n_bootstrap=0)["per_finding"]["x"]
+
+
+def test_polarity_check_fires_on_an_inverted_prompt_yaml(tiny_checkpoint, tiny_manifest, tiny_archive, tmp_path):
+    """Swapping every finding's positive and negative prompts mirrors each AUROC (1 - AUROC) and the check says so."""
+    from importlib import resources
+
+    import yaml
+
+    from medclip.eval.pipeline import evaluate
+
+    raw = yaml.safe_load(resources.files("medclip.text").joinpath("prompts", "cxr_demo.yaml").read_text())
+    raw["findings"] = {f: {"positive": s["negative"], "negative": s["positive"]} for f, s in raw["findings"].items()}
+    inverted = tmp_path / "inverted.yaml"
+    inverted.write_text(yaml.safe_dump(raw))
+    kwargs = {"tasks": ("zeroshot",), "split": "all", "labels_csv": tiny_archive / "labels.csv", "n_bootstrap": 0,
+              "show_progress": False, "out_dir": tmp_path, "plots": False}  # fmt: skip
+    right = evaluate(tiny_checkpoint, tiny_manifest, prompts="cxr_demo", **kwargs)["zero_shot"]
+    wrong = evaluate(tiny_checkpoint, tiny_manifest, prompts=str(inverted), **kwargs)["zero_shot"]
+    for f, m in right["per_finding"].items():
+        if m["auroc"] is not None:
+            assert wrong["per_finding"][f]["auroc"] == pytest.approx(1 - m["auroc"], abs=1e-6)
+    flagged = {f for f, m in right["per_finding"].items() if m["auroc"] is not None and m["auroc"] > 0.5}
+    assert flagged and set(wrong["polarity_warnings"]) == flagged
+    assert all("probably inverted" in m for m in wrong["polarity_messages"])

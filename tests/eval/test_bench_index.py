@@ -1,0 +1,39 @@
+"""scripts/bench_index.py runs at a small size and prints its figures as JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_index.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_index", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_has_the_specified_structure():
+    bench = _load()
+    x, q = bench.make_data(3000, queries=20, chunk=1300)
+    assert x.shape == (3000, 512) and q.shape == (20, 512) and x.dtype == np.float32
+    assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5) and np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+    # Points live near a 64-d subspace: the top 64 singular values hold almost all the energy.
+    s = np.linalg.svd(x[:1000], compute_uv=False)
+    assert (s[:64] ** 2).sum() / (s**2).sum() > 0.75
+    x2, _ = bench.make_data(3000, queries=20, chunk=1300)
+    assert np.array_equal(x, x2)  # seeded
+
+
+def test_bench_prints_json(capsys):
+    bench = _load()
+    assert bench.main(["--n", "20000", "--queries", "50", "--kind", "ivf", "--nprobe", "64"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 20000 and result["kind"] == "ivf" and result["index"] == "IndexIVFFlat"
+    assert result["recall@10"] >= 0.95 and result["latency_ms_p50"] > 0 and result["bytes_per_vector"] > 2048
+    assert set(result["targets_met"]) == {"p50_le_2ms", "recall_ge_0.98", "build_le_180s"}

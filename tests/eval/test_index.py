@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medclip.cli import main
+from medclip.eval.index import CaseIndex, IndexParams, build_faiss, choose_kind, query_case_index, snippet
+
+
+def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim))
+    x = centres[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _recall(index, x: np.ndarray, q: np.ndarray, k: int = 10) -> float:
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :k]
+    found = index.search(q, k)[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize(
+    ("kind", "compression", "min_recall"),
+    [("flat", "none", 1.0), ("ivf", "none", 0.9), ("hnsw", "none", 0.9), ("ivf", "int8", 0.85), ("flat", "pq", 0.15)],
+)
+def test_index_kinds_find_the_exact_neighbours(kind, compression, min_recall):
+    """Recall@10 against brute force; PQ (4 bytes for 32 dims) is lossy but far above chance (10 / 3000)."""
+    faiss = pytest.importorskip("faiss")
+    x = _clustered(3000)
+    q = x[:50] + 0.01
+    index = build_faiss(x, IndexParams(kind=kind, compression=compression, nprobe=8))
+    assert index.ntotal == 3000
+    assert _recall(index, x, q / np.linalg.norm(q, axis=1, keepdims=True)) >= min_recall
+    code_bytes = {"none": 4 * 32, "int8": 32, "pq": 4}[compression]
+    inner = faiss.downcast_index(index)
+    codes = faiss.downcast_index(inner.storage) if kind == "hnsw" else inner  # HNSW keeps its vectors in .storage
+    assert codes.code_size == code_bytes
+
+
+def test_auto_kind_is_exact_for_small_archives_only():
+    assert choose_kind(1000) == "flat" and choose_kind(10_000_000) == "ivf" and choose_kind(10, "hnsw") == "hnsw"
+    with pytest.raises(ValueError, match="not one of"):
+        choose_kind(10, "lsh")
+
+
+def test_case_index_round_trip_and_one_image_per_study(tmp_path):
+    x = _clustered(200)
+    x[1] = x[0]  # the study's second view looks the same: it must not take a second result slot
+    entries = pd.DataFrame({"study_id": [f"s{i // 2}" for i in range(200)],
+                            "image_path": [f"{i}.dcm" for i in range(200)],
+                            "snippet": [f"report {i // 2}" for i in range(200)]})  # fmt: skip
+    index = CaseIndex.build(x, entries, info={"checkpoint": "nowhere"})
+    hits = index.search(x[:1], 5)[0]
+    assert len(hits) == 5 and len({h["study_id"] for h in hits}) == 5 and hits[0]["study_id"] == "s0"
+    every_image = index.search(x[:1], 5, unique_studies=False)[0]
+    assert [h["study_id"] for h in every_image[:2]] == ["s0", "s0"]
+    loaded = CaseIndex.load(index.save(tmp_path / "idx"))
+    assert loaded.search(x[:3], 5) == index.search(x[:3], 5)
+    assert loaded.info["kind"] == "flat" and loaded.info["n"] == 200
+
+
+def test_snippet_is_one_short_line():
+    text = "FINDINGS:\n  Small left apical pneumothorax.   " + "word " * 100
+    s = snippet(text, 60)
+    assert "\n" not in s and len(s) <= 64 and s.startswith("FINDINGS: Small left apical")
+
+
+def test_index_build_and_query_through_the_cli(tiny_checkpoint, tiny_manifest, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", "build", "--checkpoint", str(tiny_checkpoint), "--manifest", str(tiny_manifest),
+                 "--out", str(idx)]) == 0  # fmt: skip
+    info = json.loads((idx / "index.json").read_text())
+    entries = pd.read_parquet(idx / "entries.parquet")
+    assert info["kind"] == "flat" and info["n"] == len(entries) and set(entries.columns) == {"study_id", "image_path",
+                                                                                              "snippet"}  # fmt: skip
+    capsys.readouterr()
+    assert main(["-q", "index", "query", str(idx), "small left apical pneumothorax", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    answer = json.loads((idx / "last_query.json").read_text())
+    assert answer["query_type"] == "text" and len(answer["results"]) == 3
+    assert answer["results"][0]["study_id"][:20] in out
+    # An image query: the image itself is its own nearest neighbour.
+    image = entries["image_path"].iloc[0]
+    answer = query_case_index(idx, image, k=2)
+    assert answer["query_type"] == "image" and answer["results"][0]["image_path"] == image
+
+
+def test_query_refuses_another_checkpoint(tiny_checkpoint, tiny_manifest, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", "build", "--checkpoint", str(tiny_checkpoint), "--manifest", str(tiny_manifest),
+                 "--out", str(idx)]) == 0  # fmt: skip
+    info = json.loads((idx / "index.json").read_text())
+    info["checkpoint_fingerprint"] = "0" * 16
+    (idx / "index.json").write_text(json.dumps(info))
+    assert main(["-q", "index", "query", str(idx), "effusion", "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "not the one this index was built with" in capsys.readouterr().err
+    assert main(["-q", "index", "query", str(tmp_path / "nope"), "effusion"]) == 2
