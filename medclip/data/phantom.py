@@ -28,9 +28,12 @@ __all__ = [
     "sample_anatomy",
 ]
 
-VISIBILITY: float = 1.0
+VISIBILITY: float = 1.25
 """Global multiplier on finding contrast (opacity, lucency, cardiac enlargement); lower makes the task harder.
 Read at render time, so ``phantom.VISIBILITY = 0.5`` before writing an archive takes effect."""
+
+DEVICE_WIDTH: float = 1.8
+"""Scale on tube and lead widths: at the demo's 128 px a 2 mm central line would fall below one pixel."""
 
 LATERAL_VIEWS = ("LL", "RL", "LATERAL")
 _LUNG_CX, _LUNG_A, _LUNG_Y0, _LUNG_B = 80.0, 68.0, 20.0, 155.0  # frontal lung capsule (per side)
@@ -493,7 +496,7 @@ def _device_paths(c: _Ctx, f: Finding) -> list[tuple[list[tuple[float, float]], 
 def _support_device(c: _Ctx, f: Finding) -> None:
     """Thin, very bright tubes and wires; a pacemaker adds a dense generator can."""
     for pts, half_width, amp in _device_paths(c, f):
-        c.hi.tube(c.metal, _smooth_path(pts), half_width, amp)
+        c.hi.tube(c.metal, _smooth_path(pts), half_width * DEVICE_WIDTH, amp)
     if f.kind == "pacemaker":
         cx, a, b = (-100.0, 7.0, 24.0) if c.lateral else (_sgn(f.side or "left") * 108.0, 25.0, 19.0)
         c.hi.blob(c.metal, cx, -150, a, b, 1.4, 1.0)

@@ -161,7 +161,7 @@ def _sample_finding(name: str, rng: np.random.Generator) -> _Pos:
         return _Pos(name, side, sev, "lower", specs=(spec,))
     lobes = _LOBES[side] if name == "consolidation" else ("upper", "lower") + (("middle",) if side == "right" else ())
     lobe = str(rng.choice(lobes))
-    size = float(rng.uniform(6, 30) if rng.random() < 0.8 else rng.uniform(32, 60)) if name == "nodule" else 0.0
+    size = float(rng.uniform(10, 30) if rng.random() < 0.8 else rng.uniform(32, 60)) if name == "nodule" else 0.0
     spec = Finding(name, side, sev, size_mm=size, angle=float(rng.uniform(-0.6, 0.6)), **_box(rng, lobe))
     return _Pos(name, side, sev, lobe, size, specs=(spec,))
 
