@@ -54,6 +54,7 @@ class ImageTowerCfg:
     pretrained: str = ""  # "" (random init), a local weights file, or "hub" for timm's own weights (needs network)
     drop_path: float = 0.0
     lock: bool = False
+    unlocked_groups: int = 0  # with lock=True, keep the last K timm layer groups trainable (LiT-style partial unfreeze)
 
 
 @dataclass
@@ -64,6 +65,9 @@ class TextTowerCfg:
     pooling: str = "mean"  # mean | cls
     lock: bool = True  # LiT-style: keep the pretrained text encoder frozen; only the head trains
     unlocked_layers: int = 0  # with lock=True, unfreeze the last K transformer layers
+    # Encode each batch as K length-sorted chunks, each padded to its own longest report (1 = off): the same
+    # embeddings with far fewer padding tokens when a few long reports would otherwise pad the whole batch.
+    length_buckets: int = 1
 
 
 @dataclass
@@ -74,12 +78,24 @@ class ModelCfg:
     head: str = "mlp"  # mlp | linear
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0  # CLIP clamps the learnable logit scale at 100
+    logit_bias: bool = False  # a learnable logit bias (SigLIP needs it: loss.name=siglip)
+    init_logit_bias: float = -10.0  # SigLIP's initial bias (with model.init_temperature=0.1)
+    # Warm start from a trained model before training: a medclip `final/` or `checkpoints/step-*` directory, or an
+    # open_clip checkpoint file (timm + Hugging Face towers). Matching tensors are copied; the rest keep their init.
+    init_from: str = ""
 
 
 @dataclass
 class LossCfg:
-    name: str = "infonce"
+    name: str = "infonce"  # infonce | infonce_soft (label-aware targets) | siglip
     duplicate_texts_positive: bool = True  # identical normalised reports in a batch are positives, not negatives
+    study_positives: bool = False  # images of the same study (multi-view: PA + lateral) are positives too
+    local_loss: bool = False  # multi-GPU: each rank scores only its own rows against the global batch
+    # infonce_soft (MedCLIP-style): targets mix the positives with softmax(cos(label_i, label_j) / temperature)
+    label_weight: float = 0.5
+    label_temperature: float = 0.1
+    label_uncertain: float = 0.5  # the value a -1 (uncertain) label takes in the label vector; blank (NaN) -> 0
+    label_columns: list[str] = field(default_factory=list)  # [] -> every numeric label column of the manifest
 
 
 @dataclass
@@ -87,6 +103,9 @@ class OptimCfg:
     lr: float = 1e-3
     text_head_lr: float = 0.0  # 0 -> same as lr
     text_tower_lr: float = 1e-5  # for unlocked text layers
+    image_tower_lr: float = 0.0  # 0 -> same as lr
+    image_head_lr: float = 0.0  # 0 -> same as lr
+    layer_decay: float = 1.0  # layer-wise lr decay inside each tower (e.g. 0.75): lr * decay ** (depth from the top)
     weight_decay: float = 0.05
     warmup_steps: int = 50
     min_lr_ratio: float = 0.01
@@ -98,13 +117,24 @@ class TrainCfg:
     out_dir: str = "runs/medclip"
     epochs: int = 10
     max_steps: int = 0  # 0 -> epochs decide
-    batch_size: int = 64
+    batch_size: int = 64  # per process (GPU); the contrastive batch is batch_size x world size
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
     threads: int = 0  # 0 -> torch default
     channels_last: bool = True  # NHWC convolutions: ~1.5x faster on CPUs and tensor cores
     log_every: int = 10
+    tf32: bool = True  # TF32 matmuls/convolutions on GPUs that have them (Ampere+); no effect on CPU
+    deterministic: bool = False  # GPU: deterministic cuDNN kernels (slower, no autotuning); CPU runs always repeat
+    grad_checkpointing: bool = False  # recompute tower activations in backward: less memory, ~30% more compute
+    compile: bool = False  # torch.compile the towers
+    # Gradient cache: compute the contrastive loss over the whole batch_size but run the towers in micro-batches of
+    # this size (0 -> off). Exact gradients; peak memory follows the micro-batch, not the batch.
+    grad_cache_micro_batch: int = 0
+    checkpoint_every: int = 500  # steps between resumable checkpoints in OUT/checkpoints (also at the last step)
+    keep_checkpoints: int = 2
+    max_bad_steps: int = 10  # stop after this many non-finite losses in a row
+    tensorboard: bool = True
 
 
 @dataclass
@@ -177,7 +207,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def packaged_configs() -> list[str]:
     from importlib import resources
 
-    return sorted(p.name[:-5] for p in resources.files("medclip").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("medclip").joinpath("configs").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def resolve_config_path(path: str | Path) -> Path:

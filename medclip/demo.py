@@ -22,7 +22,7 @@ DEMO_SALT = "medclip-demo"  # the demo's patients are synthetic; a fixed salt ke
 def run_demo(
     out_dir: str | Path,
     *,
-    studies: int = 600,
+    studies: int = 1000,
     seed: int = 0,
     overrides: list[str] | tuple[str, ...] = (),
     show_progress: bool = True,

@@ -1,4 +1,10 @@
-"""Contrastive losses (registered). Symmetric InfoNCE as in CLIP, with duplicate-aware targets."""
+"""Contrastive losses (registered): symmetric InfoNCE as in CLIP, label-aware soft targets, SigLIP.
+
+Every loss takes one rank's L2-normalised embeddings, gathers them across ranks with gradients (so each rank sees
+the global batch's negatives) and scores either the whole global batch or, with ``local_loss``, only its own rows
+against all columns. Positives are the matching pair, plus identical normalised report texts (``text_keys``) and,
+optionally, other images of the same study (``study_keys``, multi-view).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medclip.config import LossCfg
+from medclip.distributed import all_gather_nograd, all_gather_with_grad, get_rank, get_world_size
 from medclip.registry import Registry
 
 LOSSES: Registry = Registry("loss")
@@ -23,17 +31,38 @@ def positive_mask(text_keys: torch.Tensor | None, batch_size: int, device: torch
     return (text_keys[:, None] == text_keys[None, :]) | eye
 
 
-@LOSSES.register("infonce")
-class ClipLoss(nn.Module):
-    """Symmetric InfoNCE over a batch of (image, text) embeddings, L2-normalised.
+def pair_mask(rows: slice, n: int, keys: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """[r, n] bool: positives of rows ``rows`` of an n-pair batch: the diagonal, or any shared key ([n] each)."""
+    idx = torch.arange(n, device=device)
+    mask = idx[rows, None] == idx[None, :]
+    for k in keys:
+        mask |= k[rows, None] == k[None, :]
+    return mask
 
-    ``text_keys`` ([B] int64, e.g. ids of normalised report texts or of studies) marks rows that share a text; with
-    ``duplicate_texts_positive`` their probability mass is spread evenly over all matching columns (soft targets).
-    """
 
-    def __init__(self, *, duplicate_texts_positive: bool = True) -> None:
+def label_targets(labels: torch.Tensor, rows: slice, *, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets from label vectors ([n, C]): row-softmax of cos(label_i, label_j) / temperature -> [r, n], and a
+    [r] bool of which rows have any label (a row without labels keeps its hard targets)."""
+    unit = F.normalize(labels.float(), dim=-1)
+    sim = unit[rows] @ unit.t()  # [r, n], in [-1, 1]
+    return torch.softmax(sim / temperature, dim=-1), labels[rows].abs().sum(-1) > 0
+
+
+class ContrastiveLoss(nn.Module):
+    """Shared gathering and positive masks; subclasses implement :meth:`score`."""
+
+    def __init__(
+        self, *, duplicate_texts_positive: bool = True, study_positives: bool = False, local_loss: bool = False
+    ) -> None:
         super().__init__()
         self.duplicate_texts_positive = duplicate_texts_positive
+        self.study_positives = study_positives
+        self.local_loss = local_loss
+
+    @classmethod
+    def from_cfg(cls, cfg: LossCfg) -> ContrastiveLoss:
+        return cls(duplicate_texts_positive=cfg.duplicate_texts_positive, study_positives=cfg.study_positives,
+                   local_loss=cfg.local_loss)  # fmt: skip
 
     def forward(
         self,
@@ -42,15 +71,100 @@ class ClipLoss(nn.Module):
         logit_scale: torch.Tensor,
         *,
         text_keys: torch.Tensor | None = None,
+        study_keys: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        logit_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        logits = logit_scale * image_emb @ text_emb.t()  # [B, B]
-        keys = text_keys if self.duplicate_texts_positive else None
-        pos = positive_mask(keys, logits.shape[0], logits.device).to(logits.dtype)
-        targets = pos / pos.sum(1, keepdim=True)  # symmetric, so rows serve both directions
-        loss_i2t = F.cross_entropy(logits, targets)
-        loss_t2i = F.cross_entropy(logits.t(), targets)
-        return 0.5 * (loss_i2t + loss_t2i)
+        b, world = image_emb.shape[0], get_world_size()
+        all_image, all_text = all_gather_with_grad(image_emb), all_gather_with_grad(text_emb)  # [N, D]
+        keys = []
+        if self.duplicate_texts_positive and text_keys is not None:
+            keys.append(all_gather_nograd(text_keys))
+        if self.study_positives and study_keys is not None:
+            keys.append(all_gather_nograd(study_keys))
+        labels = all_gather_nograd(labels) if labels is not None else None
+        local = self.local_loss and world > 1
+        rows = slice(get_rank() * b, (get_rank() + 1) * b) if local else slice(None)
+        pos = pair_mask(rows, all_image.shape[0], keys, image_emb.device)  # [r, N]
+        return self.score(all_image, all_text, logit_scale, rows=rows, pos=pos, labels=labels, logit_bias=logit_bias)
+
+    def score(self, image, text, logit_scale, *, rows, pos, labels, logit_bias) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@LOSSES.register("infonce")
+class ClipLoss(ContrastiveLoss):
+    """Symmetric InfoNCE over (image, text) embeddings; positives share the target mass evenly (soft targets).
+
+    ``text_keys`` ([B] int64, ids of normalised report texts) marks rows that share a text; with
+    ``duplicate_texts_positive`` their probability mass is spread evenly over all matching columns.
+    """
+
+    label_weight = 0.0
+
+    def targets(self, pos: torch.Tensor, labels: torch.Tensor | None, rows: slice, dtype) -> torch.Tensor:
+        pos = pos.to(dtype)
+        return pos / pos.sum(1, keepdim=True)  # symmetric relation, so rows serve both directions
+
+    def score(self, image, text, logit_scale, *, rows, pos, labels, logit_bias) -> torch.Tensor:
+        if rows == slice(None):
+            logits = logit_scale * image @ text.t()  # [N, N]
+            logits_t2i = logits.t()
+        else:  # local loss: this rank's rows against every column
+            logits, logits_t2i = logit_scale * image[rows] @ text.t(), logit_scale * text[rows] @ image.t()  # [r, N]
+        targets = self.targets(pos, labels, rows, logits.dtype)
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits_t2i, targets))
+
+
+@LOSSES.register("infonce_soft")
+class LabelSoftClipLoss(ClipLoss):
+    """InfoNCE with label-aware targets (MedCLIP-style): studies whose label vectors agree (e.g. both "Pleural
+    Effusion" positive) are not pure negatives. Targets = (1 - w) * positives + w * softmax(cos(l_i, l_j) / T).
+
+    Needs ``labels`` ([B, C]: 1 positive, 0 negative, uncertain as configured, blank 0); rows with no label keep
+    their hard targets.
+    """
+
+    def __init__(self, *, label_weight: float = 0.5, label_temperature: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= label_weight <= 1.0 or label_temperature <= 0:
+            raise ValueError("loss.label_weight must be in [0, 1] and loss.label_temperature > 0")
+        self.label_weight, self.label_temperature = label_weight, label_temperature
+
+    @classmethod
+    def from_cfg(cls, cfg: LossCfg) -> LabelSoftClipLoss:
+        return cls(duplicate_texts_positive=cfg.duplicate_texts_positive, study_positives=cfg.study_positives,
+                   local_loss=cfg.local_loss, label_weight=cfg.label_weight, label_temperature=cfg.label_temperature)  # fmt: skip
+
+    def targets(self, pos, labels, rows, dtype) -> torch.Tensor:
+        hard = super().targets(pos, None, rows, dtype)
+        if labels is None:
+            raise ValueError("loss.name=infonce_soft needs label columns in the manifest (medclip manifest --labels)")
+        soft, has_label = label_targets(labels, rows, temperature=self.label_temperature)
+        mixed = (1.0 - self.label_weight) * hard + self.label_weight * soft.to(dtype)
+        return torch.where(has_label[:, None], mixed, hard)
+
+
+@LOSSES.register("siglip")
+class SigLipLoss(ContrastiveLoss):
+    """SigLIP's pairwise sigmoid loss: every (image, text) pair is a binary problem, positive or not.
+
+    ``-sum log sigmoid(z_ij * (t * x_i . y_j + b)) / N`` with z = +1 for positives (the pair, identical texts,
+    same-study views) and -1 otherwise. Needs the model's learnable bias (``model.logit_bias=true``).
+    """
+
+    def score(self, image, text, logit_scale, *, rows, pos, labels, logit_bias) -> torch.Tensor:
+        if logit_bias is None:
+            raise ValueError("loss.name=siglip needs a logit bias: set model.logit_bias=true")
+        logits = logit_scale * image[rows] @ text.t() + logit_bias  # [r, N]
+        signs = 2.0 * pos.to(logits.dtype) - 1.0
+        return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
 
 
 def create_loss(name: str, **kwargs) -> nn.Module:
     return LOSSES.get(name)(**kwargs)
+
+
+def loss_from_cfg(cfg: LossCfg) -> ContrastiveLoss:
+    """The registered loss ``cfg.name`` with the options of ``cfg`` it understands."""
+    return LOSSES.get(cfg.name).from_cfg(cfg)

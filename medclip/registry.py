@@ -41,7 +41,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             available = ", ".join(sorted(self._items)) or "(none)"
-            raise KeyError(f"unknown {self.kind} '{name}'.{did_you_mean(name, list(self._items))} Available: {available}")
+            raise KeyError(
+                f"unknown {self.kind} '{name}'.{did_you_mean(name, list(self._items))} Available: {available}"
+            )
         return self._items[name]
 
     def list(self) -> list[str]:

@@ -62,6 +62,13 @@ class TimmImageTower(nn.Module):
                 for pname in group:
                     self.trunk.get_parameter(pname).requires_grad = True
 
+    def layer_groups(self) -> list[list[str]]:
+        """Parameter names (relative to this tower) in timm's layer groups, ordered from stem to head."""
+        from timm.models import group_parameters
+
+        groups = group_parameters(self.trunk, self.trunk.group_matcher())
+        return [[f"trunk.{name}" for name in names] for names in groups.values()]
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.trunk.set_grad_checkpointing(enable)
 

@@ -48,13 +48,17 @@ class MedClip(nn.Module):
             pretrained="" if text_config is not None else cfg.image.pretrained,
             drop_path=cfg.image.drop_path,
         )
-        self.text = HFTextTower(cfg.text.name, pooling=cfg.text.pooling, config_dict=text_config)
+        self.text = HFTextTower(
+            cfg.text.name, pooling=cfg.text.pooling, config_dict=text_config, length_buckets=cfg.text.length_buckets
+        )
         self.image_proj = projection_head(cfg.head, self.image.output_dim, cfg.embed_dim)
         self.text_proj = projection_head(cfg.head, self.text.output_dim, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(init_logit_scale(cfg)))
         self.max_log_scale = float(torch.tensor(cfg.max_logit_scale).log())
+        # SigLIP's learnable bias; absent otherwise, so checkpoints without it keep loading strictly.
+        self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if cfg.logit_bias else None
         if cfg.image.lock:
-            self.image.lock()
+            self.image.lock(cfg.image.unlocked_groups)
         if cfg.text.lock:
             self.text.lock(cfg.text.unlocked_layers)
 
@@ -73,6 +77,12 @@ class MedClip(nn.Module):
         # Clamp like CLIP: the logit scale may not exceed max_logit_scale (100).
         return self.logit_scale.clamp(max=self.max_log_scale).exp()
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in backward for both towers (a locked text tower has nothing to recompute)."""
+        self.image.set_grad_checkpointing(enable)
+        if not self.text.is_locked:
+            self.text.set_grad_checkpointing(enable)
+
     def forward(
         self,
         image: torch.Tensor,
@@ -87,7 +97,10 @@ class MedClip(nn.Module):
             text_emb = self.encode_text(input_ids, attention_mask)
         else:
             raise ValueError("MedClip.forward needs input_ids + attention_mask or text_features")
-        return {"image_emb": self.encode_image(image), "text_emb": text_emb, "logit_scale": self.scale()}
+        out = {"image_emb": self.encode_image(image), "text_emb": text_emb, "logit_scale": self.scale()}
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, *, tokenizer: Any = None, extra: dict | None = None) -> Path:
@@ -121,9 +134,7 @@ class MedClip(nn.Module):
             raise FileNotFoundError(f"{path} is not a medclip checkpoint (no {CONFIG_NAME}); pass a run's final/ dir")
         meta = json.loads((path / CONFIG_NAME).read_text())
         mcfg = meta["model"]
-        cfg = ModelCfg(
-            image=ImageTowerCfg(**mcfg.pop("image")), text=TextTowerCfg(**mcfg.pop("text")), **mcfg
-        )
+        cfg = ModelCfg(image=ImageTowerCfg(**mcfg.pop("image")), text=TextTowerCfg(**mcfg.pop("text")), **mcfg)
         text_config = dict(meta["text_config"])
         model = cls(cfg, PreprocessCfg(**meta["preprocess"]), text_config=text_config)
         load_model(model, str(path / WEIGHTS_NAME), device=str(device))

@@ -30,10 +30,21 @@ class HFTextTower(nn.Module):
         pooling: ``mean`` over non-padding tokens (what sentence-transformers models are trained for) or ``cls``.
         config_only: build the architecture from its config without loading weights (checkpoint loading does this,
             so a saved model never needs the original weights again).
+        length_buckets: encode a batch as this many length-sorted chunks, each padded to its own longest text
+            (1: the whole batch padded to its longest).
     """
 
-    def __init__(self, name: str, *, pooling: str = "mean", config_only: bool = False, config_dict: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        pooling: str = "mean",
+        config_only: bool = False,
+        config_dict: dict | None = None,
+        length_buckets: int = 1,
+    ):
         super().__init__()
+        self.length_buckets = max(1, int(length_buckets))
         from transformers import AutoConfig, AutoModel
 
         if pooling not in POOLINGS:
@@ -53,6 +64,21 @@ class HFTextTower(nn.Module):
         self.output_dim = int(self.encoder.config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.length_buckets > 1 and input_ids.shape[0] >= 2 * self.length_buckets:
+            return self._bucketed(input_ids, attention_mask)
+        return self._encode(input_ids, attention_mask)
+
+    def _bucketed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Each text's embedding does not depend on the others (padding is masked), so this is exact up to rounding.
+        order = attention_mask.sum(1).argsort(stable=True)
+        parts = []
+        for rows in order.chunk(self.length_buckets):
+            mask = attention_mask[rows]
+            width = int(mask.any(0).nonzero().max()) + 1  # drop trailing all-padding columns (right padding)
+            parts.append(self._encode(input_ids[rows, :width], mask[:, :width]))
+        return torch.cat(parts)[order.argsort()]  # [B, H] in the input order
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
         if self.pooling == "cls":
             return hidden[:, 0]
@@ -80,8 +106,25 @@ class HFTextTower(nn.Module):
     def is_locked(self) -> bool:
         return not any(p.requires_grad for p in self.encoder.parameters())
 
+    def layer_groups(self) -> list[list[str]]:
+        """Parameter names (relative to this tower) grouped embeddings, layer 0 ... layer L-1, the rest."""
+        layers = self._layers()
+        names = {id(p): n for n, p in self.named_parameters()}
+        groups = [[names[id(p)] for p in layer.parameters()] for layer in layers]
+        in_layers = {n for g in groups for n in g}
+        embeddings = [n for n in names.values() if "embeddings" in n and n not in in_layers]
+        rest = [n for n in names.values() if n not in in_layers and n not in embeddings]
+        return [embeddings, *groups, *([rest] if rest else [])]
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            self.encoder.gradient_checkpointing_enable()
+        # Non-reentrant checkpointing: works when the embeddings are frozen (inputs without grad) and keeps RNG.
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.encoder, "activation_checkpointing_enable"):  # transformers >= 5
+            if enable:
+                self.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.encoder.activation_checkpointing_disable()
+        elif enable:
+            self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         else:
             self.encoder.gradient_checkpointing_disable()

@@ -1,31 +1,38 @@
-"""The training loop: manifest -> pairs -> MedClip + InfoNCE -> ``OUT/final`` (a ``save_pretrained`` directory)."""
+"""The training loop: manifest -> pairs -> MedClip + contrastive loss -> ``OUT/final`` (a ``save_pretrained`` dir).
+
+One process or many (``torchrun``: DDP, NCCL on GPU, gloo on CPU). The run directory holds ``config.yaml``,
+``metrics.jsonl``, ``tensorboard/``, resumable ``checkpoints/step-NNNNNNN/`` and ``final/``. With ``resume=True``
+training continues from the newest checkpoint and ends with the same weights an uninterrupted run would have.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from medclip.config import RunCfg, save_config
+from medclip.config import RunCfg, save_config, to_yaml
 from medclip.data.datasets import PairCollator, PairDataset, pairs_from_manifest
-from medclip.data.manifest import read_manifest
+from medclip.data.manifest import COLUMNS, read_manifest
 from medclip.data.shards import ShardStore
-from medclip.losses import create_loss
+from medclip.distributed import DistInfo, barrier, destroy, init_distributed, is_initialized
+from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.text.tokenizer import load_tokenizer, tokenize
+from medclip.train import checkpoint as ckpt
+from medclip.train.metrics import MetricsLogger, memory_stats
 from medclip.train.optim import create_optimizer, create_scheduler
+from medclip.train.sampler import ShardedBatchSampler
+from medclip.train.step import PRECISIONS, NonFiniteLossError, StepParts, autocast_factory, train_step
 
 logger = logging.getLogger(__name__)
-
-MAX_BAD_STEPS = 10
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -36,14 +43,6 @@ def seed_everything(seed: int) -> torch.Generator:
 
     set_determinism(seed=seed)
     return torch.Generator().manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -67,86 +66,279 @@ def _train_split(cfg: RunCfg):
     return train_df, meta
 
 
-def train(cfg: RunCfg, *, show_progress: bool = True) -> Path:
-    """Train and write ``OUT/final``; returns its path."""
-    out = Path(cfg.train.out_dir)
+@dataclass
+class PairTables:
+    """Per-pair loss inputs looked up by the batch's ``row_id``: study ids (multi-view) and label vectors."""
+
+    position: dict[int, int]
+    study: torch.Tensor | None = None  # [n] int64
+    labels: torch.Tensor | None = None  # [n, C] float
+
+    @classmethod
+    def build(cls, df: pd.DataFrame, cfg: RunCfg) -> PairTables:
+        tables = cls({int(r): i for i, r in enumerate(df["row_id"])})
+        if cfg.loss.study_positives:
+            tables.study = torch.as_tensor(pd.factorize(df["study_id"])[0], dtype=torch.long)
+        if cfg.loss.name == "infonce_soft":
+            tables.labels = label_matrix(df, columns=cfg.loss.label_columns, uncertain=cfg.loss.label_uncertain)
+        return tables
+
+    def loss_kwargs(self, batch: dict, device: torch.device) -> dict:
+        out = {"text_keys": batch["text_index"].to(device)}
+        if self.study is None and self.labels is None:
+            return out
+        rows = torch.tensor([self.position[int(r)] for r in batch["row_id"]])
+        if self.study is not None:
+            out["study_keys"] = self.study[rows].to(device)
+        if self.labels is not None:
+            out["labels"] = self.labels[rows].to(device)
+        return out
+
+
+def label_matrix(df: pd.DataFrame, *, columns: list[str], uncertain: float) -> torch.Tensor:
+    """[n, C] label vectors from CheXpert-style columns: 1 -> 1, 0 -> 0, -1 -> ``uncertain``, blank -> 0."""
+    extra = [c for c in df.columns if c not in COLUMNS and pd.api.types.is_numeric_dtype(df[c])]
+    columns = list(columns) or extra
+    missing = [c for c in columns if c not in df.columns]
+    if not columns or missing:
+        raise ValueError(f"loss.name=infonce_soft needs label columns in the manifest (missing: {missing or 'all'}); "
+                         "build it with `medclip manifest ... --labels chexpert` or set loss.label_columns")  # fmt: skip
+    values = df[columns].to_numpy(dtype=np.float32, na_value=np.nan)
+    values = np.where(values == -1, uncertain, np.nan_to_num(values, nan=0.0))
+    return torch.from_numpy(values.astype(np.float32))
+
+
+def prepare_inputs(batch: dict, *, device: torch.device, cached: torch.Tensor | None, channels_last: bool) -> dict:
+    """The model's keyword inputs for a collated batch (cached text-tower features replace the tokens if locked)."""
+    image = batch["image"].to(device, non_blocking=True)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    if cached is not None:
+        return {"image": image, "text_features": cached[batch["text_index"].to(device)]}
+    return {
+        "image": image,
+        "input_ids": batch["input_ids"].to(device),
+        "attention_mask": batch["attention_mask"].to(device),
+    }
+
+
+def build_model(cfg: RunCfg, device: torch.device) -> MedClip:
+    """MedClip on ``device`` with warm start, memory format, gradient checkpointing and compilation applied."""
+    model = MedClip(cfg.model, cfg.preprocess).to(device)
+    if cfg.model.init_from:
+        from medclip.models.warm_start import load_warm_start
+
+        load_warm_start(model, cfg.model.init_from)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.image.to(memory_format=memory_format)
+    if cfg.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if cfg.train.compile:
+        model.image.compile()
+        if not model.text.is_locked:
+            model.text.compile()
+    return model
+
+
+def _wrap_ddp(model: MedClip, cfg: RunCfg, info: DistInfo, device: torch.device):
+    if not info.is_distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    unused = model.logit_bias is not None and cfg.loss.name != "siglip"
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=unused)  # fmt: skip
+
+
+def _prepare_run_dir(cfg: RunCfg, out: Path, info: DistInfo, *, resume: bool) -> None:
+    if not info.is_main:
+        return
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    previous = out / "config.yaml"
+    if resume and previous.is_file() and previous.read_text() != to_yaml(cfg):
+        logger.warning("%s differs from this run's config; resuming with the new one (results may differ)", previous)
+    save_config(cfg, previous)
+    ckpt.clean_partial(out / "checkpoints")
+
+
+def train(cfg: RunCfg, *, show_progress: bool = True, resume: bool = False) -> Path:
+    """Train and write ``OUT/final``; returns its path. Under torchrun every process calls this."""
+    owns_group = not is_initialized()
+    info, device = init_distributed(cfg.train.device)
+    if not info.is_main:  # rank 0 alone logs and writes; the others keep warnings only
+        logging.getLogger("medclip").setLevel(logging.WARNING)
+    try:
+        return _train(cfg, info, device, show_progress=show_progress and info.is_main, resume=resume)
+    finally:
+        if owns_group:
+            destroy()
+
+
+def validate(cfg: RunCfg) -> None:
+    """Option combinations that would fail late (after caching data), checked before any work."""
+    if cfg.train.precision not in PRECISIONS:
+        raise ValueError(f"train.precision '{cfg.train.precision}' is not one of {sorted(PRECISIONS)}")
+    if cfg.loss.name == "siglip" and not cfg.model.logit_bias:
+        raise ValueError("loss.name=siglip needs model.logit_bias=true (SigLIP also uses model.init_temperature=0.1)")
+    for key in ("grad_cache_micro_batch", "checkpoint_every", "keep_checkpoints", "max_bad_steps"):
+        if getattr(cfg.train, key) < (0 if key == "grad_cache_micro_batch" else 1):
+            raise ValueError(f"train.{key}={getattr(cfg.train, key)} is out of range")
+
+
+def _build_loader(cfg: RunCfg, info: DistInfo, dataset, collate, generator) -> tuple[ShardedBatchSampler, DataLoader]:
+    batch_size = min(cfg.train.batch_size, len(dataset) // info.world_size)
+    sampler = ShardedBatchSampler(len(dataset), batch_size=batch_size, generator=generator, rank=info.rank,
+                                  world_size=info.world_size)  # fmt: skip
+    return sampler, DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, generator=generator, num_workers=0)
+
+
+def _build_parts(cfg: RunCfg, model: MedClip, info: DistInfo, device: torch.device, total: int) -> StepParts:
+    optimizer = create_optimizer(model, cfg.optim)
+    return StepParts(
+        model=model, forward_model=_wrap_ddp(model, cfg, info, device), loss_fn=loss_from_cfg(cfg.loss),
+        optimizer=optimizer, scheduler=create_scheduler(optimizer, cfg.optim, total),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
+        autocast=autocast_factory(device, cfg.train.precision), grad_clip=cfg.optim.grad_clip,
+        micro_batch=cfg.train.grad_cache_micro_batch, max_bad_steps=cfg.train.max_bad_steps,
+    )  # fmt: skip
+
+
+def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: bool, resume: bool) -> Path:
+    validate(cfg)
+    out = Path(cfg.train.out_dir)
+    _prepare_run_dir(cfg, out, info, resume=resume)
+    barrier()
     generator = seed_everything(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":  # after seed_everything: MONAI's set_determinism turns cuDNN autotuning off
+        torch.backends.cudnn.deterministic = cfg.train.deterministic
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        if cfg.train.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     train_df, meta = _train_split(cfg)
     pairs, texts = pairs_from_manifest(train_df, text_policy=cfg.data.text_policy)
     tokenizer = load_tokenizer(cfg.model.text.name)
-    model = MedClip(cfg.model, cfg.preprocess).to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model.image.to(memory_format=memory_format)
+    model = build_model(cfg, device)
     cached = text_features(model, tokenizer, texts, max_length=cfg.data.max_text_tokens, device=device) \
         if model.text.is_locked else None  # fmt: skip
     dataset = PairDataset(pairs, texts, cfg.preprocess, train=True, cache_rate=cfg.data.cache_rate,
                           num_workers=cfg.data.num_workers,
                           shards=ShardStore(cfg.data.shards) if cfg.data.shards else None)  # fmt: skip
+    if info.is_distributed:  # different augmentations and dropout masks on each rank
+        torch.manual_seed(cfg.train.seed + 1 + info.rank)
+        dataset.transform.set_random_state(seed=cfg.train.seed + 1 + info.rank)
     collate = PairCollator(tokenizer, texts, max_length=cfg.data.max_text_tokens, tokenize_text=cached is None)
-    batch_size = min(cfg.train.batch_size, len(dataset))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                        generator=generator, num_workers=0)  # fmt: skip
+    sampler, loader = _build_loader(cfg, info, dataset, collate, generator)
     total = cfg.train.max_steps or cfg.train.epochs * len(loader)
-    loss_fn = create_loss(cfg.loss.name, duplicate_texts_positive=cfg.loss.duplicate_texts_positive)
-    optimizer = create_optimizer(model, cfg.optim)
-    scheduler = create_scheduler(optimizer, cfg.optim, total)
-    logger.info("training on %d pairs (%d unique texts), %d steps, device %s", len(pairs), len(texts), total, device)
-
-    state = {"step": 0, "bad_steps": 0, "skipped": 0}
-    with (out / "metrics.jsonl").open("a") as metrics, tqdm(total=total, disable=not show_progress, unit="step") as bar:
-        while state["step"] < total:
-            for batch in loader:
-                record = _step(model, batch, cached, loss_fn, optimizer, scheduler, cfg, device, state)
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", pairs_s=f"{record['pairs_per_s']:.0f}")
-                if state["step"] % cfg.train.log_every == 0 or state["step"] == total:
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                if state["step"] >= total:
-                    break
-    extra = {"text_policy": cfg.data.text_policy, "max_text_tokens": cfg.data.max_text_tokens,
-             "manifest_hash": meta.get("content_hash"), "train_steps": total, "skipped_steps": state["skipped"]}  # fmt: skip
-    return model.save_pretrained(out / "final", tokenizer=tokenizer, extra=extra)
+    parts = _build_parts(cfg, model, info, device, total)
+    run = _Run(cfg, info, device, out, parts, sampler, generator, dataset.transform, PairTables.build(train_df, cfg))
+    if resume:
+        run.resume()
+    logger.info("training on %d pairs (%d unique texts), %d steps of %d x %d pairs, device %s", len(pairs),
+                len(texts), total, sampler.batch_size, info.world_size, device)  # fmt: skip
+    run.loop(loader, cached, total, show_progress=show_progress)
+    final = out / "final"
+    if info.is_main:
+        extra = {"text_policy": cfg.data.text_policy, "max_text_tokens": cfg.data.max_text_tokens,
+                 "manifest_hash": meta.get("content_hash"), "train_steps": total, "skipped_steps": run.state["skipped"],
+                 "world_size": info.world_size, "global_batch": sampler.batch_size * info.world_size}  # fmt: skip
+        model.save_pretrained(final, tokenizer=tokenizer, extra=extra)
+    barrier()
+    return final
 
 
-def _step(model, batch, cached, loss_fn, optimizer, scheduler, cfg: RunCfg, device, state: dict) -> dict:
-    t0 = time.perf_counter()
-    model.train()
-    if cached is not None:
-        model.text.eval()  # a locked tower stays deterministic (no dropout)
-    image = batch["image"].to(device, non_blocking=True)
-    if cfg.train.channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
-    text_keys = batch["text_index"].to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
-        if cached is not None:
-            out = model(image, text_features=cached[text_keys])
+class _Run:
+    """Loop state: step / epoch / data position, checkpoints and resume."""
+
+    def __init__(self, cfg, info, device, out, parts, sampler, generator, transforms, tables) -> None:
+        self.cfg, self.info, self.device, self.out, self.parts = cfg, info, device, out, parts
+        self.sampler, self.generator, self.transforms, self.tables = sampler, generator, transforms, tables
+        self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "bad_steps": 0, "skipped": 0}
+        self.epoch_start = generator.get_state()  # the data order is a function of this state + batch_in_epoch
+        self.ckpt_root = out / "checkpoints"
+        self.last_checkpoint: Path | None = None
+
+    def loop(self, loader: DataLoader, cached: torch.Tensor | None, total: int, *, show_progress: bool) -> None:
+        tcfg = self.cfg.train
+        with MetricsLogger(self.out, enabled=self.info.is_main, tensorboard=tcfg.tensorboard,
+                           resume_step=self.state["step"]) as metrics, \
+                tqdm(total=total, initial=self.state["step"], disable=not show_progress, unit="step") as bar:  # fmt: skip
+            while self.state["step"] < total:
+                if self.state["batch_in_epoch"] == 0:
+                    self.epoch_start = self.generator.get_state()
+                for batch in loader:
+                    inputs = prepare_inputs(batch, device=self.device, cached=cached, channels_last=tcfg.channels_last)
+                    record = self._step(inputs, self.tables.loss_kwargs(batch, self.device))
+                    self.state["batch_in_epoch"] += 1
+                    step = self.state["step"]
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", pairs_s=f"{record['pairs_per_s']:.0f}")
+                    if step % tcfg.log_every == 0 or step == total:
+                        metrics.log({**record, "epoch": self.state["epoch"], **memory_stats(self.device)})
+                    if (step % tcfg.checkpoint_every == 0 or step == total) and self.state["bad_steps"] == 0:
+                        self.save()
+                    if step >= total:
+                        break
+                else:
+                    self.state["epoch"] += 1
+                    self.state["batch_in_epoch"] = 0
+
+    def _step(self, inputs: dict, loss_kwargs: dict) -> dict:
+        try:
+            return train_step(self.parts, inputs, loss_kwargs, self.state)
+        except NonFiniteLossError as exc:
+            where = self.last_checkpoint or ckpt.latest_checkpoint(self.ckpt_root)
+            kept = (
+                f"the last good checkpoint is {where} (resume with --resume)" if where else "no checkpoint was written"
+            )
+            raise NonFiniteLossError(f"{exc}; {kept}") from None
+
+    def _trainer_state(self) -> dict:
+        p = self.parts
+        return {**self.state, "loader_epoch_start": self.epoch_start, "world_size": self.info.world_size,
+                "batch_size": self.sampler.batch_size, "scheduler": p.scheduler.state_dict(),
+                "scaler": p.scaler.state_dict()}  # fmt: skip
+
+    def save(self) -> None:
+        """Write ``checkpoints/step-N`` atomically: every rank adds its RNG file, rank 0 the rest and renames."""
+        step = self.state["step"]
+        tmp = self.ckpt_root / f"{ckpt.TMP_PREFIX}step-{step:07d}"
+        if self.info.is_main:
+            ckpt.begin(self.ckpt_root, step)
+        barrier()
+        rng = ckpt.rng_state(transforms=self.transforms, device=self.device)
+        torch.save(rng, tmp / f"rng-rank{self.info.rank}.pt")
+        barrier()
+        if self.info.is_main:
+            ckpt.write_main(tmp, model=self.parts.model, optimizer=self.parts.optimizer,
+                            trainer_state=self._trainer_state())  # fmt: skip
+            self.last_checkpoint = ckpt.commit(tmp, keep=self.cfg.train.keep_checkpoints)
+            logger.debug("checkpoint %s", self.last_checkpoint)
+        barrier()
+
+    def resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.ckpt_root)
+        if path is None:
+            logger.warning("--resume: no checkpoint in %s; starting from step 0", self.ckpt_root)
+            return
+        ts = ckpt.load_main(path, model=self.parts.model, optimizer=self.parts.optimizer, device=self.device)
+        self.parts.scheduler.load_state_dict(ts["scheduler"])
+        if ts["scaler"]:
+            self.parts.scaler.load_state_dict(ts["scaler"])
+        if (ts["world_size"], ts["batch_size"]) != (self.info.world_size, self.sampler.batch_size):
+            logger.warning("resuming %s with %d x %d pairs per step instead of %d x %d: the data order changes",
+                           path, self.info.world_size, self.sampler.batch_size, ts["world_size"], ts["batch_size"])  # fmt: skip
+        self.state = {k: int(ts[k]) for k in self.state}
+        self.epoch_start = ts["loader_epoch_start"]
+        self.generator.set_state(self.epoch_start)
+        self.sampler.skip_batches(self.state["batch_in_epoch"])
+        rng_file = path / f"rng-rank{self.info.rank}.pt"
+        if rng_file.is_file():
+            state = torch.load(rng_file, map_location="cpu", weights_only=True)
+            ckpt.set_rng_state(state, transforms=self.transforms, device=self.device)
         else:
-            out = model(image, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        loss = loss_fn(out["image_emb"].float(), out["text_emb"].float(), out["logit_scale"].float(),
-                       text_keys=text_keys)  # fmt: skip
-    optimizer.zero_grad(set_to_none=True)
-    state["step"] += 1
-    if not torch.isfinite(loss):
-        state["bad_steps"] += 1
-        state["skipped"] += 1
-        logger.warning("step %d: non-finite loss, step skipped (%d in a row)", state["step"], state["bad_steps"])
-        if state["bad_steps"] >= MAX_BAD_STEPS:
-            raise RuntimeError(f"{MAX_BAD_STEPS} non-finite losses in a row; lower optim.lr or check the data")
-        scheduler.step()
-        return {"step": state["step"], "loss": math.nan, "pairs_per_s": 0.0}
-    state["bad_steps"] = 0
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
-    optimizer.step()
-    scheduler.step()
-    dt = time.perf_counter() - t0
-    return {"step": state["step"], "loss": float(loss), "lr": scheduler.get_last_lr()[0],
-            "temperature": float(1.0 / out["logit_scale"].detach()), "grad_norm": float(grad_norm),
-            "pairs_per_s": image.shape[0] / dt}  # fmt: skip
+            logger.warning("%s has no random state for rank %d; augmentations will differ", path, self.info.rank)
+        self.last_checkpoint = path
+        logger.info("resumed from %s (step %d, epoch %d)", path, self.state["step"], self.state["epoch"])

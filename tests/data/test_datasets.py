@@ -28,7 +28,9 @@ def test_identical_reports_share_one_text_index():
 
 def test_sentence_sampling_draws_each_sentence_and_is_seeded():
     pairs, texts = pairs_from_manifest(_rows(), text_policy="sentence_sample")
-    assert sorted(texts) == sorted(["Heart size is normal.", "No pleural effusion.", "No acute cardiopulmonary process."])
+    assert sorted(texts) == sorted(
+        ["Heart size is normal.", "No pleural effusion.", "No acute cardiopulmonary process."]
+    )
     assert len(pairs[0]["text_choices"]) == 3 and len(pairs[2]["text_choices"]) == 1
     items = [{**p, "image": torch.zeros(1, 4, 4)} for p in pairs]
 

@@ -23,7 +23,10 @@ def test_label_command_on_a_folder_of_reports(tmp_path, capsys):
 
 
 def test_manifest_attaches_labels(tiny_archive, tmp_path):
-    assert main(["-q", "manifest", str(tiny_archive), "--out", str(tmp_path / "m"), "--salt", "s", "--labels", "chexpert"]) == 0
+    assert (
+        main(["-q", "manifest", str(tiny_archive), "--out", str(tmp_path / "m"), "--salt", "s", "--labels", "chexpert"])
+        == 0
+    )
     df, meta = read_manifest(tmp_path / "m")
     assert meta["label_set"] == "chexpert"
     truth = pd.read_csv(tiny_archive / "labels.csv")[["study_id", "pleural_effusion"]]

@@ -311,7 +311,9 @@ def test_real_unlabelled_impressions() -> None:
 
 def test_lowercase_bare_headers_after_a_header_value_line():
     # Regression: "indication" / "findings" alone on a line right after a non-blank line were read as wrapped text.
-    text = "examination:\nXR CHEST PA\nindication\n___M with cough.\nfindings\nSmall left effusion.\nimpression\nEffusion."
+    text = (
+        "examination:\nXR CHEST PA\nindication\n___M with cough.\nfindings\nSmall left effusion.\nimpression\nEffusion."
+    )
     sections = parse_sections(text)
     assert sections["examination"] == "XR CHEST PA"
     assert sections["findings"] == "Small left effusion."

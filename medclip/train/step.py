@@ -1,0 +1,127 @@
+"""One optimisation step: inputs -> (gradient-cached) forward -> global loss -> backward -> clip -> update.
+
+Shared by the trainer, the distributed and gradient-cache tests and ``scripts/bench_train.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medclip.distributed import all_reduce_mean, get_world_size
+from medclip.train.grad_cache import GradCache
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A zero-argument factory of the autocast context for ``precision`` (fp32: a no-op context)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision '{precision}' is not one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass
+class StepParts:
+    """What a step needs; built once by the trainer (or a benchmark / test)."""
+
+    model: nn.Module  # the unwrapped MedClip
+    forward_model: nn.Module  # DDP wrapper under torchrun, else ``model``
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    grad_clip: float = 1.0
+    micro_batch: int = 0  # gradient cache micro-batch (0: off)
+    max_bad_steps: int = 10
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """Train mode, except towers that are fully locked: they stay deterministic (no dropout, frozen BN stats)."""
+    model.train()
+    if model.text.is_locked:
+        model.text.eval()
+    if not any(p.requires_grad for p in model.image.parameters()):
+        model.image.eval()
+
+
+def loss_and_grads(
+    parts: StepParts, model_inputs: dict[str, torch.Tensor], loss_kwargs: dict
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Forward, loss and (if the global loss is finite) backward. Returns (global loss, temperature or None)."""
+    batch = model_inputs["image"].shape[0]
+    cache = None
+    if parts.micro_batch and parts.micro_batch < batch:
+        cache = GradCache(parts.model, forward_model=parts.forward_model, micro_batch=parts.micro_batch,
+                          autocast=parts.autocast)  # fmt: skip
+        out = cache.embed(model_inputs)
+    else:
+        with parts.autocast():
+            out = parts.forward_model(**model_inputs)
+    bias = out.get("logit_bias")
+    loss = parts.loss_fn(out["image_emb"].float(), out["text_emb"].float(), out["logit_scale"].float(),
+                         logit_bias=bias.float() if bias is not None else None, **loss_kwargs)  # fmt: skip
+    # Every rank must agree on skipping: with a local loss each rank holds only its own part of the loss.
+    global_loss = all_reduce_mean(loss) if get_world_size() > 1 else loss.detach()
+    if not torch.isfinite(global_loss):
+        return global_loss, None
+    scaled = parts.scaler.scale(loss)
+    if cache is not None:
+        cache.backward(scaled)
+    else:
+        scaled.backward()
+    return global_loss, out["logit_scale"].detach()
+
+
+def train_step(
+    parts: StepParts, model_inputs: dict[str, torch.Tensor], loss_kwargs: dict, state: dict
+) -> dict[str, float]:
+    """One step; skips (and counts) a non-finite loss, raising after ``max_bad_steps`` in a row."""
+    t0 = time.perf_counter()
+    set_train_mode(parts.model)
+    parts.optimizer.zero_grad(set_to_none=True)
+    loss, scale = loss_and_grads(parts, model_inputs, loss_kwargs)
+    state["step"] += 1
+    pairs = model_inputs["image"].shape[0] * get_world_size()
+    if scale is None:
+        state["bad_steps"] += 1
+        state["skipped"] += 1
+        logger.warning("step %d: non-finite loss, step skipped (%d in a row)", state["step"], state["bad_steps"])
+        if state["bad_steps"] >= parts.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{parts.max_bad_steps} non-finite losses in a row (last at step {state['step']}); lower optim.lr, "
+                "use train.precision=bf16 or fp32 instead of fp16, or check the data"
+            )
+        parts.scheduler.step()
+        return {"step": state["step"], "loss": math.nan, "pairs_per_s": 0.0, "skipped": state["skipped"]}
+    state["bad_steps"] = 0
+    parts.scaler.unscale_(parts.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip or float("inf"))
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.scheduler.step()
+    loss_value = float(loss)  # synchronises the device, so the time below is the step's
+    dt = time.perf_counter() - t0
+    record = {"step": state["step"], "loss": loss_value, "lr": parts.scheduler.get_last_lr()[0],
+              "temperature": float(1.0 / scale), "grad_norm": float(grad_norm), "pairs_per_s": pairs / dt,
+              "skipped": state["skipped"]}  # fmt: skip
+    if parts.scaler.is_enabled():  # fp16: the scaler skips steps with inf gradients and lowers the scale
+        record["loss_scale"] = parts.scaler.get_scale()
+    return record
