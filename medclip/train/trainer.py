@@ -221,21 +221,22 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
     pairs, texts = pairs_from_manifest(train_df, text_policy=cfg.data.text_policy)
     tokenizer = load_tokenizer(cfg.model.text.name)
     model = build_model(cfg, device)
-    cached = text_features(model, tokenizer, texts, max_length=cfg.data.max_text_tokens, device=device) \
-        if model.text.is_locked else None  # fmt: skip
     dataset = PairDataset(pairs, texts, cfg.preprocess, train=True, cache_rate=cfg.data.cache_rate,
                           num_workers=cfg.data.num_workers,
                           shards=ShardStore(cfg.data.shards) if cfg.data.shards else None)  # fmt: skip
     if info.is_distributed:  # different augmentations and dropout masks on each rank
         torch.manual_seed(cfg.train.seed + 1 + info.rank)
         dataset.transform.set_random_state(seed=cfg.train.seed + 1 + info.rank)
-    collate = PairCollator(tokenizer, texts, max_length=cfg.data.max_text_tokens, tokenize_text=cached is None)
+    locked = model.text.is_locked  # then its outputs are computed once per unique text, not every step
+    collate = PairCollator(tokenizer, texts, max_length=cfg.data.max_text_tokens, tokenize_text=not locked)
     sampler, loader = _build_loader(cfg, info, dataset, collate, generator)
     total = cfg.train.max_steps or cfg.train.epochs * len(loader)
     parts = _build_parts(cfg, model, info, device, total)
     run = _Run(cfg, info, device, out, parts, sampler, generator, dataset.transform, PairTables.build(train_df, cfg))
     if resume:
         run.resume()
+    cached = text_features(model, tokenizer, texts, max_length=cfg.data.max_text_tokens, device=device) \
+        if locked else None  # fmt: skip
     logger.info("training on %d pairs (%d unique texts), %d steps of %d x %d pairs, device %s", len(pairs),
                 len(texts), total, sampler.batch_size, info.world_size, device)  # fmt: skip
     run.loop(loader, cached, total, show_progress=show_progress)
