@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 from collections import Counter
 from dataclasses import dataclass
@@ -215,8 +216,6 @@ def reconcile(meta: dict) -> None:
 
 
 def _default_salt() -> str:
-    import os
-
     salt = os.environ.get(SALT_ENV)
     if not salt:
         salt = secrets.token_hex(16)
