@@ -28,9 +28,19 @@ class PreprocessCfg:
     image_size: int = 224
     channels: int = 1
     window_index: int = 0  # which DICOM window (VOI LUT / centre+width) to apply when a file has several
+    invert: bool = False  # 1 - x after decoding: dark ink on white paper (sketches) becomes bright on black
     mean: float = 0.5
     std: float = 0.25
+    # 3-D volumes (CT): spatial_dims 3 switches to the volume pipeline (medclip.data.volume_transforms): orientation to
+    # RAS, resampling to target_spacing, one channel per HU window (centre, width), crop/pad to volume_shape.
+    spatial_dims: int = 2
+    volume_shape: list[int] = field(default_factory=lambda: [32, 64, 64])  # (D, H, W) voxels fed to the tower
+    target_spacing: list[float] = field(default_factory=lambda: [5.0, 5.5, 5.5])  # (z, y, x) mm
+    hu_windows: list[list[float]] = field(
+        default_factory=lambda: [[-600.0, 1500.0], [40.0, 400.0]]
+    )  # lung, mediastinal
     # Training-only augmentation. No horizontal flips: they swap the patient's left and right.
+    augment: str = "batch"  # batch: whole batch on the training device (BatchAugment) | monai: per sample | none
     rotate_degrees: float = 5.0
     scale_range: float = 0.08
     translate_frac: float = 0.04

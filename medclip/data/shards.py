@@ -52,7 +52,12 @@ logger = logging.getLogger(__name__)
 
 FORMAT, FORMAT_VERSION = "medclip-shards", 1
 SCALE = 65535  # uint16 full range <-> [0, 1]
-RECIPE_FIELDS = ("image_size", "channels", "window_index")  # the PreprocessCfg fields the stored pixels depend on
+RECIPE_FIELDS = (
+    "image_size",
+    "channels",
+    "window_index",
+    "invert",
+)  # the PreprocessCfg fields the stored pixels depend on
 INFO_NAME, INDEX_NAME, REJECTS_NAME = "shards.json", "index.parquet", "rejects.parquet"
 SHARD_BYTES = 256 << 20  # default block size: ~2,700 images at 224 px, 1 channel
 _PLAN_KEYS = ("format", "version", "recipe", "dtype", "scale", "manifest_hash", "rows", "rows_per_shard", "num_shards")
@@ -354,6 +359,7 @@ class ShardStore:
     def check_recipe(self, preprocess: PreprocessCfg) -> None:
         """Raise unless the shards were prepared with this run's deterministic preprocessing."""
         ours, theirs = recipe_of(preprocess), self.recipe
+        theirs = {"invert": False, **theirs}  # shards written before the field existed were not inverted
         diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
         if diff:
             said = ", ".join(f"{k}={a} in the shards but preprocess.{k}={b} in this run" for k, (a, b) in diff.items())

@@ -22,8 +22,9 @@ from monai.data import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from medclip.data.datasets import pairs_from_manifest
+from medclip.data.datasets import pairs_from_manifest, shard_transforms
 from medclip.data.reports import normalize_text
+from medclip.data.shards import ShardStore
 from medclip.data.transforms import build_transforms
 from medclip.eval.csv_source import EvalTable
 from medclip.models.medclip import CONFIG_NAME, WEIGHTS_NAME, MedClip
@@ -38,12 +39,42 @@ def _collate(items: list[dict]) -> torch.Tensor:
     return torch.stack([torch.as_tensor(it["image"]) for it in items])  # [B, C, H, W]
 
 
+class _ShardOrFile:
+    """The prepared image of a row the shards hold, else the file decoded (same normalisation either way)."""
+
+    def __init__(self, from_shards, from_file, store: ShardStore) -> None:
+        self.from_shards, self.from_file, self.store = from_shards, from_file, store
+
+    def __call__(self, item: dict) -> dict:
+        return self.from_shards(item) if item["row_id"] in self.store else self.from_file(item)
+
+
 @torch.no_grad()
 def embed_image_paths(
-    model: MedClip, paths: list[str], *, batch_size: int = 64, device="cpu", show_progress: bool = True
+    model: MedClip,
+    paths: list[str],
+    *,
+    batch_size: int = 64,
+    device="cpu",
+    show_progress: bool = True,
+    row_ids: list[int] | None = None,
+    shards: ShardStore | None = None,
 ) -> torch.Tensor:
-    """[N, D] L2-normalised image embeddings in path order; transforms come from ``model.preprocess``."""
-    dataset = Dataset([{"image": p} for p in paths], transform=build_transforms(model.preprocess, train=False))
+    """[N, D] L2-normalised image embeddings in path order; transforms come from ``model.preprocess``.
+
+    With ``shards`` (and the images' manifest ``row_ids``) prepared images are read instead of decoding the files,
+    through the same normalisation; images the shards lack (rejected at prepare time) are decoded from their files.
+    """
+    transform = build_transforms(model.preprocess, train=False)
+    items = [{"image": str(p)} for p in paths]
+    if shards is not None:
+        if row_ids is None or len(row_ids) != len(paths):
+            raise ValueError("reading shards needs one manifest row_id per image")
+        shards.check_recipe(model.preprocess)
+        items = [{"image": str(p), "row_id": int(r)} for p, r in zip(paths, row_ids, strict=True)]
+        shards.select(items)  # refuses shards made from another manifest; warns about rows they lack
+        transform = _ShardOrFile(shard_transforms(transform, model.preprocess, shards), transform, shards)
+    dataset = Dataset(items, transform=transform)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate)
     model.eval()
     out = [model.encode_image(b.to(device)).float().cpu()
@@ -161,9 +192,10 @@ class Embedder:
 
     def __init__(
         self, checkpoint: str | Path, *, cache_dir: str | Path | None = None, batch_size: int = 64,
-        device: str = "cpu", show_progress: bool = True,
+        device: str = "cpu", show_progress: bool = True, shards: str | Path | None = None,
     ) -> None:  # fmt: skip
         self.checkpoint = Path(checkpoint)
+        self.shards = ShardStore(shards) if shards else None  # prepared images (``medclip prepare``) to read
         self.meta = read_checkpoint_meta(checkpoint)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
@@ -211,9 +243,11 @@ class Embedder:
             self._texts.update(zip(new, emb, strict=True))
         return torch.stack([self._texts[t] for t in texts]) if texts else torch.empty(0, self.model.cfg.embed_dim)
 
-    def encode_images(self, paths: list[str]) -> torch.Tensor:
+    def encode_images(self, paths: list[str], row_ids: list[int] | None = None) -> torch.Tensor:
+        """[N, D] image embeddings; with ``row_ids`` (manifest rows) and shards, prepared images are read."""
+        shards = self.shards if row_ids is not None else None
         return embed_image_paths(self.model, list(paths), batch_size=self.batch_size, device=self.device,
-                                 show_progress=self.show_progress)  # fmt: skip
+                                 show_progress=self.show_progress, row_ids=row_ids, shards=shards)  # fmt: skip
 
     def embed(self, table: EvalTable, split: str) -> SplitEmbeddings:
         """Embeddings of one split of ``table`` ("all": every split, each cached on its own)."""
@@ -240,7 +274,9 @@ class Embedder:
         text_emb = embed_texts(self.model, self.tokenizer, texts, max_length=self.max_length,
                                batch_size=self.batch_size, device=self.device,
                                show_progress=self.show_progress)  # fmt: skip
-        emb = SplitEmbeddings(part.rows, self.encode_images(list(part.rows["image_path"])), text_emb, text_index, texts)
+        row_ids = list(part.rows["row_id"]) if self.shards is not None else None
+        images = self.encode_images(list(part.rows["image_path"]), row_ids)
+        emb = SplitEmbeddings(part.rows, images, text_emb, text_index, texts)
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             _save(path, key, emb)

@@ -227,6 +227,7 @@ def build_case_index(
     batch_size: int = 64,
     device: str = "cpu",
     show_progress: bool = True,
+    shards: str | Path | None = None,
 ) -> CaseIndex:
     """Embed every image of a manifest (or CSV) split with the checkpoint and save a :class:`CaseIndex` to ``out_dir``.
 
@@ -236,7 +237,7 @@ def build_case_index(
     from medclip.eval.embeddings import Embedder
 
     embedder = Embedder(
-        checkpoint, cache_dir=out_dir, batch_size=batch_size, device=device, show_progress=show_progress
+        checkpoint, cache_dir=out_dir, batch_size=batch_size, device=device, show_progress=show_progress, shards=shards
     )
     table = load_table(manifest=manifest, csv=csv, text_policy=embedder.text_policy, image_col=image_col,
                        text_col=text_col)  # fmt: skip

@@ -220,9 +220,11 @@ def evaluate(
     out_dir: str | Path | None = None,
     plots: bool = True,
     cache: bool = True,
+    shards: str | Path | None = None,
 ) -> dict:
     """Run ``tasks`` on one split of a manifest (or a CSV); with ``out_dir``, cache embeddings and write plots there.
 
+    ``shards`` (a ``medclip prepare`` output of ``manifest``) are read instead of decoding the image files.
     The returned dict is what ``write_results`` saves: "zero_shot", "retrieval", "probe" sections, "plots"
     (name -> PNG file in ``out_dir``) and the run's provenance.
     """
@@ -234,7 +236,7 @@ def evaluate(
     meta = read_checkpoint_meta(checkpoint)
     out = Path(out_dir) if out_dir is not None else None
     embedder = Embedder(checkpoint, cache_dir=out if cache else None, batch_size=batch_size, device=device,
-                        show_progress=show_progress)  # fmt: skip
+                        show_progress=show_progress, shards=shards)  # fmt: skip
     table = load_table(manifest=manifest, csv=csv, text_policy=embedder.text_policy, labels_csv=labels_csv,
                        image_col=image_col, text_col=text_col, label_cols=label_cols)  # fmt: skip
     rows = table.subset(split).rows

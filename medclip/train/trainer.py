@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from medclip.config import RunCfg, save_config, to_yaml
+from medclip.data.batch_aug import BatchAugment
 from medclip.data.datasets import PairCollator, PairDataset, pairs_from_manifest
 from medclip.data.manifest import COLUMNS, read_manifest
 from medclip.data.shards import ShardStore
@@ -108,11 +111,21 @@ def label_matrix(df: pd.DataFrame, *, columns: list[str], uncertain: float) -> t
     return torch.from_numpy(values.astype(np.float32))
 
 
-def prepare_inputs(batch: dict, *, device: torch.device, cached: torch.Tensor | None, channels_last: bool) -> dict:
-    """The model's keyword inputs for a collated batch (cached text-tower features replace the tokens if locked)."""
+def prepare_inputs(
+    batch: dict,
+    *,
+    device: torch.device,
+    cached: torch.Tensor | None,
+    channels_last: bool,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict:
+    """The model's keyword inputs for a collated batch (cached text-tower features replace the tokens if locked),
+    its images augmented on ``device`` by ``augment`` when given."""
     image = batch["image"].to(device, non_blocking=True)
+    if augment is not None:
+        image = augment(image)
     if channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last if image.ndim == 4 else torch.channels_last_3d)
     if cached is not None:
         return {"image": image, "text_features": cached[batch["text_index"].to(device)]}
     return {
@@ -129,7 +142,8 @@ def build_model(cfg: RunCfg, device: torch.device) -> MedClip:
         from medclip.models.warm_start import load_warm_start
 
         load_warm_start(model, cfg.model.init_from)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    channels_last = torch.channels_last_3d if cfg.preprocess.spatial_dims == 3 else torch.channels_last
+    memory_format = channels_last if cfg.train.channels_last else torch.contiguous_format
     model.image.to(memory_format=memory_format)
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -259,6 +273,8 @@ class _Run:
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "bad_steps": 0, "skipped": 0}
         self.epoch_start = generator.get_state()  # the data order is a function of this state + batch_in_epoch
         self.ckpt_root = out / "checkpoints"
+        # Batch augmentation draws from (seed, rank, step) alone: nothing to save for an exact resume.
+        self.augment = BatchAugment(cfg.preprocess, seed=cfg.train.seed) if cfg.preprocess.augment == "batch" else None
         self.last_checkpoint: Path | None = None
 
     def loop(self, loader: DataLoader, cached: torch.Tensor | None, total: int, *, show_progress: bool) -> None:
@@ -270,7 +286,10 @@ class _Run:
                 if self.state["batch_in_epoch"] == 0:
                     self.epoch_start = self.generator.get_state()
                 for batch in loader:
-                    inputs = prepare_inputs(batch, device=self.device, cached=cached, channels_last=tcfg.channels_last)
+                    augment = partial(self.augment, step=self.state["step"], rank=self.info.rank) \
+                        if self.augment else None  # fmt: skip
+                    inputs = prepare_inputs(batch, device=self.device, cached=cached, channels_last=tcfg.channels_last,
+                                            augment=augment)  # fmt: skip
                     record = self._step(inputs, self.tables.loss_kwargs(batch, self.device))
                     self.state["batch_in_epoch"] += 1
                     step = self.state["step"]

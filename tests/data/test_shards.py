@@ -34,7 +34,7 @@ def test_arrays_equal_the_deterministic_transforms(shards, tiny_manifest):
     df, meta = read_manifest(tiny_manifest)
     store = ShardStore(shards)
     info = json.loads((shards / "shards.json").read_text())
-    assert info["recipe"] == {"image_size": 64, "channels": 1, "window_index": 0}
+    assert info["recipe"] == {"image_size": 64, "channels": 1, "window_index": 0, "invert": False}
     assert info["manifest_hash"] == meta["content_hash"] and info["counts"]["kept"] == len(df) == len(store)
     reference = Compose(deterministic_transforms(CFG))
     for row in df.iloc[[0, 17, len(df) - 1]].itertuples():
@@ -136,3 +136,29 @@ def test_training_reads_shards(shards, tiny_manifest, tmp_path):
     assert (final / "config.json").is_file() or any(final.iterdir())
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 2
+
+
+def test_evaluation_reads_shards_and_embeds_like_raw_files(shards, tiny_manifest, tiny_checkpoint, monkeypatch):
+    from medclip.eval.embeddings import Embedder
+
+    df, _ = read_manifest(tiny_manifest)
+    rows = df.head(6)
+    raw = Embedder(tiny_checkpoint, show_progress=False).encode_images(list(rows["image_path"]))
+    reader = Embedder(tiny_checkpoint, show_progress=False, shards=shards)
+    monkeypatch.setattr("medclip.data.dicom.load_image", lambda *a, **k: pytest.fail("decoded a prepared image"))
+    prepared = reader.encode_images(list(rows["image_path"]), list(rows["row_id"]))
+    assert prepared.shape == raw.shape
+    assert (prepared * raw).sum(1).min() > 0.999  # same images up to uint16 quantisation
+
+
+def test_evaluation_refuses_shards_of_another_recipe(tiny_manifest, tiny_checkpoint, tmp_path):
+    from medclip.eval.embeddings import Embedder
+
+    other = prepare_shards(tiny_manifest, tmp_path / "s", preprocess=PreprocessCfg(image_size=32), workers=1,
+                           show_progress=False)  # fmt: skip
+    assert other["complete"]
+    df, _ = read_manifest(tiny_manifest)
+    with pytest.raises(ValueError, match="image_size"):
+        Embedder(tiny_checkpoint, show_progress=False, shards=tmp_path / "s").encode_images(
+            list(df["image_path"].head(2)), list(df["row_id"].head(2))
+        )
