@@ -255,6 +255,8 @@ def _csv_file(root: Path) -> Path:
     if root.is_file():
         return root
     tables = sorted(root.glob("*.csv")) if root.is_dir() else []
+    # labels.csv beside the archive table is ground truth for evaluation (medclip's synthetic archives), not input.
+    tables = [t for t in tables if t.name != "labels.csv"] if len(tables) > 1 else tables
     if len(tables) != 1:
         found = ", ".join(p.name for p in tables) or "none"
         raise ValueError(f"csv layout: pass the CSV file itself, not {root} (CSV files there: {found})")
