@@ -239,4 +239,4 @@ def scan_dicom(
 
 
 # Registers the other layouts; imported last because layouts.py needs the names above.
-from medclip.data import layouts  # noqa: E402, F401
+from medclip.data import ct_layout, layouts  # noqa: E402, F401

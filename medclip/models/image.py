@@ -73,8 +73,15 @@ class TimmImageTower(nn.Module):
         self.trunk.set_grad_checkpointing(enable)
 
 
+def _register_builtin_towers() -> None:
+    # Imported here, not at module top: these modules import IMAGE_TOWERS from this one.
+    import medclip.models.sketch  # noqa: F401
+    import medclip.models.volume  # noqa: F401
+
+
 def create_image_tower(name: str, *, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0) -> nn.Module:
     """A registered medclip tower by name, else any timm model name."""
+    _register_builtin_towers()
     if name in IMAGE_TOWERS:
         return IMAGE_TOWERS.get(name)(in_chans=in_chans, pretrained=pretrained, drop_path=drop_path)
     return TimmImageTower(name, in_chans=in_chans, pretrained=pretrained, drop_path=drop_path)

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import medclip.models.volume as volume  # registers the 3-D towers, whether or not image.py imports this module yet
+from medclip.models.image import IMAGE_TOWERS, create_image_tower
+
+needs_einops = pytest.mark.skipif(importlib.util.find_spec("einops") is None, reason="MONAI's ViT needs einops")
+
+# name -> (output_dim, input shape): DenseNet needs >= 32 voxels a side, ViT exactly its img_size.
+TOWERS = {
+    "resnet10_3d": (512, (2, 2, 32, 64, 64)),
+    "resnet10_3d_small": (128, (2, 2, 32, 64, 64)),
+    "resnet18_3d": (512, (2, 2, 32, 64, 64)),
+    "resnet50_3d": (2048, (2, 2, 32, 64, 64)),
+    "densenet121_3d": (1024, (1, 2, 32, 32, 32)),
+    "vit_3d": (384, (2, 2, 32, 64, 64)),
+}
+NAMES = [pytest.param(name, marks=needs_einops) if "vit" in name else name for name in TOWERS]
+
+
+def tiny_tower(kind: str) -> volume.VolumeTower:
+    """Small instances of each tower class (2 input channels) for backward passes."""
+    if kind == "resnet":
+        return create_image_tower("resnet10_3d_small", in_chans=2)
+    if kind == "densenet":
+        return volume.DenseNet3DTower(in_chans=2, block_config=(1, 1, 1, 1))
+    if kind == "vit":
+        return volume.ViT3DTower(
+            in_chans=2, img_size=(16, 32, 32), patch_size=(8, 16, 16), hidden_size=32, num_layers=2, num_heads=2
+        )
+    raise ValueError(kind)
+
+
+TINY_INPUT = {"resnet": (2, 2, 16, 32, 32), "densenet": (2, 2, 32, 32, 32), "vit": (2, 2, 16, 32, 32)}
+KINDS = ["resnet", "densenet", pytest.param("vit", marks=needs_einops)]
+
+
+def test_every_3d_tower_is_tested():
+    registered = {name for name in IMAGE_TOWERS.list() if IMAGE_TOWERS.get(name).__module__ == volume.__name__}
+    assert registered == set(TOWERS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_tower_forward_shape(name):
+    torch.manual_seed(0)
+    tower = create_image_tower(name, in_chans=2).eval()
+    output_dim, shape = TOWERS[name]
+    with torch.no_grad():
+        out = tower(torch.randn(shape))
+    assert tower.output_dim == output_dim
+    assert out.shape == (shape[0], output_dim)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layer_groups_cover_every_parameter_once(name):
+    tower = create_image_tower(name, in_chans=2)
+    names = [n for group in tower.layer_groups() for n in group]
+    assert len(names) == len(set(names))
+    assert set(names) == {n for n, _ in tower.named_parameters()}
+    assert all(tower.layer_groups())  # no empty groups
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_grad_checkpointing_gives_same_gradients(kind, monkeypatch):
+    torch.manual_seed(0)
+    tower = tiny_tower(kind).train()
+    x = torch.randn(TINY_INPUT[kind])
+
+    def grads() -> dict[str, torch.Tensor]:
+        tower.zero_grad(set_to_none=True)
+        tower(x).square().mean().backward()
+        return {n: p.grad.clone() for n, p in tower.named_parameters()}
+
+    plain = grads()
+    calls = []
+    real = volume.checkpoint
+    monkeypatch.setattr(volume, "checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    tower.set_grad_checkpointing(True)
+    checkpointed = grads()
+    assert len(calls) in (2, 4)  # ViT blocks / residual layers / dense blocks
+    for n, g in plain.items():
+        torch.testing.assert_close(checkpointed[n], g, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_grad_checkpointing_is_off_in_eval(monkeypatch):
+    tower = tiny_tower("resnet").eval()
+    tower.set_grad_checkpointing(True)
+    monkeypatch.setattr(volume, "checkpoint", lambda *a, **kw: pytest.fail("checkpoint in eval"))
+    tower(torch.randn(TINY_INPUT["resnet"]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("unlocked", [0, 1, 2])
+def test_lock_keeps_last_groups_trainable(kind, unlocked):
+    tower = tiny_tower(kind)
+    tower.lock(unlocked)
+    groups = tower.layer_groups()
+    expected = {n for group in groups[len(groups) - unlocked :] for n in group}
+    assert {n for n, p in tower.named_parameters() if p.requires_grad} == expected
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_pretrained_round_trip(fmt, tmp_path, caplog):
+    torch.manual_seed(0)
+    source = create_image_tower("resnet10_3d_small", in_chans=2).eval()
+    path = tmp_path / f"weights.{fmt}"
+    if fmt == "pth":  # MedicalNet style: wrapped, saved from DataParallel
+        torch.save({"state_dict": {f"module.{k}": v for k, v in source.net.state_dict().items()}}, path)
+    else:  # a medclip tower's own state dict ("net." prefix)
+        save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    torch.manual_seed(1)
+    with caplog.at_level(logging.INFO, logger="medclip.models.volume"):
+        loaded = create_image_tower("resnet10_3d_small", in_chans=2, pretrained=str(path)).eval()
+    assert "0 missing, 0 unexpected" in caplog.text
+    x = torch.randn(1, 2, 16, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(source(x), loaded(x))
+
+
+def test_single_channel_weights_are_shared_across_input_channels(tmp_path):
+    source = create_image_tower("resnet10_3d_small", in_chans=1)
+    torch.save(source.net.state_dict(), tmp_path / "grey.pth")
+    loaded = create_image_tower("resnet10_3d_small", in_chans=2, pretrained=str(tmp_path / "grey.pth"))
+    stem = source.net.conv1.weight.detach()
+    torch.testing.assert_close(loaded.net.conv1.weight.detach(), stem.repeat(1, 2, 1, 1, 1) / 2)
+
+
+def test_hub_and_missing_weights_raise(tmp_path):
+    with pytest.raises(ValueError, match="no hub weights"):
+        create_image_tower("resnet10_3d_small", in_chans=2, pretrained="hub")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        create_image_tower("resnet10_3d_small", in_chans=2, pretrained=str(tmp_path / "nope.pth"))
+
+
+@needs_einops
+def test_vit_rejects_other_volume_sizes():
+    tower = tiny_tower("vit")
+    with pytest.raises(ValueError, match="img_size"):
+        tower(torch.randn(1, 2, 32, 32, 32))
