@@ -42,11 +42,11 @@ def _parser_kwargs(name: str, help_text: str) -> dict:
 
 
 def cmd_synth(args) -> int:
-    from medclip.data.synthetic import synth_cxr
+    from medclip.demo import DEMOS
 
-    if args.modality != "cxr":
-        raise UsageError(f"synth {args.modality}: not available yet; only 'cxr' is implemented")
-    summary = synth_cxr(args.out_dir, studies=args.studies, seed=args.seed)
+    if args.modality not in DEMOS:
+        raise UsageError(f"synth {args.modality}: not available yet; choose from {sorted(DEMOS)}")
+    summary = DEMOS[args.modality].synth(Path(args.out_dir), args.studies, args.seed)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -62,9 +62,13 @@ def cmd_manifest(args) -> int:
         if bad := [f"{k}{s}{v}" for k, s, v in pairs if not (k and s and v)]:
             raise UsageError(f"--column {bad[0]!r}: use ROLE=COLUMN, e.g. --column image=png_path")
         options["columns"] = {k: [v for k2, _, v in pairs if k2 == k] for k, _, _ in pairs}
+    if args.modalities:
+        modalities = tuple(m.strip().upper() for m in args.modalities.split(",") if m.strip()) or None
+    else:
+        modalities = ("CT",) if args.layout == "dicom-ct" else ("CR", "DX", "DR")
     result = build_manifest(args.archive, layout=args.layout, salt=args.salt, text_policy=args.text_policy,
-                            verify_pixels=not args.no_verify, show_progress=not args.quiet, reports=args.reports,
-                            layout_options=options, label_set=args.labels)  # fmt: skip
+                            modalities=modalities, verify_pixels=not args.no_verify, show_progress=not args.quiet,
+                            reports=args.reports, layout_options=options, label_set=args.labels)  # fmt: skip
     write_manifest(result, args.out)
     c = result.meta["counts"]
     print(f"inputs = kept + rejected: {c['inputs']} = {c['kept']} + {c['rejected']}")
@@ -105,6 +109,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="CSV with an image-path column, optional text and 0/1/-1/blank label columns")
     p.add_argument("--image-col", help="image-path column of --csv (default: image_path, path, image, ...)")
     p.add_argument("--text-col", help="report-text column of --csv (default: report, text, ...)")
+    p.add_argument("--shards", help="prepared images of --manifest (`medclip prepare` output) to read instead of files")
 
 
 def cmd_eval(args) -> int:
@@ -113,6 +118,8 @@ def cmd_eval(args) -> int:
 
     if bool(args.manifest) == bool(args.csv):
         raise UsageError("eval needs exactly one of --manifest DIR (a `medclip manifest` output) or --csv FILE")
+    if args.shards and not args.manifest:
+        raise UsageError("--shards goes with --manifest (shards are keyed by manifest row)")
     tasks = {"zeroshot": ("zeroshot",), "retrieval": ("retrieval",), "probe": ("probe",),
              "all": ("zeroshot", "retrieval", "probe")}[args.task]  # fmt: skip
     label_cols = [c.strip() for c in args.label_cols.split(",") if c.strip()] if args.label_cols else None
@@ -121,7 +128,7 @@ def cmd_eval(args) -> int:
                        labels_csv=args.labels, prompts=args.prompts, mode=args.mode, n_bootstrap=args.bootstrap,
                        seed=args.seed, image_col=args.image_col, text_col=args.text_col, label_cols=label_cols,
                        batch_size=args.batch_size, device=args.device, out_dir=out, cache=not args.no_cache,
-                       show_progress=not args.quiet)  # fmt: skip
+                       show_progress=not args.quiet, shards=args.shards)  # fmt: skip
     write_results(results, out, title=f"medclip eval {args.task}")
     print(markdown_table(results))
     print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
@@ -134,10 +141,12 @@ def cmd_index(args) -> int:
     if args.index_command == "build":
         if bool(args.manifest) == bool(args.csv):
             raise UsageError("index build needs exactly one of --manifest DIR or --csv FILE")
+        if args.shards and not args.manifest:
+            raise UsageError("--shards goes with --manifest (shards are keyed by manifest row)")
         params = IndexParams(kind=args.kind, compression=args.compression, nlist=args.nlist, nprobe=args.nprobe)
         index = build_case_index(args.checkpoint, args.out, manifest=args.manifest, csv=args.csv, split=args.split,
                                  params=params, image_col=args.image_col, text_col=args.text_col,
-                                 device=args.device, show_progress=not args.quiet)  # fmt: skip
+                                 device=args.device, show_progress=not args.quiet, shards=args.shards)  # fmt: skip
         info = index.info
         print(f"case index: {info['n']} images, {info['kind']} ({info['compression']}), built in {info['build_s']}s "
               f"-> {args.out}")  # fmt: skip
@@ -155,14 +164,14 @@ def cmd_index(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from medclip.demo import run_demo
-
-    if args.modality != "cxr":
-        raise UsageError(f"demo --modality {args.modality}: not available yet; only 'cxr' is implemented")
+    from medclip.demo import DEMOS, run_demo
     from medclip.eval.report import markdown_table
 
-    results = run_demo(args.out, studies=args.studies, seed=args.seed, overrides=args.overrides,
-                       show_progress=not args.quiet)  # fmt: skip
+    if args.modality not in DEMOS:
+        raise UsageError(f"demo --modality {args.modality}: not available yet; choose from {sorted(DEMOS)}")
+    args.out = args.out or ("runs/demo" if args.modality == "cxr" else f"runs/demo_{args.modality}")
+    results = run_demo(args.out, modality=args.modality, studies=args.studies, seed=args.seed,
+                       overrides=args.overrides, show_progress=not args.quiet)  # fmt: skip
     print(markdown_table(results))
     print(f"timings (s): {json.dumps(results['timings'])}")
     print(f"results: {args.out}/results.json, {args.out}/results.md; checkpoint: {results['checkpoint']}")
@@ -208,8 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", **_parser_kwargs("demo", "synthesise an archive, build a manifest, train, evaluate"))
     p.add_argument("--modality", default="cxr", choices=("cxr", "ct", "sketch"))
-    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    p.add_argument("--studies", type=int, default=1000, help="studies in the synthetic archive (default 1000)")
+    p.add_argument("--out", help="run directory (default runs/demo, runs/demo_ct, runs/demo_sketch)")
+    p.add_argument(
+        "--studies",
+        type=int,
+        help="studies (sketches) in the synthetic archive (default: 1000 CXR studies, 300 CT studies, 1000 sketches)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.epochs=3)")
     p.set_defaults(func=cmd_demo)
@@ -217,15 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", **_parser_kwargs("synth", "write a synthetic hospital archive (DICOM + reports)"))
     p.add_argument("modality", choices=("cxr", "ct", "sketch"))
     p.add_argument("out_dir")
-    p.add_argument("--studies", type=int, default=400)
+    p.add_argument("--studies", "--n", dest="studies", type=int, default=400, help="studies (sketches for sketch)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("manifest", **_parser_kwargs("manifest", "scan an archive into manifest.parquet + rejects"))
     p.add_argument("archive")
-    p.add_argument("--layout", default="dicom", choices=("dicom", "mimic-cxr-jpg", "openi", "csv"),
-                   help="dicom: DICOM tree + <accession>.txt; mimic-cxr-jpg: files/pNN/p*/s*/; openi: XML + PNG; "
-                   "csv: ARCHIVE is a CSV of image paths, patient, study and report")  # fmt: skip
+    p.add_argument("--layout", default="dicom", choices=("dicom", "dicom-ct", "mimic-cxr-jpg", "openi", "csv"),
+                   help="dicom: DICOM tree + <accession>.txt; dicom-ct: one row per CT series or NIfTI volume; "
+                   "mimic-cxr-jpg: files/pNN/p*/s*/; openi: XML + PNG; csv: ARCHIVE is a CSV of image paths, "
+                   "patient, study and report")  # fmt: skip
+    p.add_argument("--modalities", help="comma-separated modalities to keep (default CR,DX,DR; CT for dicom-ct); "
+                   "others are rejected with reason 'modality'")  # fmt: skip
     p.add_argument("--reports", help="report table (CSV/JSONL: study key + text) or folder of <key>.txt files")
     p.add_argument("--column", action="append", metavar="ROLE=COLUMN",
                    help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
