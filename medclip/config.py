@@ -130,7 +130,7 @@ class TrainCfg:
     batch_size: int = 64  # per process (GPU); the contrastive batch is batch_size x world size
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler) | auto (bf16 where native, else fp32)
     threads: int = 0  # 0 -> torch default
     channels_last: bool = True  # NHWC convolutions: ~1.5x faster on CPUs and tensor cores
     log_every: int = 10

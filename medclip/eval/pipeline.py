@@ -19,7 +19,14 @@ from medclip.eval.linear_probe import linear_probe
 from medclip.eval.metrics import macro
 from medclip.eval.plots import plot_probe, plot_retrieval_grid, plot_roc_curves, plot_training_curves
 from medclip.eval.retrieval import label_precision_at_k, retrieval_metrics, study_hits
-from medclip.eval.zero_shot import MODES, binary_metrics, class_embeddings, evaluate_zero_shot, scores_for_mode
+from medclip.eval.zero_shot import (
+    MODES,
+    binary_metrics,
+    class_embeddings,
+    evaluate_zero_shot,
+    laterality,
+    scores_for_mode,
+)
 from medclip.models.medclip import MedClip
 from medclip.text.prompts import load_prompts
 
@@ -96,6 +103,8 @@ def run_zero_shot(run: EvalRun, *, prompts: str, mode: str = "multilabel", thres
     out = evaluate_zero_shot(scores, labels, val_scores=val_scores, val_labels=val_labels, n_bootstrap=run.n_bootstrap,
                              seed=run.seed, threshold_metric=threshold_metric, mode=mode)  # fmt: skip
     out.update(prompts=str(prompts), threshold_split=threshold_split)
+    if sides := laterality(scores, labels):
+        out["laterality"] = sides
     path = run.plot_path("roc_curves")
     if path is not None and plot_roc_curves(scores, labels, path, n_bootstrap=min(run.n_bootstrap, 200), seed=run.seed):
         out["_plots"] = {"roc_curves": path.name}

@@ -34,6 +34,11 @@ def _zero_shot_lines(zs: dict) -> list[str]:
     if zs.get("multiclass", {}).get("accuracy") is not None:
         mc = zs["multiclass"]
         lines.append(f"Multi-class top-1 accuracy {_fmt(mc['accuracy'])} over {mc['n']} single-finding images.")
+    if zs.get("laterality"):
+        lat = zs["laterality"]
+        pairs = ", ".join(f"{k} {_fmt(v['auroc'])}" for k, v in lat["pairs"].items())
+        lines.append(f"Left vs right (AUROC of score(left) - score(right) on one-sided cases): {pairs}; "
+                     f"macro {_fmt(lat['macro_auroc'])}.")  # fmt: skip
     messages = zs.get("polarity_messages") or [f"{f} has AUROC < 0.5; its prompts are probably inverted."
                                                for f in zs.get("polarity_warnings", [])]  # fmt: skip
     lines += [f"> warning: {m}" for m in messages]

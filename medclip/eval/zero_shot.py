@@ -129,6 +129,30 @@ def multiclass_accuracy(scores: dict[str, np.ndarray], labels: dict[str, np.ndar
     return {"accuracy": float((pred == y[keep].argmax(1)).mean()), "n": int(keep.sum())}
 
 
+def laterality(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
+    """Left / right mix-ups, for every finding pair named ``X_left`` / ``X_right``.
+
+    Among the images labelled with exactly one of the two, the AUROC of ``score(X_left) - score(X_right)`` for "it
+    is the left one": 1.0 when every left case scores more left than every right case, 0.5 when the model cannot
+    tell the sides apart. -> {"pairs": {X: {"auroc", "n_left", "n_right"}}, "macro_auroc"}.
+    """
+    pairs = {}
+    for name in scores:
+        if not name.endswith("_left") or f"{name[:-5]}_right" not in scores:
+            continue
+        base, right = name[:-5], f"{name[:-5]}_right"
+        if name not in labels or right not in labels:
+            continue
+        left_pos, right_pos = labels[name] == 1, labels[right] == 1
+        one = left_pos ^ right_pos
+        if left_pos[one].sum() == 0 or right_pos[one].sum() == 0:
+            continue
+        diff = scores[name][one] - scores[right][one]
+        auroc, _ = auroc_auprc(left_pos[one].astype(float), diff)
+        pairs[base] = {"auroc": auroc, "n_left": int(left_pos[one].sum()), "n_right": int(right_pos[one].sum())}
+    return {"pairs": pairs, "macro_auroc": macro([p["auroc"] for p in pairs.values()])} if pairs else {}
+
+
 def evaluate_zero_shot(
     scores: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],

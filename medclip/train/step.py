@@ -27,6 +27,18 @@ class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row."""
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 where the hardware computes it natively (CUDA with bf16, a CPU with AVX-512 BF16 / AMX),
+    else fp32; any other value is returned unchanged. On a CPU without native bf16, autocast emulates it slowly."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "fp32"
+
+
 def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
     """A zero-argument factory of the autocast context for ``precision`` (fp32: a no-op context)."""
     if precision not in PRECISIONS:

@@ -33,7 +33,14 @@ from medclip.train import checkpoint as ckpt
 from medclip.train.metrics import MetricsLogger, memory_stats
 from medclip.train.optim import create_optimizer, create_scheduler
 from medclip.train.sampler import ShardedBatchSampler
-from medclip.train.step import PRECISIONS, NonFiniteLossError, StepParts, autocast_factory, train_step
+from medclip.train.step import (
+    PRECISIONS,
+    NonFiniteLossError,
+    StepParts,
+    autocast_factory,
+    resolve_precision,
+    train_step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +197,8 @@ def train(cfg: RunCfg, *, show_progress: bool = True, resume: bool = False) -> P
 
 def validate(cfg: RunCfg) -> None:
     """Option combinations that would fail late (after caching data), checked before any work."""
-    if cfg.train.precision not in PRECISIONS:
-        raise ValueError(f"train.precision '{cfg.train.precision}' is not one of {sorted(PRECISIONS)}")
+    if cfg.train.precision not in (*PRECISIONS, "auto"):
+        raise ValueError(f"train.precision '{cfg.train.precision}' is not one of {sorted(PRECISIONS)} or auto")
     if cfg.loss.name == "siglip" and not cfg.model.logit_bias:
         raise ValueError("loss.name=siglip needs model.logit_bias=true (SigLIP also uses model.init_temperature=0.1)")
     for key in ("grad_cache_micro_batch", "checkpoint_every", "keep_checkpoints", "max_bad_steps"):
@@ -218,6 +225,10 @@ def _build_parts(cfg: RunCfg, model: MedClip, info: DistInfo, device: torch.devi
 
 
 def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: bool, resume: bool) -> Path:
+    precision = resolve_precision(cfg.train.precision, device)
+    if precision != cfg.train.precision:
+        logger.info("train.precision auto -> %s on %s", precision, device)
+        cfg.train.precision = precision
     validate(cfg)
     out = Path(cfg.train.out_dir)
     _prepare_run_dir(cfg, out, info, resume=resume)

@@ -222,3 +222,10 @@ def test_pneumothorax_darkens_its_side() -> None:
 def test_visibility_knob(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(phantom, "VISIBILITY", 0.0)
     assert np.array_equal(_render([phantom.Finding("pleural_effusion", "left", 0.8)]), _render([]))
+
+
+def test_parallel_rendering_writes_the_same_bytes(tmp_path: Path) -> None:
+    one = synth_cxr(tmp_path / "one", studies=40, seed=5, workers=1)
+    two = synth_cxr(tmp_path / "two", studies=40, seed=5, workers=2)
+    assert one["images"] == two["images"]
+    assert _tree_bytes(tmp_path / "one") == _tree_bytes(tmp_path / "two")

@@ -89,3 +89,16 @@ def test_polarity_check_fires_on_an_inverted_prompt_yaml(tiny_checkpoint, tiny_m
     flagged = {f for f, m in right["per_finding"].items() if m["auroc"] is not None and m["auroc"] > 0.5}
     assert flagged and set(wrong["polarity_warnings"]) == flagged
     assert all("probably inverted" in m for m in wrong["polarity_messages"])
+
+
+def test_laterality_scores_left_right_pairs_on_one_sided_cases():
+    from medclip.eval.zero_shot import laterality
+
+    labels = {"arm_left": np.array([1, 1, 0, 0, 1]), "arm_right": np.array([0, 0, 1, 1, 1]), "head": np.ones(5)}
+    good = {"arm_left": np.array([0.9, 0.8, 0.1, 0.2, 0.5]), "arm_right": np.array([0.1, 0.2, 0.7, 0.9, 0.5]),
+            "head": np.zeros(5)}  # fmt: skip
+    out = laterality(good, labels)
+    assert out["pairs"]["arm"] == {"auroc": 1.0, "n_left": 2, "n_right": 2}  # the two-sided case is left out
+    swapped = {"arm_left": good["arm_right"], "arm_right": good["arm_left"], "head": good["head"]}
+    assert laterality(swapped, labels)["pairs"]["arm"]["auroc"] == 0.0
+    assert laterality({"head": np.zeros(5)}, labels) == {}

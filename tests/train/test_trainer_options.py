@@ -75,3 +75,24 @@ def test_compiled_towers_train_and_save(tiny_manifest, tmp_path):
 
     # compiled in place: the saved names are the plain module's (no "_orig_mod."), so from_pretrained loads them
     assert set(load_file(str(final / "model.safetensors"))) == set(MedClip.from_pretrained(final).state_dict())
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from medclip.train.step import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+
+
+def test_auto_precision_is_resolved_in_the_saved_config(tiny_manifest, tmp_path):
+    from medclip.train.step import resolve_precision
+
+    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=1",
+                               "train.precision=auto"])  # fmt: skip
+    train(cfg, show_progress=False)
+    saved = (tmp_path / "config.yaml").read_text()
+    assert f"precision: {resolve_precision('auto', torch.device('cpu'))}" in saved
