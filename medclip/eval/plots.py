@@ -61,13 +61,19 @@ def plot_roc_curves(
 
 
 def load_thumbnail(path: str | Path, size: int = 96) -> np.ndarray:
-    """A [size, size] grey thumbnail in [0, 1] of a DICOM / PNG / JPEG file (black where it cannot be read)."""
+    """A [size, size] grey thumbnail in [0, 1] of a DICOM / PNG / JPEG file, or of the middle axial slice (lung
+    window) of a CT series folder or NIfTI volume; black where it cannot be read."""
     from PIL import Image
 
     from medclip.data.dicom import load_image
+    from medclip.data.volume_transforms import read_volume, volume_is_input
 
     try:
-        pixels, _ = load_image(path)
+        if volume_is_input(path):
+            hu, _ = read_volume(path)  # [D, H, W] in HU
+            pixels = np.clip((hu[hu.shape[0] // 2] + 1350.0) / 1500.0, 0, 1)  # window centre -600, width 1500
+        else:
+            pixels, _ = load_image(path)
     except Exception as exc:  # a plot must not fail on one unreadable file; say which one
         logger.warning("thumbnail of %s failed: %s", path, exc)
         return np.zeros((size, size))

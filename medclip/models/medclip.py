@@ -66,7 +66,13 @@ class MedClip(nn.Module):
         emb = self.image_proj(self.image(image))  # [B, D]
         return F.normalize(emb, dim=-1) if normalize else emb
 
-    def encode_text_features(self, features: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    def encode_text_features(
+        self, features: torch.Tensor, *, mask: torch.Tensor | None = None, normalize: bool = True
+    ) -> torch.Tensor:
+        """Projected text embeddings from cached tower outputs: pooled [B, H], or token states [B, L, H] with their
+        ``mask`` when the tower's pooling trains (``model.text.pooling: attention``)."""
+        if mask is not None:
+            features = self.text.pool(features, mask)
         emb = self.text_proj(features)  # [B, D]
         return F.normalize(emb, dim=-1) if normalize else emb
 
@@ -90,9 +96,10 @@ class MedClip(nn.Module):
         attention_mask: torch.Tensor | None = None,
         *,
         text_features: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if text_features is not None:
-            text_emb = self.encode_text_features(text_features)
+            text_emb = self.encode_text_features(text_features, mask=text_mask)
         elif input_ids is not None and attention_mask is not None:
             text_emb = self.encode_text(input_ids, attention_mask)
         else:

@@ -11,7 +11,27 @@ from medclip.text.tokenizer import hub_hint, resolve_text_model
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "attention")
+
+
+class AttentionPool(nn.Module):
+    """Learned-query multi-head attention over the token states (a MAP head, as in CoCa / SigLIP), added to the mean.
+
+    With a locked encoder this pooling still trains, so the tower can learn which tokens matter and how words bind
+    ("left" in "left foot" vs "right arm") instead of averaging them; the trainer then caches the encoder's token
+    states once per unique text, not the pooled vector.
+    """
+
+    def __init__(self, dim: int, heads: int = 4) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        query = self.query.expand(hidden.shape[0], -1, -1).to(hidden.dtype)
+        out, _ = self.attn(query, hidden, hidden, key_padding_mask=~mask.bool(), need_weights=False)  # [B, 1, H]
+        return self.norm(out[:, 0] + mean)
 
 
 def _without_pooler(build, source):
@@ -27,7 +47,8 @@ class HFTextTower(nn.Module):
 
     Args:
         name: ``minilm`` (packaged), a hub name or a local directory.
-        pooling: ``mean`` over non-padding tokens (what sentence-transformers models are trained for) or ``cls``.
+        pooling: ``mean`` over non-padding tokens (what sentence-transformers models are trained for), ``cls``, or
+            ``attention`` (:class:`AttentionPool`, trainable even when the encoder is locked).
         config_only: build the architecture from its config without loading weights (checkpoint loading does this,
             so a saved model never needs the original weights again).
         length_buckets: encode a batch as this many length-sorted chunks, each padded to its own longest text
@@ -62,6 +83,12 @@ class HFTextTower(nn.Module):
             except OSError as exc:
                 raise hub_hint(name, exc) from exc
         self.output_dim = int(self.encoder.config.hidden_size)
+        self.attn_pool = AttentionPool(self.output_dim) if pooling == "attention" else None
+
+    @property
+    def caches_tokens(self) -> bool:
+        """A locked encoder under a trainable pooling: cache its token states, not pooled vectors."""
+        return self.attn_pool is not None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.length_buckets > 1 and input_ids.shape[0] >= 2 * self.length_buckets:
@@ -79,11 +106,19 @@ class HFTextTower(nn.Module):
         return torch.cat(parts)[order.argsort()]  # [B, H] in the input order
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        return self.pool(self.token_states(input_ids, attention_mask), attention_mask)
+
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's last hidden states [B, L, H]."""
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] token states + [B, L] mask -> [B, H]."""
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B, H]
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B, H]
+        return self.attn_pool(hidden, attention_mask, mean) if self.attn_pool is not None else mean
 
     def _layers(self) -> list[nn.Module]:
         encoder = getattr(self.encoder, "encoder", None)

@@ -57,13 +57,23 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @torch.no_grad()
 def text_features(model: MedClip, tokenizer, texts: list[str], *, max_length: int, device, batch_size: int = 64):
-    """Pooled text-tower outputs [N, H] for each text; with a locked tower this runs once, not every step."""
+    """A locked tower's outputs for each text, computed once instead of every step: pooled [N, H], or, when its
+    pooling trains (``caches_tokens``), (token states [N, L, H] in bf16, mask [N, L]) padded to the longest text."""
     model.text.eval()
-    out = []
+    if not model.text.caches_tokens:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = tokenize(tokenizer, texts[i : i + batch_size], max_length=max_length)
+            out.append(model.text(batch["input_ids"].to(device), batch["attention_mask"].to(device)))
+        return torch.cat(out) if out else torch.empty(0, model.text.output_dim, device=device)
+    batch = tokenize(tokenizer, texts, max_length=max_length)  # one padding width for the whole table
+    mask = batch["attention_mask"].to(device)
+    states = torch.zeros(*mask.shape, model.text.output_dim, dtype=torch.bfloat16, device=device)
     for i in range(0, len(texts), batch_size):
-        batch = tokenize(tokenizer, texts[i : i + batch_size], max_length=max_length)
-        out.append(model.text(batch["input_ids"].to(device), batch["attention_mask"].to(device)))
-    return torch.cat(out) if out else torch.empty(0, model.text.output_dim, device=device)
+        ids, m = batch["input_ids"][i : i + batch_size].to(device), mask[i : i + batch_size]
+        width = int(m.any(0).nonzero().max()) + 1
+        states[i : i + batch_size, :width] = model.text.token_states(ids[:, :width], m[:, :width]).to(torch.bfloat16)
+    return states, mask
 
 
 def _train_split(cfg: RunCfg):
@@ -122,7 +132,7 @@ def prepare_inputs(
     batch: dict,
     *,
     device: torch.device,
-    cached: torch.Tensor | None,
+    cached: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None,
     channels_last: bool,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
@@ -133,6 +143,11 @@ def prepare_inputs(
         image = augment(image)
     if channels_last:
         image = image.contiguous(memory_format=torch.channels_last if image.ndim == 4 else torch.channels_last_3d)
+    if isinstance(cached, tuple):  # token states + mask of a locked encoder under a trainable pooling
+        index = batch["text_index"].to(device)
+        states, mask = cached[0][index], cached[1][index]
+        width = int(mask.any(0).nonzero().max()) + 1
+        return {"image": image, "text_features": states[:, :width].float(), "text_mask": mask[:, :width]}
     if cached is not None:
         return {"image": image, "text_features": cached[batch["text_index"].to(device)]}
     return {
