@@ -48,7 +48,8 @@ def test_trained_sketch_model_tells_left_from_right(tmp_path):
                             layout_options={"modality": "SKETCH"}, show_progress=False)  # fmt: skip
     write_manifest(result, tmp_path / "manifest")
     cfg = load_config("sketch", [f"data.manifest={tmp_path / 'manifest'}", f"train.out_dir={tmp_path / 'run'}",
-                                 "preprocess.image_size=64", "train.epochs=12", "train.batch_size=32"])  # fmt: skip
+                                 "preprocess.image_size=64", "train.epochs=12", "train.batch_size=32",
+                                 "model.text.unlocked_layers=0"])  # fmt: skip
     final = train(cfg, show_progress=False)
     results = evaluate(final, tmp_path / "manifest", tasks=("zeroshot",), split="test",
                        labels_csv=tmp_path / "archive" / "labels.csv", prompts="sketch", n_bootstrap=0,

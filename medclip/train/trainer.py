@@ -58,7 +58,8 @@ def seed_everything(seed: int) -> torch.Generator:
 @torch.no_grad()
 def text_features(model: MedClip, tokenizer, texts: list[str], *, max_length: int, device, batch_size: int = 64):
     """A locked tower's outputs for each text, computed once instead of every step: pooled [N, H], or, when its
-    pooling trains (``caches_tokens``), (token states [N, L, H] in bf16, mask [N, L]) padded to the longest text."""
+    pooling trains (``caches_tokens``), (token states [N, L, H] in bf16, mask [N, L]) padded to the longest text:
+    N x L x H x 2 bytes, fine for thousands of unique texts, not for millions (use mean pooling there)."""
     model.text.eval()
     if not model.text.caches_tokens:
         out = []
