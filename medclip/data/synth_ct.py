@@ -21,10 +21,8 @@ one seed, so reruns are byte-identical, and a smaller ``studies`` gives a prefix
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,12 +30,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from medclip.data import ct_phantom
 from medclip.data.ct_findings import CT_FINDINGS, SIDED_FINDINGS, CTFinding, sample_finding
 from medclip.data.ct_phantom import CTAnatomy, render_ct
 from medclip.data.synth_ct_reports import ct_report
+from medclip.data.synth_io import prepare_archive, serial_ids, synthetic_uid, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +142,10 @@ def _jitter(an: CTAnatomy, rng: np.random.Generator, *, low_dose: bool) -> CTAna
 def _plan(n_studies: int, seed: int, nifti_fraction: float) -> list[_Study]:
     """Patients, studies and findings from ``seed``; a smaller ``n_studies`` gives a prefix of a larger plan."""
     rng = np.random.default_rng([seed, 11])
-    accessions, pids = _ids(seed, 40_000_009, n_studies), _ids(seed, 27_182_819, n_studies)
+    accessions, pids = (
+        serial_ids(seed, 40_000_009, n_studies, stream=(7,)),
+        serial_ids(seed, 27_182_819, n_studies, stream=(7,)),
+    )
     weights = np.array([s.weight for s in _SCANNERS])
     scanners = [_SCANNERS[i] for i in rng.permutation(len(_SCANNERS))]  # a tiny archive still shows every variant
     studies: list[_Study] = []
@@ -204,15 +206,8 @@ def _is_nifti(idx: int, fraction: float) -> bool:
     return int((idx + 1) * fraction + 0.5) > int(idx * fraction + 0.5)
 
 
-def _ids(seed: int, mult: int, n: int) -> list[str]:
-    """Unique random-looking 8-digit numbers (an affine map mod 9e7 cannot collide; prefix-stable in ``n``)."""
-    offset = int(np.random.default_rng([seed, mult, 7]).integers(9 * 10**7))
-    return [str(10**7 + (mult * i + offset) % (9 * 10**7)) for i in range(n)]
-
-
 def _uid(seed: int, *parts: object) -> str:
-    """Deterministic UID: same seed and parts give the same UID on every run."""
-    return generate_uid(entropy_srcs=["medclip-synth-ct", str(seed), *map(str, parts)])
+    return synthetic_uid("medclip-synth-ct", seed, *parts)
 
 
 def _volume(st: _Study, seed: int) -> np.ndarray:
@@ -344,26 +339,6 @@ def _label_rows(plan: list[_Study]) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
-def _prepare(out: Path) -> None:
-    """Refuse to mix with foreign files; clear a previous synthetic archive so no stale studies remain."""
-    readme = out / "README.txt"
-    ours = readme.is_file() and readme.read_text(encoding="utf-8").startswith(_README_MARK)
-    for sub in ("dicom", "nifti", "reports"):
-        if (out / sub).is_dir() and any((out / sub).iterdir()):
-            if not ours:
-                raise FileExistsError(f"{out / sub} is not empty and is not a synthetic archive; use a fresh directory")
-            shutil.rmtree(out / sub)
-    for sub in ("dicom", "nifti", "reports"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-
-
 def synth_ct(out_dir: str | Path, *, studies: int = 300, seed: int = 0, nifti_fraction: float = 0.2) -> dict:
     """Write the synthetic chest CT archive (DICOM + NIfTI volumes, reports, labels) to ``out_dir``.
 
@@ -383,7 +358,7 @@ def synth_ct(out_dir: str | Path, *, studies: int = 300, seed: int = 0, nifti_fr
         raise ValueError(f"nifti_fraction must be in [0, 1], got {nifti_fraction!r}")
     t0 = time.perf_counter()
     out = Path(out_dir)
-    _prepare(out)
+    prepare_archive(out, _README_MARK, ("dicom", "nifti", "reports"))
     plan = _plan(studies, seed, float(nifti_fraction))
     index = []
     for st in plan:
@@ -395,8 +370,8 @@ def synth_ct(out_dir: str | Path, *, studies: int = 300, seed: int = 0, nifti_fr
         else:
             _write_dicom(out, st, hu, seed)
         (out / "reports" / f"{st.accession}.txt").write_text(ct_report(st, seed), encoding="utf-8", newline="\n")
-    _write_csv(out / "nifti" / "index.csv", _INDEX_HEADER, index)
-    _write_csv(out / "labels.csv", *_label_rows(plan))
+    write_csv(out / "nifti" / "index.csv", _INDEX_HEADER, index)
+    write_csv(out / "labels.csv", *_label_rows(plan))
     (out / "README.txt").write_text(_README_MARK + _README.format(n=studies, seed=seed), encoding="utf-8")
     prevalence = {n: sum(n in st.pos for st in plan) / len(plan) for n in CT_FINDINGS}
     summary = {

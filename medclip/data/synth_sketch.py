@@ -16,10 +16,8 @@ archive layout; the folder also holds labels.csv, so pass the table itself: ``me
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from medclip.data.synth_io import prepare_archive, write_csv
 from medclip.data.synth_sketch_text import describe
 from medclip.registry import did_you_mean
 
@@ -468,25 +467,6 @@ Build a manifest from the table itself (this folder holds two CSV files):
 """
 
 
-def _prepare(out: Path) -> None:
-    """Refuse to mix with foreign files; clear a previous synthetic archive so no stale sketches remain."""
-    readme = out / "README.txt"
-    ours = readme.is_file() and readme.read_text(encoding="utf-8").startswith(_README_MARK)
-    images = out / "images"
-    if images.is_dir() and any(images.iterdir()):
-        if not ours:
-            raise FileExistsError(f"{images} is not empty and is not a synthetic sketch archive; use a fresh directory")
-        shutil.rmtree(images)
-    images.mkdir(parents=True, exist_ok=True)
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 def synth_sketch(out_dir: str | Path, *, n: int = 1000, seed: int = 0) -> dict:
     """Write the synthetic body-map sketch archive (PNG sketches + descriptions + labels) to ``out_dir``.
 
@@ -502,7 +482,7 @@ def synth_sketch(out_dir: str | Path, *, n: int = 1000, seed: int = 0) -> dict:
         raise ValueError(f"n must be >= 1, got {n}")
     t0 = time.perf_counter()
     out = Path(out_dir)
-    _prepare(out)
+    prepare_archive(out, _README_MARK, ("images",))
     plan = _plan(n, seed)
     rows, labels = [], []
     for sk in plan:
@@ -511,8 +491,8 @@ def synth_sketch(out_dir: str | Path, *, n: int = 1000, seed: int = 0) -> dict:
         text = describe(list(sk.regions), np.random.default_rng([seed, 3, sk.idx]), age=sk.age, sex=sk.sex)
         rows.append([sk.study_id, sk.patient_id, sk.date.isoformat(), f"images/{sk.study_id}.png", text])
         labels.append([sk.study_id, *(int(r in sk.regions) for r in REGIONS)])
-    _write_csv(out / "sketches.csv", ["study_id", "patient_id", "date", "image_path", "text"], rows)
-    _write_csv(out / "labels.csv", ["study_id", *REGIONS], labels)
+    write_csv(out / "sketches.csv", ["study_id", "patient_id", "date", "image_path", "text"], rows)
+    write_csv(out / "labels.csv", ["study_id", *REGIONS], labels)
     readme = _README_MARK + _README.format(n=n, seed=seed)
     (out / "README.txt").write_text(readme, encoding="utf-8", newline="\n")
     summary = {

@@ -12,11 +12,9 @@ Images come from :mod:`medclip.data.phantom`; everything is driven by one seed, 
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -28,11 +26,11 @@ from pydicom.uid import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
-    generate_uid,
 )
 
 from medclip.data import phantom
 from medclip.data.phantom import Finding
+from medclip.data.synth_io import prepare_archive, serial_ids, synthetic_uid, write_csv
 from medclip.data.synth_reports import CXR_FINDINGS, SIDED_FINDINGS, _report
 
 logger = logging.getLogger(__name__)
@@ -192,7 +190,7 @@ def _sample_positives(rng: np.random.Generator, prior: dict[str, _Pos]) -> dict[
 def _plan(n_studies: int, seed: int) -> list[_Study]:
     """Patients, studies and their findings from ``seed``; a smaller ``n_studies`` gives a prefix of a larger plan."""
     rng = np.random.default_rng([seed, 1])
-    accessions, pids = _ids(seed, 40_000_009, n_studies), _ids(seed, 27_182_819, n_studies)
+    accessions, pids = serial_ids(seed, 40_000_009, n_studies), serial_ids(seed, 27_182_819, n_studies)
     weights = np.array([s.weight for s in _STATIONS])
     # the first studies cycle through every station so even a tiny archive shows each DICOM variant
     stations = [_STATIONS[i] for i in rng.permutation(len(_STATIONS))]
@@ -255,16 +253,8 @@ def _jitter(an: phantom.Anatomy, rng: np.random.Generator) -> phantom.Anatomy:
     )
 
 
-def _ids(seed: int, mult: int, n: int) -> list[str]:
-    """Unique random-looking 8-digit numbers; an affine map mod 9e7 (``mult`` coprime to it) cannot collide and,
-    unlike sampling without replacement, keeps the first k IDs independent of ``n``."""
-    offset = int(np.random.default_rng([seed, mult]).integers(9 * 10**7))
-    return [str(10**7 + (mult * i + offset) % (9 * 10**7)) for i in range(n)]
-
-
 def _uid(seed: int, *parts: object) -> str:
-    """Deterministic UID: same seed and parts give the same UID on every run."""
-    return generate_uid(entropy_srcs=["medclip-synth-cxr", str(seed), *map(str, parts)])
+    return synthetic_uid("medclip-synth-cxr", seed, *parts)
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -367,19 +357,6 @@ def _label_rows(plan: list[_Study]) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
-def _prepare(out: Path) -> None:
-    """Refuse to mix with foreign files; clear a previous synthetic archive so no stale studies remain."""
-    readme = out / "README.txt"
-    ours = readme.is_file() and readme.read_text(encoding="utf-8").startswith(_README_MARK)
-    for sub in ("dicom", "reports"):
-        if (out / sub).is_dir() and any((out / sub).iterdir()):
-            if not ours:
-                raise FileExistsError(f"{out / sub} is not empty and is not a synthetic archive; use a fresh directory")
-            shutil.rmtree(out / sub)
-    (out / "dicom").mkdir(parents=True, exist_ok=True)
-    (out / "reports").mkdir(parents=True, exist_ok=True)
-
-
 def _init_worker(visibility: float, device_width: float) -> None:
     # The phantom's module-level knobs as the parent set them (a spawned worker would otherwise see the defaults).
     phantom.VISIBILITY, phantom.DEVICE_WIDTH = visibility, device_width
@@ -417,16 +394,13 @@ def synth_cxr(out_dir: str | Path, *, studies: int = 400, seed: int = 0, workers
         raise ValueError(f"studies must be >= 1, got {studies}")
     t0 = time.perf_counter()
     out = Path(out_dir)
-    _prepare(out)
+    prepare_archive(out, _README_MARK, ("dicom", "reports"))
     plan = _plan(studies, seed)
     n_images = _write_all(out, plan, seed, workers if workers is not None else len(os.sched_getaffinity(0)))
     for st in plan:
         (out / "reports" / f"{st.accession}.txt").write_text(_report(st, seed), encoding="utf-8", newline="\n")
     header, rows = _label_rows(plan)
-    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+    write_csv(out / "labels.csv", header, rows)
     (out / "README.txt").write_text(_README_MARK + _README.format(n=studies, seed=seed), encoding="utf-8")
     summary = {
         "patients": len({st.patient_id for st in plan}),
