@@ -10,8 +10,7 @@
 The drawings follow the anatomical convention of clinical pain diagrams: the front view faces the viewer, so the
 patient's left is on the viewer's RIGHT; the back view shows the patient from behind, so the patient's left is on
 the viewer's LEFT. Faces (eyes, mouth) are drawn on the front view only. ``sketches.csv`` is read by the ``csv``
-archive layout; the folder also holds labels.csv, so pass the table itself: ``medclip manifest OUT/sketches.csv
---layout csv``. Everything is driven by one seed, so reruns are byte-identical.
+archive layout (``medclip manifest OUT --layout csv``; the layout skips labels.csv, the ground truth). Everything is driven by one seed, so reruns are byte-identical.
 """
 
 from __future__ import annotations
@@ -462,8 +461,8 @@ images/<study_id>.png   8-bit grayscale, one sketch per study; patients may have
 sketches.csv            study_id, patient_id, date, image_path (relative to this folder), text
 labels.csv              ground truth for evaluation only (never train on it): one 0/1 column per body region
 
-Build a manifest from the table itself (this folder holds two CSV files):
-    medclip manifest <this folder>/sketches.csv --layout csv
+Build a manifest (the csv layout reads sketches.csv; labels.csv is never an input):
+    medclip manifest <this folder> --layout csv --out MANIFEST_DIR
 """
 
 
