@@ -6,7 +6,8 @@ is per core. On the same archive and at the same image size:
   (a) naive:          PairDataset(cache_rate=0, augment=monai): decode DICOM + window + resize + pad + per-sample
                       MONAI random augmentation + normalise, every epoch
   (b) shards:         what the trainer does with ``data.shards`` (and the default ``preprocess.augment: batch``):
-                      PairDataset(shards=...) memmap read + normalise, then BatchAugment on the collated batch
+                      PairDataset(shards=...) memmap read + normalise of each DataLoader batch as one array
+                      (__getitems__), then BatchAugment on the collated batch
   (c) shards_monai_aug: PairDataset(shards=..., augment=monai): memmap read + per-sample MONAI augmentation
   (d) shards_no_aug:  PairDataset(train=False, shards=...): memmap read + normalise (pure read path)
 

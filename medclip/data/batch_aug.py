@@ -29,21 +29,23 @@ import torch.nn.functional as F
 from medclip.config import PreprocessCfg
 
 AUGMENT_MODES = ("batch", "monai", "none")
+_CPU_CHUNK_BYTES = 3 << 19  # 1.5 MB: a chunk of the batch that stays in a CPU's L2 cache
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9)  # odd 64-bit constants to spread (seed, rank, step) over seeds
 
 
 def _affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.affine_grid(theta, [B, C, H, W], align_corners=False)`` as one batched multiply-add of the pixel-centre
-    coordinates with the 2x2 part of ``theta`` plus its shift, written straight into the output (about 1.7x faster
-    than ``F.affine_grid`` on a CPU)."""
+    """``F.affine_grid(theta, [B, C, H, W], align_corners=False)`` computed separably: each output coordinate is
+    ``a * x_j + (b * y_i + c)``, one broadcast add of a [B, 1, W] row and a [B, H, 1] column written straight into
+    the output (about 6x faster than ``F.affine_grid`` on a CPU, where a K=2 batched matmul is memory-bound)."""
     b = theta.shape[0]
     xs = (torch.arange(width, dtype=theta.dtype, device=theta.device) * 2 + 1) / width - 1  # pixel centres in (-1, 1)
     ys = (torch.arange(height, dtype=theta.dtype, device=theta.device) * 2 + 1) / height - 1
-    base = torch.stack([xs.view(1, width).expand(height, width), ys.view(height, 1).expand(height, width)], -1)
-    out = torch.empty(b, height * width, 2, dtype=theta.dtype, device=theta.device)
-    torch.baddbmm(theta[:, :, 2].unsqueeze(1), base.view(1, -1, 2).expand(b, -1, -1), theta[:, :, :2].transpose(1, 2),
-                  out=out)  # fmt: skip
-    return out.view(b, height, width, 2)  # [B, H, W, (x, y)]
+    out = torch.empty(b, height, width, 2, dtype=theta.dtype, device=theta.device)
+    for k in range(2):  # k = 0: input x, k = 1: input y
+        row = theta[:, k, 0, None, None] * xs.view(1, 1, width)  # [B, 1, W]
+        col = theta[:, k, 1, None, None] * ys.view(1, height, 1) + theta[:, k, 2, None, None]  # [B, H, 1]
+        torch.add(row, col, out=out[..., k])
+    return out  # [B, H, W, (x, y)]
 
 
 def affine_theta(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -77,43 +79,58 @@ class BatchAugment:
             raise ValueError(f"BatchAugment expects [B, C, H, W] or [B, C, D, H, W], got {tuple(images.shape)}")
         cfg, b, dev = self.cfg, images.shape[0], images.device
         gen = torch.Generator().manual_seed(self._seed(step, rank))  # parameters: drawn on the CPU, a few numbers
-        noise_gen = torch.Generator(device=dev).manual_seed(self._seed(step, rank) ^ 1)  # pixels: on the device
 
         def uniform(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
             return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
 
-        x = images.to(torch.float32, copy=True)
-        # Affine: output pixel -> input pixel, as MONAI's RandAffine (rotation, then per-axis scale, translation).
+        # Every parameter of the batch first, so the result does not depend on how the batch is split below.
         angle = uniform(b, lo=-1, hi=1) * math.radians(cfg.rotate_degrees)
         scale = 1 + uniform(b, 2, lo=-1, hi=1) * cfg.scale_range
         shift = uniform(b, 3, lo=-1, hi=1) * (2 * cfg.translate_frac)  # pixels / size * 2 in normalised coordinates
-        theta = affine_theta(angle, scale, shift[:, :2])
-        warp = uniform(b) < 0.8  # warped with probability 0.8
+        params = {
+            "theta": affine_theta(angle, scale, shift[:, :2]),
+            "shift_z": shift[:, 2],
+            "warp": uniform(b) < 0.8,  # an affine warp with probability 0.8
+            "gamma": 1 + uniform(b, lo=-1, hi=1) * cfg.contrast_gamma,
+            "contrast": uniform(b) < 0.5,  # gamma contrast with probability 0.5
+            "noise_std": uniform(b) * (cfg.noise_std / cfg.std),
+            "noise": (uniform(b) < 0.5) & (cfg.noise_std > 0),  # Gaussian noise with probability 0.5
+        }
+        noise_gen = torch.Generator(device=dev).manual_seed(self._seed(step, rank) ^ 1)  # pixels: on the device
+        out = torch.empty(images.shape, dtype=torch.float32, device=dev)
+        # On a CPU the batch goes through in chunks of ~1.5 MB so each chunk's passes stay in cache (2x faster than
+        # whole-batch passes at 224 px); a GPU takes the whole batch at once.
+        per_image = images[0].numel() * 4
+        chunk = b if dev.type != "cpu" else max(1, min(b, _CPU_CHUNK_BYTES // per_image))
+        for lo in range(0, b, chunk):
+            part = slice(lo, min(b, lo + chunk))
+            self._apply(out[part].copy_(images[part]), {k: v[part] for k, v in params.items()}, noise_gen)
+        return out.to(images.dtype)
+
+    def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], noise_gen: torch.Generator) -> None:
+        """Augment one chunk ``x`` (float32) in place with its slice ``p`` of the batch's parameters."""
+        warp = p["warp"]
         if warp.any():
-            if x.ndim == 4:
-                grid = _affine_grid(theta[warp], *x.shape[-2:])
+            if x.ndim == 4:  # affine: output pixel -> input pixel, as MONAI's RandAffine
+                grid = _affine_grid(p["theta"][warp], *x.shape[-2:])
             else:  # the same in-plane warp on every slice, plus a shift along the slice axis
-                theta3 = torch.zeros(b, 3, 4, device=dev)
+                theta, n = p["theta"][warp], int(warp.sum())
+                theta3 = torch.zeros(n, 3, 4, device=x.device)
                 theta3[:, :2, :2], theta3[:, :2, 3] = theta[:, :, :2], theta[:, :, 2]
-                theta3[:, 2, 2], theta3[:, 2, 3] = 1.0, shift[:, 2]
-                grid = F.affine_grid(theta3[warp], [int(warp.sum()), *x.shape[1:]], align_corners=False)
-            x[warp] = F.grid_sample(x[warp] - self.black, grid, mode="bilinear", padding_mode="zeros",
-                                    align_corners=False) + self.black  # fmt: skip
-        per_image = tuple(range(1, x.ndim))
-        expand = (-1,) + (1,) * (x.ndim - 1)
-        # Gamma contrast between each image's own min and max, with probability 0.5.
-        gamma = 1 + uniform(b, lo=-1, hi=1) * cfg.contrast_gamma
-        pick = uniform(b) < 0.5
-        if pick.any():
+                theta3[:, 2, 2], theta3[:, 2, 3] = 1.0, p["shift_z"][warp]
+                grid = F.affine_grid(theta3, [n, *x.shape[1:]], align_corners=False)
+            src = (x if warp.all() else x[warp]) - self.black  # zero padding = padding with black
+            warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            x[warp] = warped.add_(self.black)
+        pick = p["contrast"]
+        if pick.any():  # gamma contrast between each image's own min and max
+            per_image, expand = tuple(range(1, x.ndim)), (-1,) + (1,) * (x.ndim - 1)
             sub = x[pick]
             lo = sub.amin(dim=per_image, keepdim=True)
             span = sub.amax(dim=per_image, keepdim=True) - lo
-            g = gamma[pick].view(expand)
-            x[pick] = ((sub - lo) / (span + 1e-7)).clamp_(min=0).pow_(g).mul_(span).add_(lo)
-        # Gaussian noise, std ~ U(0, noise_std) in [0, 1] units, with probability 0.5.
-        std = uniform(b) * (cfg.noise_std / cfg.std)
-        pick = uniform(b) < 0.5
-        if pick.any() and cfg.noise_std > 0:
-            noise = torch.randn((int(pick.sum()), *x.shape[1:]), generator=noise_gen, device=dev)
-            x[pick] += noise * std[pick].view(expand)
-        return x.to(images.dtype)
+            g = p["gamma"][pick].view(expand)
+            # x ** g as exp(g * log x): vectorised, where a per-image tensor exponent takes pow's slow path
+            x[pick] = ((sub - lo) / (span + 1e-7)).clamp_(min=0).log_().mul_(g).exp_().mul_(span).add_(lo)
+        for i in p["noise"].nonzero().flatten().tolist():  # Gaussian noise, std ~ U(0, noise_std) in [0, 1] units
+            noise = torch.randn(x.shape[1:], generator=noise_gen, device=x.device)  # one draw per image, in order
+            x[i].add_(noise.mul_(p["noise_std"][i]))

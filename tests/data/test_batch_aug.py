@@ -29,6 +29,19 @@ def test_same_seed_step_rank_give_the_same_batch_and_others_differ():
     assert x.equal(_images())  # the input is not modified in place
 
 
+
+def test_result_does_not_depend_on_the_cpu_chunk_size(monkeypatch):
+    """On a CPU the batch is augmented in cache-sized chunks; every parameter and noise draw follows batch order."""
+    import medclip.data.batch_aug as batch_aug
+
+    cfg, x = PreprocessCfg(image_size=32), _images(b=13)
+    monkeypatch.setattr(batch_aug, "_CPU_CHUNK_BYTES", 1 << 30)
+    whole = BatchAugment(cfg, seed=1)(x, step=2)
+    for chunk_images in (1, 3, 5):
+        monkeypatch.setattr(batch_aug, "_CPU_CHUNK_BYTES", chunk_images * x[0].numel() * 4)
+        torch.testing.assert_close(BatchAugment(cfg, seed=1)(x, step=2), whole, atol=1e-6, rtol=1e-6)
+
+
 def test_zero_ranges_leave_images_unchanged():
     cfg = PreprocessCfg(rotate_degrees=0, scale_range=0, translate_frac=0, contrast_gamma=0, noise_std=0)
     x = _images()

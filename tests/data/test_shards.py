@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from monai.transforms import Compose
 
 from medclip.config import PreprocessCfg
@@ -52,6 +54,24 @@ def test_eval_pipeline_from_shards_equals_raw_files(shards, tiny_manifest):
     for i in range(4):
         a, b = np.asarray(raw[i]["image"]), np.asarray(prepared[i]["image"])
         assert np.abs(a - b).max() <= 1e-4 / CFG.std  # quantisation step, scaled by the normalisation
+
+
+
+def test_batch_read_equals_per_sample_reads(shards, tiny_manifest):
+    """A DataLoader batch (__getitems__) reads and normalises shards as one array: the same items as one by one."""
+    df, _ = read_manifest(tiny_manifest)
+    pairs, texts = pairs_from_manifest(df.head(12), text_policy="findings_impression")
+    cfg = PreprocessCfg(image_size=64, mean=0.4, std=0.3)
+    for train, augment in ((False, "batch"), (True, "batch"), (True, "monai")):
+        data = PairDataset(pairs, texts, replace(cfg, augment=augment), train=train, shards=ShardStore(shards))
+        assert data._batch_read == (augment != "monai")  # per-sample random transforms keep the MONAI path
+        if augment == "monai":
+            continue
+        indices = [7, 0, 11, 3]
+        batch, single = data.__getitems__(indices), [data[i] for i in indices]
+        for a, b in zip(batch, single, strict=True):
+            assert a.keys() == b.keys() and a["row_id"] == b["row_id"]
+            torch.testing.assert_close(a["image"], torch.as_tensor(b["image"]), atol=1e-6, rtol=1e-6)
 
 
 def test_rerun_through_the_cli_skips_finished_shards(shards, tiny_manifest, capsys):
