@@ -29,7 +29,6 @@ def test_same_seed_step_rank_give_the_same_batch_and_others_differ():
     assert x.equal(_images())  # the input is not modified in place
 
 
-
 def test_result_does_not_depend_on_the_cpu_chunk_size(monkeypatch):
     """On a CPU the batch is augmented in cache-sized chunks; every parameter and noise draw follows batch order."""
     import medclip.data.batch_aug as batch_aug

@@ -56,7 +56,6 @@ def test_eval_pipeline_from_shards_equals_raw_files(shards, tiny_manifest):
         assert np.abs(a - b).max() <= 1e-4 / CFG.std  # quantisation step, scaled by the normalisation
 
 
-
 def test_batch_read_equals_per_sample_reads(shards, tiny_manifest):
     """A DataLoader batch (__getitems__) reads and normalises shards as one array: the same items as one by one."""
     df, _ = read_manifest(tiny_manifest)
