@@ -48,6 +48,20 @@ def _affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out  # [B, H, W, (x, y)]
 
 
+def _shift_slices(v: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """[N, C, D, H, W] volumes -> out[:, :, z] = v[:, :, z + shift] (linear between slices, zeros outside), shift in
+    slices per volume: ``grid_sample``'s trilinear sampling along an axis the warp only translates."""
+    out = torch.zeros_like(v)
+    d = v.shape[2]
+    for i, t in enumerate(shift.tolist()):
+        k = math.floor(t)
+        for offset, weight in ((k, 1.0 - (t - k)), (k + 1, t - k)):
+            lo, hi = max(0, -offset), min(d, d - offset)  # output slices whose source z + offset exists
+            if weight > 0 and lo < hi:
+                out[i, :, lo:hi].add_(v[i, :, lo + offset : hi + offset], alpha=weight)
+    return out
+
+
 def affine_theta(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """[B] angles (radians, MONAI's sign), [B, 2] scales and [B, 2] shifts (normalised, x then y) -> [B, 2, 3]
     ``grid_sample`` matrices mapping output to input coordinates."""
@@ -111,16 +125,15 @@ class BatchAugment:
         """Augment one chunk ``x`` (float32) in place with its slice ``p`` of the batch's parameters."""
         warp = p["warp"]
         if warp.any():
-            if x.ndim == 4:  # affine: output pixel -> input pixel, as MONAI's RandAffine
-                grid = _affine_grid(p["theta"][warp], *x.shape[-2:])
-            else:  # the same in-plane warp on every slice, plus a shift along the slice axis
-                theta, n = p["theta"][warp], int(warp.sum())
-                theta3 = torch.zeros(n, 3, 4, device=x.device)
-                theta3[:, :2, :2], theta3[:, :2, 3] = theta[:, :, :2], theta[:, :, 2]
-                theta3[:, 2, 2], theta3[:, 2, 3] = 1.0, p["shift_z"][warp]
-                grid = F.affine_grid(theta3, [n, *x.shape[1:]], align_corners=False)
             src = (x if warp.all() else x[warp]) - self.black  # zero padding = padding with black
-            warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            grid = _affine_grid(p["theta"][warp], *x.shape[-2:])  # affine: output pixel -> input pixel, as RandAffine
+            if x.ndim == 4:
+                warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            else:  # volumes: the same in-plane warp on every slice (one 2-D pass over C x D planes), then a shift
+                n, c, d = src.shape[:3]  # along the slice axis; trilinear sampling is separable, so this equals it
+                planes = F.grid_sample(src.reshape(n, c * d, *src.shape[-2:]), grid, mode="bilinear",
+                                       padding_mode="zeros", align_corners=False)  # fmt: skip
+                warped = _shift_slices(planes.view(src.shape), p["shift_z"][warp] * d / 2)
             x[warp] = warped.add_(self.black)
         pick = p["contrast"]
         if pick.any():  # gamma contrast between each image's own min and max

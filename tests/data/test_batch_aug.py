@@ -113,3 +113,22 @@ def test_volumes_warp_in_plane_and_keep_their_shape():
     torch.testing.assert_close(BatchAugment(zero)(vol, step=0), vol, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="expects"):
         BatchAugment(cfg)(torch.zeros(2, 16, 16), step=0)
+
+
+def test_volume_warp_equals_trilinear_grid_sample():
+    """In-plane 2-D sampling of every slice plus a linear shift along the slices is trilinear sampling, exactly."""
+    from medclip.data.batch_aug import _shift_slices
+
+    g = torch.Generator().manual_seed(0)
+    vol = torch.rand(3, 2, 9, 12, 14, generator=g)
+    theta = affine_theta(torch.tensor([0.3, -0.1, 0.0]), torch.tensor([[1.1, 0.9], [1.0, 1.0], [0.8, 1.2]]),
+                         torch.tensor([[0.1, -0.2], [0.0, 0.0], [0.3, 0.1]]))  # fmt: skip
+    shift_z = torch.tensor([0.37, -0.5, 2.1])  # normalised; the last one moves every slice out of range
+    theta3 = torch.zeros(3, 3, 4)
+    theta3[:, :2, :2], theta3[:, :2, 3] = theta[:, :, :2], theta[:, :, 2]
+    theta3[:, 2, 2], theta3[:, 2, 3] = 1.0, shift_z
+    expected = F.grid_sample(vol, F.affine_grid(theta3, list(vol.shape), align_corners=False), align_corners=False)
+    planes = F.grid_sample(vol.reshape(3, 18, 12, 14), _affine_grid(theta, 12, 14), align_corners=False)
+    ours = _shift_slices(planes.view(vol.shape), shift_z * 9 / 2)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    assert ours[2].abs().max() == 0  # shifted out entirely: all padding
