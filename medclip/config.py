@@ -150,6 +150,9 @@ class TrainCfg:
 @dataclass
 class EvalCfg:
     prompts: str = "cxr_demo"  # a packaged prompt set name or a YAML file
+    # multilabel: each finding scored by its positive vs negative prompts; multiclass: a softmax over every finding's
+    # positive prompts (an image's scores compete, which cancels how similar it is to every prompt alike)
+    mode: str = "multilabel"
     split: str = "test"
     batch_size: int = 64
     labels: str = ""  # optional ground-truth CSV keyed by study_id (e.g. the demo archive's labels.csv)
@@ -211,6 +214,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise _explain(exc, schema, "override") from None
     if cfg.model.max_logit_scale <= 1:
         raise ConfigError("model.max_logit_scale must be > 1 (CLIP uses 100)")
+    if cfg.eval.mode not in ("multilabel", "multiclass"):
+        raise ConfigError(f"eval.mode '{cfg.eval.mode}' is not one of multilabel, multiclass")
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 

@@ -99,7 +99,8 @@ def run_demo(
     t = time.perf_counter()
     # out_dir: cache embeddings there and draw the ROC, retrieval-grid and training-curve PNGs next to results.md
     results = evaluate(final, out / "manifest", split=cfg.eval.split, labels_csv=archive / "labels.csv",
-                       prompts=cfg.eval.prompts, show_progress=show_progress, out_dir=out)  # fmt: skip
+                       prompts=cfg.eval.prompts, mode=cfg.eval.mode, show_progress=show_progress,
+                       out_dir=out)  # fmt: skip
     timings["eval_s"] = time.perf_counter() - t
     results["timings"] = {k: round(v, 1) for k, v in timings.items()}
     results["archive"] = summary

@@ -19,6 +19,7 @@ def test_defaults_and_overrides_are_typed():
         ("model.imag.name=resnet18", "Did you mean 'model.image'"),
         ("train.epochs=many", "bad value for 'train.epochs'"),
         ("trainepochs", "is not key=value"),
+        ("eval.mode=softmax", "eval.mode 'softmax' is not one of"),
     ],
 )
 def test_bad_overrides_explain_themselves(override, expected):

@@ -23,6 +23,7 @@ def test_sketch_demo_reports_region_auroc_and_retrieval(sketch_run):
     results = json.loads((sketch_run / "results.json").read_text())
     assert results["modality"] == "sketch"
     assert set(results["zero_shot"]["per_finding"]) >= {"arm_left", "arm_right", "head", "lower_back"}
+    assert results["zero_shot"]["mode"] == "multiclass"  # configs/sketch.yaml's eval.mode reaches the evaluation
     assert "R@10" in results["retrieval"]["text_to_image"]
     manifest = pd.read_parquet(sketch_run / "manifest" / "manifest.parquet")
     assert (manifest["modality"] == "SKETCH").all() and len(manifest) == 60
