@@ -204,6 +204,7 @@ class ResNet3DTower(VolumeTower):
         shortcut_type: str | None = None,
         bias_downsample: bool | None = None,
         conv1_stride: int = 2,
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         from monai.networks.nets.resnet import ResNet, get_medicalnet_pretrained_resnet_args
@@ -223,7 +224,11 @@ class ResNet3DTower(VolumeTower):
             widen_factor=widen_factor,
             feed_forward=False,
         )
-        self.output_dim = int(self.net.in_planes)  # channels out of layer4 (after widening and block expansion)
+        if pool not in ("avg", "avgmax"):
+            raise ValueError(f"pool '{pool}' is not one of avg, avgmax")
+        self.pool = pool
+        features = int(self.net.in_planes)  # channels out of layer4 (after widening and block expansion)
+        self.output_dim = features * (2 if pool == "avgmax" else 1)
         self._init_weights(pretrained, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,6 +238,8 @@ class ResNet3DTower(VolumeTower):
             x = net.maxpool(x)
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             x = self._stage(layer, x)
+        if self.pool == "avgmax":  # the max keeps a small focal finding that the average over the volume dilutes
+            return torch.cat([x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))], dim=1)  # [B, 2F]
         return net.avgpool(x).flatten(1)  # [B, F]
 
     def _group_prefixes(self) -> list[tuple[str, ...]]:
@@ -358,6 +365,13 @@ def resnet10_3d(
 def resnet10_3d_small(*, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0) -> ResNet3DTower:
     """3-D ResNet-10 at a quarter width (128 features): the CPU demo's tower."""
     return ResNet3DTower(10, in_chans=in_chans, pretrained=pretrained, drop_path=drop_path, widen_factor=0.25)
+
+
+@IMAGE_TOWERS.register("resnet10_3d_small_avgmax")
+def resnet10_3d_small_avgmax(*, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0) -> ResNet3DTower:
+    """``resnet10_3d_small`` pooled by average and max concatenated (256 features)."""
+    return ResNet3DTower(10, in_chans=in_chans, pretrained=pretrained, drop_path=drop_path, widen_factor=0.25,
+                         pool="avgmax")  # fmt: skip
 
 
 @IMAGE_TOWERS.register("resnet18_3d")

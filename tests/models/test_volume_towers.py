@@ -16,6 +16,7 @@ needs_einops = pytest.mark.skipif(importlib.util.find_spec("einops") is None, re
 TOWERS = {
     "resnet10_3d": (512, (2, 2, 32, 64, 64)),
     "resnet10_3d_small": (128, (2, 2, 32, 64, 64)),
+    "resnet10_3d_small_avgmax": (256, (2, 2, 32, 64, 64)),
     "resnet18_3d": (512, (2, 2, 32, 64, 64)),
     "resnet50_3d": (2048, (2, 2, 32, 64, 64)),
     "densenet121_3d": (1024, (1, 2, 32, 32, 32)),
@@ -144,3 +145,17 @@ def test_vit_rejects_other_volume_sizes():
     tower = tiny_tower("vit")
     with pytest.raises(ValueError, match="img_size"):
         tower(torch.randn(1, 2, 32, 32, 32))
+
+
+def test_avgmax_pool_is_the_average_and_the_max_of_the_same_features():
+    torch.manual_seed(0)
+    avg = create_image_tower("resnet10_3d_small", in_chans=2).eval()
+    both = create_image_tower("resnet10_3d_small_avgmax", in_chans=2).eval()
+    both.load_state_dict(avg.state_dict())  # same parameters: only the pooling differs
+    x = torch.randn(2, 2, 16, 32, 32)
+    with torch.no_grad():
+        a, b = avg(x), both(x)
+    torch.testing.assert_close(b[:, :128], a)
+    assert (b[:, 128:] >= b[:, :128] - 1e-6).all()  # a max is never below the mean
+    with pytest.raises(ValueError, match="pool"):
+        volume.ResNet3DTower(10, pool="median")
