@@ -25,7 +25,9 @@ Reasons this layout adds to the readers' (:data:`medclip.data.dicom.REASONS`):
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -253,7 +255,13 @@ def _nifti_record(path: Path, root: Path, facts: dict | None, verify: bool) -> d
 
 
 def _add_nifti(
-    scan: ArchiveScan, path: Path, root: Path, indexes: dict, modalities: tuple[str, ...] | None, verify: bool
+    scan: ArchiveScan,
+    jobs: list,
+    path: Path,
+    root: Path,
+    indexes: dict,
+    modalities: tuple[str, ...] | None,
+    verify: bool,
 ) -> None:
     if path.parent not in indexes:
         indexes[path.parent] = _read_index(path.parent)
@@ -267,10 +275,29 @@ def _add_nifti(
     if modalities and modality not in modalities:
         scan.rejects.append(reject(path, "modality", f"{path}: modality {modality} is not one of {tuple(modalities)}"))
         return
+    jobs.append(("nifti", path, root, facts, verify))
+
+
+def _record(job: tuple) -> tuple[str, object, object]:
+    """One volume's manifest record: ``("ok", record, None)`` or ``("reject", reason, detail)`` (picklable, for the
+    verification pool)."""
     try:
-        scan.images.append(_nifti_record(path, root, facts, verify))
+        if job[0] == "series":
+            return "ok", _series_record(job[1], job[2]), None
+        return "ok", _nifti_record(*job[1:]), None
     except ReadError as exc:
-        scan.rejects.append(reject(path, exc.reason, exc.detail))
+        return "reject", exc.reason, exc.detail
+
+
+def _records(jobs: list[tuple], workers: int, show_progress: bool):
+    """``_record`` of every job, in order; with ``workers`` > 1 in worker processes (verification loads each whole
+    volume once: CPU-bound decoding)."""
+    bar = {"total": len(jobs), "desc": "volumes", "unit": "volume", "disable": not show_progress, "leave": False}
+    if workers <= 1 or len(jobs) < 2 * workers:
+        yield from tqdm(map(_record, jobs), **bar)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from tqdm(pool.map(_record, jobs, chunksize=4), **bar)
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -284,6 +311,7 @@ def scan_dicom_ct(
     verify_pixels: bool = True,
     show_progress: bool = True,
     reports: Path | None = None,
+    workers: int | None = None,
 ) -> ArchiveScan:
     """CT series folders (any nesting) and NIfTI volumes -> one image record per volume (see the module docstring).
 
@@ -302,6 +330,7 @@ def scan_dicom_ct(
         show_progress: tqdm bars.
         reports: extra reports, a CSV/JSONL table or a folder of ``<key>.txt`` (see
             :func:`medclip.data.archive.add_reports`).
+        workers: processes that verify volumes (default: every CPU); results do not depend on it.
 
     Returns:
         The scan; ``scan.inputs`` = series + NIfTI files + unreadable files = kept volumes + image rejects.
@@ -334,14 +363,16 @@ def scan_dicom_ct(
     _name_series(list(series.values()), files_per_folder)
     scan.inputs += len(series) + len(niftis)
     kept = _select_series(list(series.values()), scan, modalities)
-    for s in tqdm(kept, desc="series", unit="series", disable=not show_progress, leave=False):
-        try:
-            scan.images.append(_series_record(s, verify_pixels))
-        except ReadError as exc:
-            scan.rejects.append(reject(s.path, exc.reason, exc.detail))
+    jobs: list[tuple] = [("series", s, verify_pixels) for s in kept]
     indexes: dict[Path, dict | None] = {}
-    for path in tqdm(niftis, desc="nifti", unit="file", disable=not show_progress, leave=False):
-        _add_nifti(scan, path, root, indexes, modalities, verify_pixels)
+    for path in niftis:
+        _add_nifti(scan, jobs, path, root, indexes, modalities, verify_pixels)
+    workers = (workers or os.cpu_count() or 1) if verify_pixels else 1
+    for job, (status, a, b) in zip(jobs, _records(jobs, workers, show_progress), strict=True):
+        if status == "ok":
+            scan.images.append(a)
+        else:
+            scan.rejects.append(reject(job[1].path if job[0] == "series" else job[1], a, b))
     if reports is not None:
         add_reports(scan, Path(reports))
     logger.info("dicom-ct %s: %d inputs (%d series, %d NIfTI), %d kept, %d rejected", root, scan.inputs,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -200,3 +201,18 @@ def test_nifti_header_shape_matches_the_loader(tmp_path: Path, axes: tuple[int, 
 def test_not_a_folder(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError):
         LAYOUTS.get("dicom-ct")(tmp_path / "missing")
+
+
+def test_verification_in_worker_processes_gives_the_same_manifest(archive: Path) -> None:
+    Path(load_series(_series_dirs(archive)[0])[1]["files"][3]).unlink()  # a reject found only by loading pixels
+    bad = archive / "nifti" / "cut.nii.gz"
+    whole = next((archive / "nifti").glob("*.nii.gz")).read_bytes()
+    bad.write_bytes(whole[: len(whole) // 2])
+    with open(archive / "nifti" / "index.csv", "a", encoding="utf-8") as fh:
+        fh.write("nifti/cut.nii.gz,99999999,P9,1.2.3,20200101,F,050Y,CT CHEST,LPS\n")
+    serial = _manifest(archive, layout_options={"workers": 1})
+    pooled = _manifest(archive, layout_options={"workers": 3})
+    assert sorted(_image_rejects(pooled).values()) == ["series_gap", "truncated"]
+    pd.testing.assert_frame_equal(serial.manifest, pooled.manifest)
+    pd.testing.assert_frame_equal(serial.rejects, pooled.rejects)
+    assert serial.meta == pooled.meta
