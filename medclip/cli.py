@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--studies",
         type=int,
-        help="studies (sketches) in the synthetic archive (default: 2000 CXR studies, 1000 CT studies, 1000 sketches)",
+        help="studies (sketches) in the synthetic archive (default: 2000 CXR studies, 1500 CT studies, 1000 sketches)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.epochs=3)")

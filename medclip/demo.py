@@ -53,7 +53,7 @@ def _synth_sketch(out: Path, count: int, seed: int) -> dict:
 
 DEMOS: dict[str, DemoSpec] = {
     "cxr": DemoSpec(_synth_cxr, "demo_cxr", "dicom", "synthetic chest X-ray archive", 2000),
-    "ct": DemoSpec(_synth_ct, "ct_demo", "dicom-ct", "synthetic chest CT archive", 1000, modalities=("CT",)),
+    "ct": DemoSpec(_synth_ct, "ct_demo", "dicom-ct", "synthetic chest CT archive", 1500, modalities=("CT",)),
     "sketch": DemoSpec(_synth_sketch, "sketch", "csv", "synthetic body-map sketches", 1000, modalities=("SKETCH",),
                        layout_options={"modality": "SKETCH"}),
 }  # fmt: skip
