@@ -29,6 +29,7 @@ import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from os import PathLike
 from pathlib import Path
 
@@ -256,7 +257,7 @@ def _nifti_record(path: Path, root: Path, facts: dict | None, verify: bool) -> d
 
 def _add_nifti(
     scan: ArchiveScan,
-    jobs: list,
+    jobs: list[tuple[object, partial]],
     path: Path,
     root: Path,
     indexes: dict,
@@ -275,21 +276,18 @@ def _add_nifti(
     if modalities and modality not in modalities:
         scan.rejects.append(reject(path, "modality", f"{path}: modality {modality} is not one of {tuple(modalities)}"))
         return
-    jobs.append(("nifti", path, root, facts, verify))
+    jobs.append((path, partial(_nifti_record, path, root, facts, verify)))
 
 
-def _record(job: tuple) -> tuple[str, object, object]:
-    """One volume's manifest record: ``("ok", record, None)`` or ``("reject", reason, detail)`` (picklable, for the
-    verification pool)."""
+def _record(job: tuple[object, partial]) -> tuple[dict | None, tuple[str, str] | None]:
+    """``(record, None)`` for a ``(reject path, record function)`` job, or ``(None, (reason, detail))``."""
     try:
-        if job[0] == "series":
-            return "ok", _series_record(job[1], job[2]), None
-        return "ok", _nifti_record(*job[1:]), None
+        return job[1](), None
     except ReadError as exc:
-        return "reject", exc.reason, exc.detail
+        return None, (exc.reason, exc.detail)
 
 
-def _records(jobs: list[tuple], workers: int, show_progress: bool):
+def _records(jobs: list[tuple[object, partial]], workers: int, show_progress: bool):
     """``_record`` of every job, in order; with ``workers`` > 1 in worker processes (verification loads each whole
     volume once: CPU-bound decoding)."""
     bar = {"total": len(jobs), "desc": "volumes", "unit": "volume", "disable": not show_progress, "leave": False}
@@ -363,16 +361,16 @@ def scan_dicom_ct(
     _name_series(list(series.values()), files_per_folder)
     scan.inputs += len(series) + len(niftis)
     kept = _select_series(list(series.values()), scan, modalities)
-    jobs: list[tuple] = [("series", s, verify_pixels) for s in kept]
+    jobs = [(s.path, partial(_series_record, s, verify_pixels)) for s in kept]  # (reject path, record function)
     indexes: dict[Path, dict | None] = {}
     for path in niftis:
         _add_nifti(scan, jobs, path, root, indexes, modalities, verify_pixels)
     workers = (workers or os.cpu_count() or 1) if verify_pixels else 1
-    for job, (status, a, b) in zip(jobs, _records(jobs, workers, show_progress), strict=True):
-        if status == "ok":
-            scan.images.append(a)
+    for (path, _), (record, failure) in zip(jobs, _records(jobs, workers, show_progress), strict=True):
+        if failure is None:
+            scan.images.append(record)
         else:
-            scan.rejects.append(reject(job[1].path if job[0] == "series" else job[1], a, b))
+            scan.rejects.append(reject(path, *failure))
     if reports is not None:
         add_reports(scan, Path(reports))
     logger.info("dicom-ct %s: %d inputs (%d series, %d NIfTI), %d kept, %d rejected", root, scan.inputs,
