@@ -45,3 +45,37 @@ def test_layer_decay_scales_lower_layers_down():
     assert lrs["image_proj.weight"] == 1e-3  # heads are not decayed
     with pytest.raises(ValueError, match="layer_decay"):
         _groups(["optim.layer_decay=0"])
+
+
+def test_optimizer_is_fused_and_updates_like_the_reference_adamw():
+    import torch
+
+    from medclip.config import load_config
+    from medclip.models.medclip import MedClip
+    from medclip.train.optim import create_optimizer, param_groups
+
+    cfg = load_config("tiny", ["optim.lr=1e-2", "optim.weight_decay=0.1", "model.text.unlocked_layers=1"])
+    model = MedClip(cfg.model, cfg.preprocess)
+    params = dict(model.named_parameters())
+    start = {n: p.detach().clone() for n, p in params.items()}
+    torch.manual_seed(0)
+    grads = [{n: torch.randn_like(p) for n, p in params.items() if p.requires_grad} for _ in range(3)]
+
+    def run(optimizer) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(start[n])
+        for step_grads in grads:
+            for n, p in params.items():
+                p.grad = step_grads.get(n)
+            optimizer.step()
+        return {n: p.detach().clone() for n, p in params.items()}
+
+    fused = create_optimizer(model, cfg.optim)
+    assert fused.defaults["fused"]
+    got = run(fused)
+    # torch's plain per-parameter AdamW on the same groups (learning rates, decay) and the same gradients
+    want = run(torch.optim.AdamW(param_groups(model, cfg.optim), betas=(0.9, 0.98), eps=1e-6, foreach=False))
+    assert all(not torch.equal(got[n], start[n]) for n in grads[0])
+    for n in params:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=1e-6)
