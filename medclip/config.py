@@ -78,6 +78,9 @@ class TextTowerCfg:
     # Encode each batch as K length-sorted chunks, each padded to its own longest report (1 = off): the same
     # embeddings with far fewer padding tokens when a few long reports would otherwise pad the whole batch.
     length_buckets: int = 1
+    # Pack each batch's texts end to end with no padding tokens (BERT-family encoders; others pad): the same
+    # embeddings, and the encoder's layers see only real tokens. length_buckets then pads only inside attention.
+    packing: bool = True
 
 
 @dataclass

@@ -49,7 +49,11 @@ class MedClip(nn.Module):
             drop_path=cfg.image.drop_path,
         )
         self.text = HFTextTower(
-            cfg.text.name, pooling=cfg.text.pooling, config_dict=text_config, length_buckets=cfg.text.length_buckets
+            cfg.text.name,
+            pooling=cfg.text.pooling,
+            config_dict=text_config,
+            length_buckets=cfg.text.length_buckets,
+            packing=cfg.text.packing,
         )
         self.image_proj = projection_head(cfg.head, self.image.output_dim, cfg.embed_dim)
         self.text_proj = projection_head(cfg.head, self.text.output_dim, cfg.embed_dim)

@@ -5,13 +5,57 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from medclip.text.tokenizer import hub_hint, resolve_text_model
 
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "attention")
+PACKED_ATTENTION = "medclip_packed"
+# Encoders whose position ids count from 0 in each text and whose layers call Hugging Face's AttentionInterface
+PACKABLE_MODEL_TYPES = ("bert",)  # BERT, MiniLM, ClinicalBERT, PubMedBERT, BioBERT ...
+
+
+def packed_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, medclip_packing=None, **kwargs
+):
+    """SDPA over texts packed end to end into one row ([1, heads, T, d], no padding tokens).
+
+    ``medclip_packing`` lists, per length bucket, a ``[n, Lb]`` gather index into the T packed tokens and its ``[n, Lb]``
+    validity mask: each bucket's texts are padded to the bucket's longest only here, inside attention; every other
+    layer (the projections, the MLP, the norms: nearly all of the FLOPs) sees just the real tokens. Without it (an ordinary padded batch) this is Hugging Face's own SDPA attention.
+    """
+    if medclip_packing is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)  # fmt: skip
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, d]
+    out = torch.empty_like(q)
+    for index, valid in medclip_packing:
+        qb, kb, vb = (x[index].transpose(1, 2) for x in (q, k, v))  # [n, heads, Lb, d]
+        ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=valid[:, None, None, :], dropout_p=dropout,
+                                            scale=scaling)  # fmt: skip
+        out[index[valid]] = ob.transpose(1, 2)[valid]
+    return out[None], None  # [1, T, heads, d], as Hugging Face's attention functions return it
+
+
+AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)  # padded batches get SDPA's masks
+
+
+def packing_plan(lengths: torch.Tensor, buckets: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per length-sorted bucket: the packed-token index [n, Lb] of each text's positions, and which are real."""
+    starts = lengths.cumsum(0) - lengths
+    plan = []
+    for rows in lengths.argsort(stable=True).chunk(buckets):
+        positions = torch.arange(int(lengths[rows].max()), device=lengths.device)
+        valid = positions < lengths[rows, None]
+        plan.append((torch.where(valid, starts[rows, None] + positions, 0), valid))
+    return plan
 
 
 class AttentionPool(nn.Module):
@@ -34,6 +78,13 @@ class AttentionPool(nn.Module):
         return self.norm(out[:, 0] + mean)
 
 
+def _right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is ones then zeros (and at least one token): what packing assumes."""
+    lengths = attention_mask.sum(1)
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return bool((lengths > 0).all()) and torch.equal(attention_mask.bool(), positions < lengths[:, None])
+
+
 def _without_pooler(build, source):
     # BERT-style encoders carry an unused pooler; dropping it keeps checkpoints lean and every parameter trained.
     try:
@@ -52,7 +103,9 @@ class HFTextTower(nn.Module):
         config_only: build the architecture from its config without loading weights (checkpoint loading does this,
             so a saved model never needs the original weights again).
         length_buckets: encode a batch as this many length-sorted chunks, each padded to its own longest text
-            (1: the whole batch padded to its longest).
+            (1: the whole batch padded to its longest). With ``packing``, the chunks are padded inside attention only.
+        packing: encode the texts packed end to end with no padding tokens (:func:`packed_attention`) where the
+            encoder allows it (``PACKABLE_MODEL_TYPES``); the same embeddings, less work. Others fall back to padding.
     """
 
     def __init__(
@@ -63,6 +116,7 @@ class HFTextTower(nn.Module):
         config_only: bool = False,
         config_dict: dict | None = None,
         length_buckets: int = 1,
+        packing: bool = False,
     ):
         super().__init__()
         self.length_buckets = max(1, int(length_buckets))
@@ -84,6 +138,15 @@ class HFTextTower(nn.Module):
                 raise hub_hint(name, exc) from exc
         self.output_dim = int(self.encoder.config.hidden_size)
         self.attn_pool = AttentionPool(self.output_dim) if pooling == "attention" else None
+        self.packing = packing and self._use_packed_attention()
+
+    def _use_packed_attention(self) -> bool:
+        model_type = getattr(self.encoder.config, "model_type", "")
+        if model_type not in PACKABLE_MODEL_TYPES or not self.encoder._can_set_attn_implementation():
+            logger.info("text packing: not supported for model type '%s'; padding each batch instead", model_type)
+            return False
+        self.encoder.set_attn_implementation(PACKED_ATTENTION)
+        return True
 
     @property
     def caches_tokens(self) -> bool:
@@ -91,6 +154,8 @@ class HFTextTower(nn.Module):
         return self.attn_pool is not None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.packing and _right_padded(attention_mask):
+            return self._packed(input_ids, attention_mask)
         if self.length_buckets > 1 and input_ids.shape[0] >= 2 * self.length_buckets:
             return self._bucketed(input_ids, attention_mask)
         return self._encode(input_ids, attention_mask)
@@ -104,6 +169,17 @@ class HFTextTower(nn.Module):
             width = int(mask.any(0).nonzero().max()) + 1  # drop trailing all-padding columns (right padding)
             parts.append(self._encode(input_ids[rows, :width], mask[:, :width]))
         return torch.cat(parts)[order.argsort()]  # [B, H] in the input order
+
+    def _packed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        keep = attention_mask.bool()
+        ids = input_ids[keep][None]  # [1, T]: the batch's real tokens, text after text
+        positions = torch.arange(input_ids.shape[1], device=ids.device).expand_as(input_ids)[keep][None]
+        buckets = self.length_buckets if input_ids.shape[0] >= 2 * self.length_buckets else 1
+        hidden = self.encoder(input_ids=ids, position_ids=positions, token_type_ids=torch.zeros_like(ids),
+                              medclip_packing=packing_plan(attention_mask.sum(1), buckets)).last_hidden_state[0]  # fmt: skip
+        padded = hidden.new_zeros(*input_ids.shape, hidden.shape[-1])
+        padded[keep] = hidden
+        return self.pool(padded, attention_mask)
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.pool(self.token_states(input_ids, attention_mask), attention_mask)

@@ -24,3 +24,63 @@ def test_length_buckets_give_the_same_embeddings_and_gradients():
     assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
     for name, want in outs[0][1].items():  # float rounding only: <= 1e-5 relative to the largest gradient
         assert (outs[1][1][name] - want).abs().max() <= 1e-5 * max(1.0, float(want.abs().max())), name
+
+
+def _outputs_and_grads(tower, batch, *, train: bool = False):
+    tower.train(train)
+    out = tower(batch["input_ids"], batch["attention_mask"])
+    out.pow(2).sum().backward()
+    return out.detach(), {n: p.grad for n, p in tower.named_parameters()}
+
+
+def test_packed_texts_give_the_same_embeddings_and_gradients_with_no_padding_tokens():
+    batch = tokenize(load_tokenizer("minilm"), TEXTS, max_length=128)
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max() < batch["attention_mask"].shape[1] + 1  # the batch does hold padding
+    plain = HFTextTower("minilm")
+    want, want_grads = _outputs_and_grads(plain, batch)
+    for buckets in (1, 4):
+        packed = HFTextTower("minilm", length_buckets=buckets, packing=True)
+        packed.load_state_dict(plain.state_dict())
+        assert packed.packing
+        seen: list[torch.Size] = []
+        hook = packed.encoder.encoder.layer[0].register_forward_hook(
+            lambda m, args, out, seen=seen: seen.append(args[0].shape)
+        )
+        got, grads = _outputs_and_grads(packed, batch)
+        hook.remove()
+        assert seen == [torch.Size([1, int(lengths.sum()), packed.output_dim])]  # only the real tokens, one row
+        assert torch.allclose(got, want, atol=1e-5)
+        for name, g in want_grads.items():
+            assert (grads[name] - g).abs().max() <= 1e-5 * max(1.0, float(g.abs().max())), name
+
+
+def test_packing_trains_with_dropout_and_falls_back_for_left_padding():
+    batch = tokenize(load_tokenizer("minilm"), TEXTS, max_length=128)
+    tower = HFTextTower("minilm", length_buckets=2, packing=True)
+    torch.manual_seed(0)
+    a, grads = _outputs_and_grads(tower, batch, train=True)
+    b = tower.eval()(batch["input_ids"], batch["attention_mask"]).detach()
+    cosine = torch.nn.functional.cosine_similarity(a, b)
+    assert not torch.allclose(a, b, atol=1e-4) and cosine.min() > 0.8, cosine  # dropout on, about the same embedding
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    # Left padding (some tokenizers) cannot be packed: the padded path runs, as in a tower without packing
+    width = batch["attention_mask"].shape[1]
+    shift = [(torch.arange(width) - (width - n)) % width for n in batch["attention_mask"].sum(1).tolist()]
+    left = {k: torch.stack([v[i, s] for i, s in enumerate(shift)]) for k, v in batch.items()}
+    plain = HFTextTower("minilm").eval()
+    plain.load_state_dict(tower.state_dict())
+    want = plain(left["input_ids"], left["attention_mask"])
+    assert torch.allclose(tower(left["input_ids"], left["attention_mask"]), want, atol=1e-5)
+
+
+def test_encoders_outside_the_packable_types_pad_instead():
+    from transformers import BertConfig, DistilBertConfig
+
+    bert = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    assert HFTextTower("x", config_dict=bert.to_dict(), packing=True).packing
+    distil = DistilBertConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    tower = HFTextTower("x", config_dict=distil.to_dict(), packing=True)
+    assert not tower.packing
+    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 9, 2, 0, 0]])
+    assert tower(ids, (ids > 0).long()).shape == (2, 32)
