@@ -30,6 +30,7 @@ from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.text.tokenizer import load_tokenizer, tokenize
 from medclip.train import checkpoint as ckpt
+from medclip.train.cpu_memory import keep_freed_memory
 from medclip.train.metrics import MetricsLogger, memory_stats
 from medclip.train.optim import create_optimizer, create_scheduler
 from medclip.train.sampler import ShardedBatchSampler
@@ -280,7 +281,8 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
         if locked else None  # fmt: skip
     logger.info("training on %d pairs (%d unique texts), %d steps of %d x %d pairs, device %s", len(pairs),
                 len(texts), total, sampler.batch_size, info.world_size, device)  # fmt: skip
-    run.loop(loader, cached, total, show_progress=show_progress)
+    with keep_freed_memory(device.type == "cpu" and cfg.train.keep_freed_memory):
+        run.loop(loader, cached, total, show_progress=show_progress)
     final = out / "final"
     if info.is_main:
         extra = {"text_policy": cfg.data.text_policy, "max_text_tokens": cfg.data.max_text_tokens,
