@@ -7,7 +7,8 @@ package is absent). open_clip's model is built from a model-config dict (``timm_
 the local MiniLM path), exactly as its ``open_clip_train`` would run it (autocast, its ClipLoss, its tokenizer).
 
 Two setups, the same training work in each:
-  trainable  both towers train (medclip pads text to the batch's longest report; open_clip to 128 tokens)
+  trainable  both towers train (medclip packs each batch's reports with no padding tokens, padding only inside
+             attention to the longest of each length bucket; open_clip pads every report to 128 tokens)
   locked     the text tower is frozen in both (LiT); medclip computes its outputs once per unique report and caches
              them (a legitimate advantage of a locked tower), open_clip runs the frozen tower every step
 
@@ -91,7 +92,7 @@ class MedclipTrainer:
     def __init__(self, args, *, locked: bool, precision: str, texts: list[str], device: torch.device) -> None:
         cfg = ModelCfg(embed_dim=args.embed_dim, head="linear")
         cfg.image.name, cfg.text.name, cfg.text.lock = args.image_tower, args.text_tower, locked
-        cfg.text.length_buckets = args.length_buckets  # the same embeddings, less padding (exact)
+        cfg.text.length_buckets, cfg.text.packing = args.length_buckets, args.packing  # exact: less padding
         self.model = MedClip(cfg, PreprocessCfg(image_size=args.image_size, channels=3)).to(device)
         self.model.image.to(memory_format=torch.channels_last)
         self.tokenizer, self.device, self.max_len = load_tokenizer(args.text_tower), device, args.max_text_tokens
@@ -216,10 +217,12 @@ def compare(args, *, locked: bool, precision: str, data, device, peak: float) ->
     out["ratio_medclip_over_open_clip"] = round(out["medclip"]["pairs_per_s"] / out["open_clip"]["pairs_per_s"], 3)
     if locked:
         out["medclip"]["text_cache_s"] = round(trainers[0].cache_s, 2)
-    if not locked:
-        widths = [padded_tokens(b[0]["attention_mask"], args.length_buckets) for b in batches["medclip"]]
-        out["medclip"]["mean_padded_text_tokens"] = round(statistics.mean(widths), 1)
-        out["open_clip"]["mean_padded_text_tokens"] = args.max_text_tokens
+    if not locked:  # tokens per report through the text layers (packed: the real ones; attention pads per bucket)
+        masks = [b[0]["attention_mask"] for b in batches["medclip"]]
+        widths = [float(m.sum(1).float().mean()) if args.packing else padded_tokens(m, args.length_buckets)
+                  for m in masks]  # fmt: skip
+        out["medclip"]["mean_text_tokens"] = round(statistics.mean(widths), 1)
+        out["open_clip"]["mean_text_tokens"] = args.max_text_tokens
     return out
 
 
@@ -253,6 +256,7 @@ def estimate_peak_memory(args, *, locked: bool, batch: int, micro: int) -> float
 
     cfg = ModelCfg(embed_dim=args.embed_dim, head="linear")
     cfg.image.name, cfg.text.name, cfg.text.lock = args.image_tower, args.text_tower, locked
+    cfg.text.packing = False  # every report at the limit: nothing to pack (and fake tensors hold no lengths)
     model = MedClip(cfg, PreprocessCfg(image_size=args.image_size, channels=3))
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     base = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) + 2 * trainable  # AdamW
@@ -282,6 +286,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-text-tokens", type=int, default=128)
     p.add_argument("--embed-dim", type=int, default=256)
     p.add_argument("--length-buckets", type=int, default=4, help="medclip's model.text.length_buckets (1: off)")
+    p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True, help="model.text.packing")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--setups", default="trainable,locked")
     p.add_argument("--steps", type=int, default=3, help="timed steps per trainer per round")
@@ -315,7 +320,8 @@ def main(argv=None) -> int:
               "torch": torch.__version__, "python": sys.version.split()[0],
               "towers": {"image": args.image_tower, "text": args.text_tower, "image_size": args.image_size,
                          "batch": args.batch, "max_text_tokens": args.max_text_tokens},
-              "medclip_options": {"model.text.length_buckets": args.length_buckets, "train.channels_last": True},
+              "medclip_options": {"model.text.length_buckets": args.length_buckets, "model.text.packing": args.packing,
+                                  "train.channels_last": True, "optimizer": "AdamW fused"},
               "texts": source, "matmul_peak_tflops": {p: round(v / 1e12, 4) for p, v in peaks.items()}, "setups": {}}  # fmt: skip
     with contextlib.suppress(ImportError):
         import open_clip
