@@ -43,6 +43,7 @@ from medclip.data.reports import normalize_text, parse_sections, report_text
 from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.text.tokenizer import load_tokenizer, resolve_text_model, tokenize
+from medclip.train.cpu_memory import keep_freed_memory
 from medclip.train.grad_cache import GradCache
 from medclip.train.optim import create_optimizer, create_scheduler
 from medclip.train.step import StepParts, autocast_factory, set_train_mode, train_step
@@ -297,6 +298,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=0, help="CPU threads (0: torch's default); 1 is steadier on a shared machine"
     )
+    p.add_argument(
+        "--keep-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU: run the whole process (both trainers) with medclip's train.keep_freed_memory setting",
+    )
     p.add_argument("--memory-batch", type=int, default=4096, help="0 skips the memory estimate")
     p.add_argument("--memory-micro-batch", type=int, default=64)
     return p.parse_args(argv)
@@ -327,11 +334,16 @@ def main(argv=None) -> int:
         import open_clip
 
         result["open_clip"] = open_clip.__version__
-    for setup in args.setups.split(","):
-        result["setups"][setup] = {
-            p: compare(args, locked=setup == "locked", precision=p, data=(images, texts), device=device, peak=peaks[p])
-            for p in args.precisions.split(",")
-        }
+    # medclip trains on a CPU with freed memory kept in the process (train.keep_freed_memory); both trainers share this
+    # process, so both run with it (--no-keep-freed-memory: glibc's defaults for both)
+    with keep_freed_memory(device.type == "cpu" and args.keep_freed_memory) as kept:
+        result["process"] = {"keep_freed_memory": kept, "applies_to": "both trainers"}
+        for setup in args.setups.split(","):
+            result["setups"][setup] = {
+                p: compare(args, locked=setup == "locked", precision=p, data=(images, texts), device=device,
+                           peak=peaks[p])
+                for p in args.precisions.split(",")
+            }  # fmt: skip
     # Measured again at the end (a shared machine's load changes); the higher figure is the peak.
     peaks = {p: max(v, matmul_peak(device, dtypes[p], n=n)) for p, v in peaks.items()}
     for setup in result["setups"].values():
