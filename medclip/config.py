@@ -149,7 +149,7 @@ class TrainCfg:
     grad_cache_micro_batch: int = 0
     checkpoint_every: int = 500  # steps between resumable checkpoints in OUT/checkpoints (also at the last step)
     keep_checkpoints: int = 2
-    max_bad_steps: int = 10  # stop after this many non-finite losses in a row
+    max_bad_steps: int = 10  # stop after this many non-finite losses (or gradients) in a row
     tensorboard: bool = True
 
 

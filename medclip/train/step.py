@@ -112,20 +112,26 @@ def train_step(
     loss, scale = loss_and_grads(parts, model_inputs, loss_kwargs)
     state["step"] += 1
     pairs = model_inputs["image"].shape[0] * get_world_size()
-    if scale is None:
+    grad_norm = None
+    if scale is not None:
+        parts.scaler.unscale_(parts.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip or float("inf"))
+    # A finite loss can still give inf / NaN gradients (bf16 / fp32 have no GradScaler to catch them): never let them
+    # reach the weights. fp16's GradScaler handles its own inf gradients (it skips the step and lowers the scale).
+    if scale is None or (not parts.scaler.is_enabled() and not torch.isfinite(grad_norm)):
+        what = "loss" if scale is None else "gradients"
         state["bad_steps"] += 1
         state["skipped"] += 1
-        logger.warning("step %d: non-finite loss, step skipped (%d in a row)", state["step"], state["bad_steps"])
+        logger.warning("step %d: non-finite %s, step skipped (%d in a row)", state["step"], what, state["bad_steps"])
+        parts.optimizer.zero_grad(set_to_none=True)
         if state["bad_steps"] >= parts.max_bad_steps:
             raise NonFiniteLossError(
-                f"{parts.max_bad_steps} non-finite losses in a row (last at step {state['step']}); lower optim.lr, "
-                "use train.precision=bf16 or fp32 instead of fp16, or check the data"
+                f"{parts.max_bad_steps} non-finite losses or gradients in a row (last at step {state['step']}); "
+                "lower optim.lr, use train.precision=bf16 or fp32 instead of fp16, or check the data"
             )
         parts.scheduler.step()
         return {"step": state["step"], "loss": math.nan, "pairs_per_s": 0.0, "skipped": state["skipped"]}
     state["bad_steps"] = 0
-    parts.scaler.unscale_(parts.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip or float("inf"))
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.scheduler.step()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -136,10 +137,38 @@ def test_non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tiny_m
     monkeypatch.setattr(trainer, "loss_from_cfg", nan_after_three)
     cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=20",
                                "train.checkpoint_every=2", "train.max_bad_steps=3"])  # fmt: skip
-    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row .*step-0000002"):
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses or gradients in a row .*step-0000002"):
         train(cfg, show_progress=False)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-0000002"]
     assert not (tmp_path / "final").exists()
+
+
+def test_non_finite_gradients_of_a_finite_loss_skip_the_step_and_the_run_goes_on(tiny_manifest, tmp_path, monkeypatch):
+    from medclip.train import trainer
+
+    real = trainer.loss_from_cfg
+
+    def nan_gradients_at_steps_2_and_3(cfg):
+        loss, calls = real(cfg), []
+
+        def forward(*args, **kwargs):
+            calls.append(1)
+            value = loss(*args, **kwargs)
+            # the same (finite) value, but d/dvalue of 0 * sqrt(0 * value) is 0 * inf = NaN
+            return value + 0 * torch.sqrt(value * 0) if len(calls) in (2, 3) else value
+
+        return forward
+
+    monkeypatch.setattr(trainer, "loss_from_cfg", nan_gradients_at_steps_2_and_3)
+    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=5",
+                               "train.log_every=1"])  # fmt: skip
+    final = train(cfg, show_progress=False)
+    weights = load_file(final / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "skipped" in r]
+    assert [r["skipped"] for r in steps] == [0, 1, 2, 2, 2]
+    assert all(math.isfinite(r["loss"]) for r in steps if r["step"] not in (2, 3))
 
 
 def test_commit_is_atomic_and_keeps_the_last_n(tmp_path):
