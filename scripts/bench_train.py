@@ -301,8 +301,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--keep-freed-memory",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="CPU: run the whole process (both trainers) with medclip's train.keep_freed_memory setting",
+        default=False,
+        help="CPU: run the whole process (both trainers) with medclip's train.keep_freed_memory=true",
     )
     p.add_argument("--memory-batch", type=int, default=4096, help="0 skips the memory estimate")
     p.add_argument("--memory-micro-batch", type=int, default=64)
@@ -334,8 +334,8 @@ def main(argv=None) -> int:
         import open_clip
 
         result["open_clip"] = open_clip.__version__
-    # medclip trains on a CPU with freed memory kept in the process (train.keep_freed_memory); both trainers share this
-    # process, so both run with it (--no-keep-freed-memory: glibc's defaults for both)
+    # --keep-freed-memory: the process runs as medclip trains with train.keep_freed_memory=true; both trainers share
+    # it, so both run with it
     with keep_freed_memory(device.type == "cpu" and args.keep_freed_memory) as kept:
         result["process"] = {"keep_freed_memory": kept, "applies_to": "both trainers"}
         for setup in args.setups.split(","):
