@@ -26,9 +26,10 @@ def packed_attention(
 ):
     """SDPA over texts packed end to end into one row ([1, heads, T, d], no padding tokens).
 
-    ``medclip_packing`` lists, per length bucket, a ``[n, Lb]`` gather index into the T packed tokens and its ``[n, Lb]``
-    validity mask: each bucket's texts are padded to the bucket's longest only here, inside attention; every other
-    layer (the projections, the MLP, the norms: nearly all of the FLOPs) sees just the real tokens. Without it (an ordinary padded batch) this is Hugging Face's own SDPA attention.
+    ``medclip_packing`` lists, per length bucket, a ``[n, Lb]`` gather index into the T packed tokens and its
+    ``[n, Lb]`` validity mask: each bucket's texts are padded to the bucket's longest only here, inside attention;
+    every other layer (the projections, the MLP, the norms: nearly all of the FLOPs) sees just the real tokens.
+    Without it (an ordinary padded batch) this is Hugging Face's own SDPA attention.
     """
     if medclip_packing is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -156,9 +157,13 @@ class HFTextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.packing and _right_padded(attention_mask):
             return self._packed(input_ids, attention_mask)
-        if self.length_buckets > 1 and input_ids.shape[0] >= 2 * self.length_buckets:
+        if self._buckets(input_ids.shape[0]) > 1:
             return self._bucketed(input_ids, attention_mask)
         return self._encode(input_ids, attention_mask)
+
+    def _buckets(self, batch: int) -> int:
+        """Length buckets for a batch of this size: ``length_buckets`` once each holds at least two texts, else 1."""
+        return self.length_buckets if batch >= 2 * self.length_buckets else 1
 
     def _bucketed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Each text's embedding does not depend on the others (padding is masked), so this is exact up to rounding.
@@ -174,9 +179,9 @@ class HFTextTower(nn.Module):
         keep = attention_mask.bool()
         ids = input_ids[keep][None]  # [1, T]: the batch's real tokens, text after text
         positions = torch.arange(input_ids.shape[1], device=ids.device).expand_as(input_ids)[keep][None]
-        buckets = self.length_buckets if input_ids.shape[0] >= 2 * self.length_buckets else 1
+        plan = packing_plan(attention_mask.sum(1), self._buckets(input_ids.shape[0]))
         hidden = self.encoder(input_ids=ids, position_ids=positions, token_type_ids=torch.zeros_like(ids),
-                              medclip_packing=packing_plan(attention_mask.sum(1), buckets)).last_hidden_state[0]  # fmt: skip
+                              medclip_packing=plan).last_hidden_state[0]  # fmt: skip
         padded = hidden.new_zeros(*input_ids.shape, hidden.shape[-1])
         padded[keep] = hidden
         return self.pool(padded, attention_mask)

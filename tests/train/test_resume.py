@@ -119,22 +119,26 @@ def test_resume_without_checkpoint_starts_fresh(tiny_manifest, tmp_path, caplog)
     assert (final / "model.safetensors").is_file() and "no checkpoint" in caplog.text
 
 
-def test_non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tiny_manifest, tmp_path, monkeypatch):
+def _patch_loss(monkeypatch, change) -> None:
+    """The trainer's loss, with ``change(value, call)`` applied to the value of the call-th call (from 1)."""
     from medclip.train import trainer
 
     real = trainer.loss_from_cfg
 
-    def nan_after_three(cfg):
+    def patched(cfg):
         loss, calls = real(cfg), []
 
         def forward(*args, **kwargs):
             calls.append(1)
-            value = loss(*args, **kwargs)
-            return value if len(calls) <= 3 else value * float("nan")
+            return change(loss(*args, **kwargs), len(calls))
 
         return forward
 
-    monkeypatch.setattr(trainer, "loss_from_cfg", nan_after_three)
+    monkeypatch.setattr(trainer, "loss_from_cfg", patched)
+
+
+def test_non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tiny_manifest, tmp_path, monkeypatch):
+    _patch_loss(monkeypatch, lambda value, call: value if call <= 3 else value * float("nan"))
     cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=20",
                                "train.checkpoint_every=2", "train.max_bad_steps=3"])  # fmt: skip
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses or gradients in a row .*step-0000002"):
@@ -144,22 +148,8 @@ def test_non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tiny_m
 
 
 def test_non_finite_gradients_of_a_finite_loss_skip_the_step_and_the_run_goes_on(tiny_manifest, tmp_path, monkeypatch):
-    from medclip.train import trainer
-
-    real = trainer.loss_from_cfg
-
-    def nan_gradients_at_steps_2_and_3(cfg):
-        loss, calls = real(cfg), []
-
-        def forward(*args, **kwargs):
-            calls.append(1)
-            value = loss(*args, **kwargs)
-            # the same (finite) value, but d/dvalue of 0 * sqrt(0 * value) is 0 * inf = NaN
-            return value + 0 * torch.sqrt(value * 0) if len(calls) in (2, 3) else value
-
-        return forward
-
-    monkeypatch.setattr(trainer, "loss_from_cfg", nan_gradients_at_steps_2_and_3)
+    # at steps 2 and 3 the same (finite) value, but d/dvalue of 0 * sqrt(0 * value) is 0 * inf = NaN
+    _patch_loss(monkeypatch, lambda value, call: value + 0 * torch.sqrt(value * 0) if call in (2, 3) else value)
     cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=5",
                                "train.log_every=1"])  # fmt: skip
     final = train(cfg, show_progress=False)
