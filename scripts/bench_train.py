@@ -32,7 +32,9 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 import weakref
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -165,7 +167,7 @@ class OpenClipTrainer:
         self.opt.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, math.log(100))
-        float(loss)  # both trainers synchronise once per step
+        float(loss.detach())  # both trainers synchronise once per step
 
 
 def padded_tokens(mask: torch.Tensor, buckets: int) -> float:
@@ -180,6 +182,18 @@ def step_flops(trainer, batch) -> int:
     with FlopCounterMode(display=False) as counter:
         trainer.step(batch)
     return counter.get_total_flops()
+
+
+def host_syncs(trainer, batch) -> int:
+    """CUDA: how many times one step makes the host wait for the GPU (``torch.cuda.set_sync_debug_mode``)."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def time_steps(trainer, batches: list, steps: int, device: torch.device) -> float:
@@ -202,6 +216,8 @@ def compare(args, *, locked: bool, precision: str, data, device, peak: float) ->
     for t in trainers:
         out[t.name] = {"flops_per_step": step_flops(t, batches[t.name][0])}
         time_steps(t, batches[t.name], args.warmup, device)
+        if device.type == "cuda":
+            out[t.name]["host_syncs_per_step"] = host_syncs(t, batches[t.name][0])
     rates: dict[str, list[float]] = {t.name: [] for t in trainers}
     for r in range(args.rounds):
         for t in trainers if r % 2 == 0 else trainers[::-1]:
@@ -306,6 +322,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--memory-batch", type=int, default=4096, help="0 skips the memory estimate")
     p.add_argument("--memory-micro-batch", type=int, default=64)
+    p.add_argument("--out", type=Path, help="also write the JSON to this file")
     return p.parse_args(argv)
 
 
@@ -360,6 +377,8 @@ def main(argv=None) -> int:
                for setup in args.setups.split(",")},
         }  # fmt: skip
     print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -95,7 +95,7 @@ class BatchAugment:
         gen = torch.Generator().manual_seed(self._seed(step, rank))  # parameters: drawn on the CPU, a few numbers
 
         def uniform(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-            return (torch.rand(*shape, generator=gen) * (hi - lo) + lo).to(dev)
+            return torch.rand(*shape, generator=gen) * (hi - lo) + lo  # kept on the CPU: see _apply
 
         # Every parameter of the batch first, so the result does not depend on how the batch is split below.
         angle = uniform(b, lo=-1, hi=1) * math.radians(cfg.rotate_degrees)
@@ -122,11 +122,25 @@ class BatchAugment:
         return out.to(images.dtype)
 
     def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], noise_gen: torch.Generator) -> None:
-        """Augment one chunk ``x`` (float32) in place with its slice ``p`` of the batch's parameters."""
+        """Augment one chunk ``x`` (float32) in place with its slice ``p`` of the batch's parameters.
+
+        The parameters stay on the CPU, where every choice (which images, how far to shift slices) is made; the device
+        gets integer indices and values by asynchronous copies, so on a GPU nothing here waits for queued work.
+        """
+        dev = x.device
+
+        def rows(pick: torch.Tensor) -> torch.Tensor | None:  # CPU bool [n] -> device indices, or None for all
+            return None if bool(pick.all()) else pick.nonzero().flatten().to(dev, non_blocking=True)
+
+        def put(index: torch.Tensor | None, value: torch.Tensor) -> None:
+            x.copy_(value) if index is None else x.index_copy_(0, index, value)
+
         warp = p["warp"]
         if warp.any():
-            src = (x if warp.all() else x[warp]) - self.black  # zero padding = padding with black
-            grid = _affine_grid(p["theta"][warp], *x.shape[-2:])  # affine: output pixel -> input pixel, as RandAffine
+            index = rows(warp)
+            src = (x if index is None else x.index_select(0, index)) - self.black  # zero padding = black padding
+            theta = p["theta"][warp].to(dev, non_blocking=True)
+            grid = _affine_grid(theta, *x.shape[-2:])  # affine: output pixel -> input pixel, as RandAffine
             if x.ndim == 4:
                 warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             else:  # volumes: the same in-plane warp on every slice (one 2-D pass over C x D planes), then a shift
@@ -134,16 +148,17 @@ class BatchAugment:
                 planes = F.grid_sample(src.reshape(n, c * d, *src.shape[-2:]), grid, mode="bilinear",
                                        padding_mode="zeros", align_corners=False)  # fmt: skip
                 warped = _shift_slices(planes.view(src.shape), p["shift_z"][warp] * d / 2)
-            x[warp] = warped.add_(self.black)
+            put(index, warped.add_(self.black))
         pick = p["contrast"]
         if pick.any():  # gamma contrast between each image's own min and max
             per_image, expand = tuple(range(1, x.ndim)), (-1,) + (1,) * (x.ndim - 1)
-            sub = x[pick]
+            index = rows(pick)
+            sub = x if index is None else x.index_select(0, index)
             lo = sub.amin(dim=per_image, keepdim=True)
             span = sub.amax(dim=per_image, keepdim=True) - lo
-            g = p["gamma"][pick].view(expand)
+            g = p["gamma"][pick].view(expand).to(dev, non_blocking=True)
             # x ** g as exp(g * log x): vectorised, where a per-image tensor exponent takes pow's slow path
-            x[pick] = ((sub - lo) / (span + 1e-7)).clamp_(min=0).log_().mul_(g).exp_().mul_(span).add_(lo)
+            put(index, ((sub - lo) / (span + 1e-7)).clamp_(min=0).log_().mul_(g).exp_().mul_(span).add_(lo))
         for i in p["noise"].nonzero().flatten().tolist():  # Gaussian noise, std ~ U(0, noise_std) in [0, 1] units
-            noise = torch.randn(x.shape[1:], generator=noise_gen, device=x.device)  # one draw per image, in order
-            x[i].add_(noise.mul_(p["noise_std"][i]))
+            noise = torch.randn(x.shape[1:], generator=noise_gen, device=dev)  # one draw per image, in order
+            x[i].add_(noise.mul_(float(p["noise_std"][i])))

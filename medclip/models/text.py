@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,37 +27,72 @@ def packed_attention(
 ):
     """SDPA over texts packed end to end into one row ([1, heads, T, d], no padding tokens).
 
-    ``medclip_packing`` lists, per length bucket, a ``[n, Lb]`` gather index into the T packed tokens and its
-    ``[n, Lb]`` validity mask: each bucket's texts are padded to the bucket's longest only here, inside attention;
-    every other layer (the projections, the MLP, the norms: nearly all of the FLOPs) sees just the real tokens.
-    Without it (an ordinary padded batch) this is Hugging Face's own SDPA attention.
+    ``medclip_packing`` (a :class:`PackedText`) lists, per length bucket, a ``[n, Lb]`` gather index into the T
+    packed tokens and its ``[n, Lb]`` validity mask: each bucket's texts are padded to the bucket's longest only here,
+    inside attention; every other layer (the projections, the MLP, the norms: nearly all of the FLOPs) sees just the
+    real tokens. Integer indices only, so nothing here waits for the GPU. Without it (an ordinary padded batch) this
+    is Hugging Face's own SDPA attention.
     """
     if medclip_packing is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)  # fmt: skip
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, d]
-    out = torch.empty_like(q)
-    for index, valid in medclip_packing:
+    outs = []
+    for index, valid in medclip_packing.buckets:
         qb, kb, vb = (x[index].transpose(1, 2) for x in (q, k, v))  # [n, heads, Lb, d]
         ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=valid[:, None, None, :], dropout_p=dropout,
                                             scale=scaling)  # fmt: skip
-        out[index[valid]] = ob.transpose(1, 2)[valid]
-    return out[None], None  # [1, T, heads, d], as Hugging Face's attention functions return it
+        outs.append(ob.transpose(1, 2).flatten(0, 1))  # [n * Lb, heads, d]
+    return torch.cat(outs).index_select(0, medclip_packing.take)[None], None  # [1, T, heads, d], as HF returns it
 
 
 AttentionInterface.register(PACKED_ATTENTION, packed_attention)
 AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)  # padded batches get SDPA's masks
 
 
-def packing_plan(lengths: torch.Tensor, buckets: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per length-sorted bucket: the packed-token index [n, Lb] of each text's positions, and which are real."""
-    starts = lengths.cumsum(0) - lengths
-    plan = []
-    for rows in lengths.argsort(stable=True).chunk(buckets):
-        positions = torch.arange(int(lengths[rows].max()), device=lengths.device)
-        valid = positions < lengths[rows, None]
-        plan.append((torch.where(valid, starts[rows, None] + positions, 0), valid))
-    return plan
+@dataclass
+class PackedText:
+    """Where each text's tokens go when a right-padded [B, L] batch is packed into one row of T = sum(lengths).
+
+    ``gather``: [T] flat index of each real token into the [B * L] batch; ``positions``: [T] position within its
+    text; ``buckets``: per length-sorted bucket, the [n, Lb] packed-token index of its texts' positions (0 where
+    padding) and which are real; ``take``: [T] row of each packed token in the buckets' concatenated [n * Lb] outputs.
+    """
+
+    gather: torch.Tensor
+    positions: torch.Tensor
+    buckets: list[tuple[torch.Tensor, torch.Tensor]]
+    take: torch.Tensor
+
+    def to(self, device: torch.device) -> PackedText:
+        """All index tensors on ``device`` in one host-to-device copy (pinned and asynchronous on CUDA)."""
+        if device.type == "cpu":
+            return self
+        parts = [self.gather, self.positions, self.take, *(t for bucket in self.buckets for t in bucket)]
+        flat = torch.cat([t.flatten().long() for t in parts])
+        flat = flat.pin_memory() if device.type == "cuda" else flat
+        chunks = flat.to(device, non_blocking=True).split([t.numel() for t in parts])
+        gather, positions, take, *rest = (c.view(t.shape) for c, t in zip(chunks, parts, strict=True))
+        buckets = [(rest[i], rest[i + 1].bool()) for i in range(0, len(rest), 2)]
+        return PackedText(gather=gather, positions=positions, buckets=buckets, take=take)
+
+
+def packing_plan(lengths: list[int], width: int, buckets: int) -> PackedText:
+    """The :class:`PackedText` of a right-padded batch of texts of these ``lengths``, padded to ``width`` (CPU)."""
+    lengths_t = torch.tensor(lengths, dtype=torch.long)
+    starts = lengths_t.cumsum(0) - lengths_t
+    row = torch.repeat_interleave(torch.arange(len(lengths)), lengths_t)  # [T]
+    positions = torch.arange(int(lengths_t.sum())) - starts[row]
+    take = torch.empty_like(positions)
+    plan, offset = [], 0
+    for rows in lengths_t.argsort(stable=True).chunk(buckets):
+        steps = torch.arange(int(lengths_t[rows].max()))
+        valid = steps < lengths_t[rows, None]  # [n, Lb]
+        index = torch.where(valid, starts[rows, None] + steps, 0)
+        take[index[valid]] = offset + valid.flatten().nonzero()[:, 0]
+        plan.append((index, valid))
+        offset += valid.numel()
+    return PackedText(gather=row * width + positions, positions=positions, buckets=plan, take=take)
 
 
 class AttentionPool(nn.Module):
@@ -79,11 +115,15 @@ class AttentionPool(nn.Module):
         return self.norm(out[:, 0] + mean)
 
 
-def _right_padded(attention_mask: torch.Tensor) -> bool:
-    """Every row is ones then zeros (and at least one token): what packing assumes."""
-    lengths = attention_mask.sum(1)
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return bool((lengths > 0).all()) and torch.equal(attention_mask.bool(), positions < lengths[:, None])
+def _row_extents(attention_mask: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Per row: how many tokens are real, and the position after the last real one (one device-to-host copy).
+
+    The two are equal, and non-zero, exactly when the row is right-padded (ones, then zeros): what packing assumes.
+    """
+    mask = attention_mask.bool().long()
+    ends = (mask * torch.arange(1, mask.shape[1] + 1, device=mask.device)).amax(1)
+    lengths, ends = torch.stack([mask.sum(1), ends]).tolist()
+    return lengths, ends
 
 
 def _without_pooler(build, source):
@@ -155,36 +195,38 @@ class HFTextTower(nn.Module):
         return self.attn_pool is not None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.packing and _right_padded(attention_mask):
-            return self._packed(input_ids, attention_mask)
-        if self._buckets(input_ids.shape[0]) > 1:
-            return self._bucketed(input_ids, attention_mask)
+        buckets = self._buckets(input_ids.shape[0])
+        if not self.packing and buckets == 1:
+            return self._encode(input_ids, attention_mask)
+        lengths, ends = _row_extents(attention_mask)  # the one wait for the device in this forward
+        if self.packing and all(0 < n == e for n, e in zip(lengths, ends, strict=True)):
+            return self._packed(input_ids, attention_mask, lengths, buckets)
+        if buckets > 1:
+            return self._bucketed(input_ids, attention_mask, lengths, ends, buckets)
         return self._encode(input_ids, attention_mask)
 
     def _buckets(self, batch: int) -> int:
         """Length buckets for a batch of this size: ``length_buckets`` once each holds at least two texts, else 1."""
         return self.length_buckets if batch >= 2 * self.length_buckets else 1
 
-    def _bucketed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _bucketed(self, input_ids, attention_mask, lengths: list[int], ends: list[int], buckets: int) -> torch.Tensor:
         # Each text's embedding does not depend on the others (padding is masked), so this is exact up to rounding.
-        order = attention_mask.sum(1).argsort(stable=True)
+        order = torch.tensor(lengths).argsort(stable=True)
         parts = []
-        for rows in order.chunk(self.length_buckets):
-            mask = attention_mask[rows]
-            width = int(mask.any(0).nonzero().max()) + 1  # drop trailing all-padding columns (right padding)
-            parts.append(self._encode(input_ids[rows, :width], mask[:, :width]))
-        return torch.cat(parts)[order.argsort()]  # [B, H] in the input order
+        for rows in order.chunk(buckets):
+            width = max(ends[i] for i in rows.tolist())  # drop trailing all-padding columns (right padding)
+            rows = rows.to(input_ids.device, non_blocking=True)
+            parts.append(self._encode(input_ids[rows, :width], attention_mask[rows, :width]))
+        return torch.cat(parts)[order.argsort().to(input_ids.device, non_blocking=True)]  # [B, H] in the input order
 
-    def _packed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        keep = attention_mask.bool()
-        ids = input_ids[keep][None]  # [1, T]: the batch's real tokens, text after text
-        positions = torch.arange(input_ids.shape[1], device=ids.device).expand_as(input_ids)[keep][None]
-        plan = packing_plan(attention_mask.sum(1), self._buckets(input_ids.shape[0]))
-        hidden = self.encoder(input_ids=ids, position_ids=positions, token_type_ids=torch.zeros_like(ids),
+    def _packed(self, input_ids, attention_mask, lengths: list[int], buckets: int) -> torch.Tensor:
+        batch, width = input_ids.shape
+        plan = packing_plan(lengths, width, buckets).to(input_ids.device)
+        ids = input_ids.flatten().index_select(0, plan.gather)[None]  # [1, T]: the batch's real tokens, text after text
+        hidden = self.encoder(input_ids=ids, position_ids=plan.positions[None], token_type_ids=torch.zeros_like(ids),
                               medclip_packing=plan).last_hidden_state[0]  # fmt: skip
-        padded = hidden.new_zeros(*input_ids.shape, hidden.shape[-1])
-        padded[keep] = hidden
-        return self.pool(padded, attention_mask)
+        padded = hidden.new_zeros(batch * width, hidden.shape[-1]).index_copy(0, plan.gather, hidden)
+        return self.pool(padded.view(batch, width, -1), attention_mask)
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.pool(self.token_states(input_ids, attention_mask), attention_mask)

@@ -76,8 +76,12 @@ def set_train_mode(model: nn.Module) -> None:
 
 def loss_and_grads(
     parts: StepParts, model_inputs: dict[str, torch.Tensor], loss_kwargs: dict
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Forward, loss and (if the global loss is finite) backward. Returns (global loss, temperature or None)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, loss and backward. Returns (the global loss, detached; the logit scale, detached).
+
+    Nothing here waits for the device: the caller reads the loss once, after backward (a non-finite loss then gives
+    non-finite gradients, and the step is skipped).
+    """
     batch = model_inputs["image"].shape[0]
     cache = None
     if parts.micro_batch and parts.micro_batch < batch:
@@ -92,8 +96,6 @@ def loss_and_grads(
                          logit_bias=bias.float() if bias is not None else None, **loss_kwargs)  # fmt: skip
     # Every rank must agree on skipping: with a local loss each rank holds only its own part of the loss.
     global_loss = all_reduce_mean(loss) if get_world_size() > 1 else loss.detach()
-    if not torch.isfinite(global_loss):
-        return global_loss, None
     scaled = parts.scaler.scale(loss)
     if cache is not None:
         cache.backward(scaled)
@@ -105,25 +107,31 @@ def loss_and_grads(
 def train_step(
     parts: StepParts, model_inputs: dict[str, torch.Tensor], loss_kwargs: dict, state: dict
 ) -> dict[str, float]:
-    """One step; skips (and counts) a non-finite loss, raising after ``max_bad_steps`` in a row."""
+    """One step; skips (and counts) a non-finite loss, raising after ``max_bad_steps`` in a row.
+
+    The host reads the device once per step (loss, gradient norm and temperature together, after backward), so on a
+    GPU the next step's work is queued while this one's optimizer update still runs.
+    """
     t0 = time.perf_counter()
     set_train_mode(parts.model)
     parts.optimizer.zero_grad(set_to_none=True)
     loss, scale = loss_and_grads(parts, model_inputs, loss_kwargs)
     state["step"] += 1
     pairs = model_inputs["image"].shape[0] * get_world_size()
-    grad_norm = None
-    if scale is not None:
-        parts.scaler.unscale_(parts.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip or float("inf"))
+    parts.scaler.unscale_(parts.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip or float("inf"))
+    loss_value, norm_value, temperature = torch.stack([loss.float(), grad_norm.float(), 1.0 / scale.float()]).tolist()
     # A finite loss can still give inf / NaN gradients (bf16 / fp32 have no GradScaler to catch them): never let them
     # reach the weights. fp16's GradScaler handles its own inf gradients (it skips the step and lowers the scale).
-    if scale is None or (not parts.scaler.is_enabled() and not torch.isfinite(grad_norm)):
-        what = "loss" if scale is None else "gradients"
+    finite_grads = parts.scaler.is_enabled() or math.isfinite(norm_value)
+    if not (math.isfinite(loss_value) and finite_grads):
+        what = "gradients" if math.isfinite(loss_value) else "loss"
         state["bad_steps"] += 1
         state["skipped"] += 1
         logger.warning("step %d: non-finite %s, step skipped (%d in a row)", state["step"], what, state["bad_steps"])
         parts.optimizer.zero_grad(set_to_none=True)
+        if parts.scaler.is_enabled():
+            parts.scaler.update()  # closes this step's unscale_ (the non-finite gradients lower the scale)
         if state["bad_steps"] >= parts.max_bad_steps:
             raise NonFiniteLossError(
                 f"{parts.max_bad_steps} non-finite losses or gradients in a row (last at step {state['step']}); "
@@ -135,10 +143,9 @@ def train_step(
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.scheduler.step()
-    loss_value = float(loss)  # synchronises the device, so the time below is the step's
-    dt = time.perf_counter() - t0
+    dt = time.perf_counter() - t0  # on a GPU the update is still running: it counts in the next step's time
     record = {"step": state["step"], "loss": loss_value, "lr": parts.scheduler.get_last_lr()[0],
-              "temperature": float(1.0 / scale), "grad_norm": float(grad_norm), "pairs_per_s": pairs / dt,
+              "temperature": temperature, "grad_norm": norm_value, "pairs_per_s": pairs / dt,
               "skipped": state["skipped"]}  # fmt: skip
     if parts.scaler.is_enabled():  # fp16: the scaler skips steps with inf gradients and lowers the scale
         record["loss_scale"] = parts.scaler.get_scale()

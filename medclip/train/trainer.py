@@ -106,14 +106,14 @@ class PairTables:
         return tables
 
     def loss_kwargs(self, batch: dict, device: torch.device) -> dict:
-        out = {"text_keys": batch["text_index"].to(device)}
+        out = {"text_keys": batch["text_index"].to(device, non_blocking=True)}
         if self.study is None and self.labels is None:
             return out
         rows = torch.tensor([self.position[int(r)] for r in batch["row_id"]])
         if self.study is not None:
-            out["study_keys"] = self.study[rows].to(device)
+            out["study_keys"] = self.study[rows].to(device, non_blocking=True)
         if self.labels is not None:
-            out["labels"] = self.labels[rows].to(device)
+            out["labels"] = self.labels[rows].to(device, non_blocking=True)
         return out
 
 
@@ -146,16 +146,16 @@ def prepare_inputs(
     if channels_last:
         image = image.contiguous(memory_format=torch.channels_last if image.ndim == 4 else torch.channels_last_3d)
     if isinstance(cached, tuple):  # token states + mask of a locked encoder under a trainable pooling
-        index = batch["text_index"].to(device)
+        index = batch["text_index"].to(device, non_blocking=True)
         states, mask = cached[0][index], cached[1][index]
         width = int(mask.any(0).nonzero().max()) + 1
         return {"image": image, "text_features": states[:, :width].float(), "text_mask": mask[:, :width]}
     if cached is not None:
-        return {"image": image, "text_features": cached[batch["text_index"].to(device)]}
+        return {"image": image, "text_features": cached[batch["text_index"].to(device, non_blocking=True)]}
     return {
         "image": image,
-        "input_ids": batch["input_ids"].to(device),
-        "attention_mask": batch["attention_mask"].to(device),
+        "input_ids": batch["input_ids"].to(device, non_blocking=True),
+        "attention_mask": batch["attention_mask"].to(device, non_blocking=True),
     }
 
 
