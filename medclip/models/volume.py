@@ -116,6 +116,32 @@ def load_volume_weights(net: nn.Module, pretrained: str) -> None:
             logger.warning("%d %s keys loading %s, e.g. %s", len(keys), kind, path, ", ".join(keys[:5]))
 
 
+class Depth2SafeConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that runs in fp32 where CPU bf16 autocast computes a wrong weight gradient.
+
+    With torch 2.14's oneDNN, a bf16 Conv3d on the CPU whose input is 2 slices deep and whose kernel spans more than
+    one slice (3^3 with padding 1: a ResNet's stage at 1/16 of a 32-slice volume) returns a weight gradient that is
+    garbage: it reads memory the kernel never wrote (errors of 1e26-1e36, or the gradient's own size when that memory
+    happens to be zero). The input gradient and the forward pass are right; other depths, 2-D convolutions and fp32
+    are right. Same family as pytorch/pytorch#169688. Those layers are tiny, so they simply run in fp32.
+    """
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.shape[2] == 2 and self.kernel_size[0] > 1
+                and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") != torch.float32):  # fmt: skip
+            with torch.autocast("cpu", enabled=False):
+                return super()._conv_forward(x.float(), weight.float(), None if bias is None else bias.float())
+        return super()._conv_forward(x, weight, bias)
+
+
+def guard_cpu_bf16_conv3d(net: nn.Module) -> nn.Module:
+    """Make every ``nn.Conv3d`` in ``net`` a :class:`Depth2SafeConv3d` (same parameters and state-dict keys)."""
+    for module in net.modules():
+        if type(module) is nn.Conv3d:
+            module.__class__ = Depth2SafeConv3d
+    return net
+
+
 class VolumeTower(nn.Module):
     """Shared adapter behaviour: weights, ``lock``, ``layer_groups`` and gradient checkpointing around ``net``.
 
@@ -131,6 +157,7 @@ class VolumeTower(nn.Module):
         self.grad_checkpointing = False
 
     def _init_weights(self, pretrained: str, drop_path: float) -> None:
+        guard_cpu_bf16_conv3d(self.net)
         if drop_path:
             logger.warning("drop_path=%s is ignored by %s (MONAI networks have no stochastic depth)", drop_path, self)
         if pretrained:

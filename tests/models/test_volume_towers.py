@@ -159,3 +159,24 @@ def test_avgmax_pool_is_the_average_and_the_max_of_the_same_features():
     assert (b[:, 128:] >= b[:, :128] - 1e-6).all()  # a max is never below the mean
     with pytest.raises(ValueError, match="pool"):
         volume.ResNet3DTower(10, pool="median")
+
+
+def test_cpu_bf16_conv3d_weight_gradient_is_right_two_slices_deep():
+    # A 32-slice volume is 2 slices deep at the third ResNet stage, where torch's oneDNN bf16 Conv3d returns a
+    # garbage weight gradient; Depth2SafeConv3d runs it in fp32. Reference: fp32 on the same bf16-rounded operands.
+    torch.manual_seed(0)
+    tower = create_image_tower("resnet10_3d_small", in_chans=3)
+    convs = [m for m in tower.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(isinstance(m, volume.Depth2SafeConv3d) for m in convs)
+    for depth in (2, 3):
+        conv = tower.net.layer3[0].conv2  # 3^3 kernel, padding 1
+        conv.zero_grad()
+        x = torch.randn(4, conv.in_channels, depth, 6, 6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        g = torch.randn(y.shape)
+        y.backward(g.to(y.dtype))
+        w = conv.weight.detach().bfloat16().float().requires_grad_()
+        torch.nn.functional.conv3d(x.bfloat16().float(), w, padding=1).backward(g.bfloat16().float())
+        err = (conv.weight.grad - w.grad).abs().max() / w.grad.abs().max()
+        assert err < 0.02, (depth, float(err))
