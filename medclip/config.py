@@ -142,10 +142,9 @@ class TrainCfg:
     grad_checkpointing: bool = False  # recompute tower activations in backward: less memory, ~30% more compute
     compile: bool = False  # torch.compile the towers
     # CPU (Linux, glibc): keep freed memory in the process while training instead of unmapping and page-faulting
-    # the same large activations every step (medclip/train/cpu_memory.py); 5-25% faster CPU steps. Off by default:
-    # with it on, CT demo runs stopped repeating exactly (a kernel somewhere reads memory it did not write, which
-    # fresh zeroed pages had hidden); see docs/training.md
-    keep_freed_memory: bool = False
+    # the same large activations every step (medclip/train/cpu_memory.py); 5-25% faster CPU steps, ~20% more
+    # resident memory. Results do not depend on it (docs/training.md, Precision and memory)
+    keep_freed_memory: bool = True
     # Gradient cache: compute the contrastive loss over the whole batch_size but run the towers in micro-batches of
     # this size (0 -> off). Exact gradients; peak memory follows the micro-batch, not the batch.
     grad_cache_micro_batch: int = 0
