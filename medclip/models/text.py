@@ -115,7 +115,7 @@ class AttentionPool(nn.Module):
         return self.norm(out[:, 0] + mean)
 
 
-def _row_extents(attention_mask: torch.Tensor) -> tuple[list[int], list[int]]:
+def row_extents(attention_mask: torch.Tensor) -> tuple[list[int], list[int]]:
     """Per row: how many tokens are real, and the position after the last real one (one device-to-host copy).
 
     The two are equal, and non-zero, exactly when the row is right-padded (ones, then zeros): what packing assumes.
@@ -198,7 +198,7 @@ class HFTextTower(nn.Module):
         buckets = self._buckets(input_ids.shape[0])
         if not self.packing and buckets == 1:
             return self._encode(input_ids, attention_mask)
-        lengths, ends = _row_extents(attention_mask)  # the one wait for the device in this forward
+        lengths, ends = row_extents(attention_mask)  # the one wait for the device in this forward
         if self.packing and all(0 < n == e for n, e in zip(lengths, ends, strict=True)):
             return self._packed(input_ids, attention_mask, lengths, buckets)
         if buckets > 1:

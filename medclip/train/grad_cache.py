@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from medclip.models.text import row_extents
+
 
 class RandContext:
     """The torch RNG state (CPU, and the CUDA device's) at creation; :meth:`restore` rewinds to it."""
@@ -55,11 +57,13 @@ def split_inputs(
 ) -> list[dict[str, torch.Tensor]]:
     """Micro-batches of ``size`` rows; with ``trim``, token tensors are cut to each micro-batch's longest text."""
     n = next(iter(model_inputs.values())).shape[0]
+    trim = trim and "attention_mask" in model_inputs
+    ends = row_extents(model_inputs["attention_mask"])[1] if trim else []  # one read for every micro-batch
     chunks = []
     for start in range(0, n, size):
         chunk = {k: v[start : start + size] for k, v in model_inputs.items()}
-        if trim and "attention_mask" in chunk:
-            length = int(chunk["attention_mask"].any(0).nonzero().max()) + 1  # trailing all-padding columns
+        if trim:
+            length = max(1, *ends[start : start + size])  # drop trailing all-padding columns
             chunk["input_ids"] = chunk["input_ids"][:, :length]
             chunk["attention_mask"] = chunk["attention_mask"][:, :length]
         chunks.append(chunk)
