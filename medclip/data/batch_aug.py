@@ -133,7 +133,10 @@ class BatchAugment:
             return None if bool(pick.all()) else pick.nonzero().flatten().to(dev, non_blocking=True)
 
         def put(index: torch.Tensor | None, value: torch.Tensor) -> None:
-            x.copy_(value) if index is None else x.index_copy_(0, index, value)
+            if index is None:
+                x.copy_(value)
+            else:
+                x.index_copy_(0, index, value)
 
         warp = p["warp"]
         if warp.any():
