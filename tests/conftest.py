@@ -57,3 +57,15 @@ def tiny_checkpoint(tiny_manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={out}"])
     return train(cfg, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def report_batch() -> dict:
+    """Eight short and long reports tokenised for the packaged MiniLM (right-padded to the longest): length buckets,
+    packing and the training step are tested on it."""
+    from medclip.text.tokenizer import load_tokenizer, tokenize
+
+    texts = ["No acute disease.", "Small left pleural effusion with adjacent atelectasis. " * 6, "Normal.",
+             "Mild cardiomegaly without edema.", "Right upper lobe opacity.", "Stable chest.",
+             "Left basilar atelectasis. No pneumothorax. " * 3, "Clear lungs."]  # fmt: skip
+    return tokenize(load_tokenizer("minilm"), texts, max_length=128)

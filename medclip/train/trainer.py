@@ -28,6 +28,7 @@ from medclip.data.shards import ShardStore
 from medclip.distributed import DistInfo, barrier, destroy, init_distributed, is_initialized
 from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
+from medclip.models.text import row_extents
 from medclip.text.tokenizer import load_tokenizer, tokenize
 from medclip.train import checkpoint as ckpt
 from medclip.train.cpu_memory import keep_freed_memory
@@ -73,7 +74,7 @@ def text_features(model: MedClip, tokenizer, texts: list[str], *, max_length: in
     states = torch.zeros(*mask.shape, model.text.output_dim, dtype=torch.bfloat16, device=device)
     for i in range(0, len(texts), batch_size):
         ids, m = batch["input_ids"][i : i + batch_size].to(device), mask[i : i + batch_size]
-        width = int(m.any(0).nonzero().max()) + 1
+        width = max(row_extents(m)[1])  # drop trailing all-padding columns
         states[i : i + batch_size, :width] = model.text.token_states(ids[:, :width], m[:, :width]).to(torch.bfloat16)
     return states, mask
 
@@ -148,7 +149,7 @@ def prepare_inputs(
     if isinstance(cached, tuple):  # token states + mask of a locked encoder under a trainable pooling
         index = batch["text_index"].to(device, non_blocking=True)
         states, mask = cached[0][index], cached[1][index]
-        width = int(mask.any(0).nonzero().max()) + 1
+        width = max(row_extents(mask)[1])
         return {"image": image, "text_features": states[:, :width].float(), "text_mask": mask[:, :width]}
     if cached is not None:
         return {"image": image, "text_features": cached[batch["text_index"].to(device, non_blocking=True)]}

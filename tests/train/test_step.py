@@ -12,13 +12,9 @@ from medclip.config import LossCfg, ModelCfg, OptimCfg, PreprocessCfg
 from medclip.losses import loss_from_cfg
 from medclip.models import text as text_module
 from medclip.models.medclip import MedClip
-from medclip.text.tokenizer import load_tokenizer, tokenize
 from medclip.train.optim import create_optimizer, create_scheduler
 from medclip.train.step import StepParts, autocast_factory, train_step
 
-TEXTS = ["No acute disease.", "Small left pleural effusion with adjacent atelectasis. " * 6, "Normal.",
-         "Mild cardiomegaly without edema.", "Right upper lobe opacity.", "Stable chest.",
-         "Left basilar atelectasis. No pneumothorax. " * 3, "Clear lungs."]  # fmt: skip
 # Ops whose result the host needs before it can go on (on a GPU each one waits for every queued kernel).
 HOST_READS = {"_local_scalar_dense", "nonzero", "equal", "is_nonzero", "masked_select", "unique", "_unique2"}
 
@@ -54,16 +50,16 @@ def _parts(*, precision: str = "fp32", scaler: bool = False) -> StepParts:
                      autocast=autocast_factory(torch.device("cpu"), precision))  # fmt: skip
 
 
-def _inputs() -> dict[str, torch.Tensor]:
-    tok = tokenize(load_tokenizer("minilm"), TEXTS, max_length=128)
-    return {"image": torch.randn(len(TEXTS), 1, 32, 32, generator=torch.Generator().manual_seed(0)), **tok}
+def _inputs(report_batch: dict) -> dict[str, torch.Tensor]:
+    n = report_batch["input_ids"].shape[0]
+    return {"image": torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(0)), **report_batch}
 
 
-def test_a_packed_training_step_reads_the_device_only_through_its_planned_copies(monkeypatch):
+def test_a_packed_training_step_reads_the_device_only_through_its_planned_copies(monkeypatch, report_batch):
     # The step reads the device twice, both as one .tolist() each (not dispatched ops): the texts' lengths before the
     # text tower, and (loss, gradient norm, temperature) after backward. Everything else, per layer and per bucket,
     # must stay on the device (integer gathers, no bool masks), or a GPU idles while the host catches up.
-    parts, inputs = _parts(), _inputs()
+    parts, inputs = _parts(), _inputs(report_batch)
     state = {"step": 0, "bad_steps": 0, "skipped": 0}
     mode = HostReads()
     plan = text_module.packing_plan
@@ -80,7 +76,7 @@ def test_a_packed_training_step_reads_the_device_only_through_its_planned_copies
     real_packed = text_module.HFTextTower._packed
     monkeypatch.setattr(text_module.HFTextTower, "_packed", lambda *a: calls.append(1) or real_packed(*a))
     with mode:
-        record = train_step(parts, inputs, {"text_keys": torch.arange(len(TEXTS))}, state)
+        record = train_step(parts, inputs, {"text_keys": torch.arange(inputs["image"].shape[0])}, state)
     assert calls == [1] and math.isfinite(record["loss"]) and record["grad_norm"] > 0
     assert mode.seen == []
     # the detector does see the old pattern: a bool-mask scatter and an int() of a device value
@@ -91,9 +87,9 @@ def test_a_packed_training_step_reads_the_device_only_through_its_planned_copies
     assert probe.seen == ["index_put_", "_local_scalar_dense"]
 
 
-def test_fp16_skips_a_non_finite_loss_and_the_next_step_trains():
-    parts, inputs = _parts(precision="fp16", scaler=True), _inputs()
-    keys = {"text_keys": torch.arange(len(TEXTS))}
+def test_fp16_skips_a_non_finite_loss_and_the_next_step_trains(report_batch):
+    parts, inputs = _parts(precision="fp16", scaler=True), _inputs(report_batch)
+    keys = {"text_keys": torch.arange(inputs["image"].shape[0])}
     state = {"step": 0, "bad_steps": 0, "skipped": 0}
     real = parts.loss_fn
     parts.loss_fn = lambda *a, **k: real(*a, **k) * float("nan")

@@ -3,15 +3,10 @@ from __future__ import annotations
 import torch
 
 from medclip.models.text import HFTextTower
-from medclip.text.tokenizer import load_tokenizer, tokenize
-
-TEXTS = ["No acute disease.", "Small left pleural effusion with adjacent atelectasis. " * 6, "Normal.",
-         "Mild cardiomegaly without edema.", "Right upper lobe opacity.", "Stable chest.",
-         "Left basilar atelectasis. No pneumothorax. " * 3, "Clear lungs."]  # fmt: skip
 
 
-def test_length_buckets_give_the_same_embeddings_and_gradients():
-    batch = tokenize(load_tokenizer("minilm"), TEXTS, max_length=128)
+def test_length_buckets_give_the_same_embeddings_and_gradients(report_batch):
+    batch = report_batch  # tests/conftest.py: 8 reports of very different lengths
     plain = HFTextTower("minilm")
     bucketed = HFTextTower("minilm", length_buckets=4)
     bucketed.load_state_dict(plain.state_dict())
@@ -33,8 +28,8 @@ def _outputs_and_grads(tower, batch, *, train: bool = False):
     return out.detach(), {n: p.grad for n, p in tower.named_parameters()}
 
 
-def test_packed_texts_give_the_same_embeddings_and_gradients_with_no_padding_tokens():
-    batch = tokenize(load_tokenizer("minilm"), TEXTS, max_length=128)
+def test_packed_texts_give_the_same_embeddings_and_gradients_with_no_padding_tokens(report_batch):
+    batch = report_batch
     lengths = batch["attention_mask"].sum(1)
     assert lengths.min() < lengths.max() < batch["attention_mask"].shape[1] + 1  # the batch does hold padding
     plain = HFTextTower("minilm")
@@ -55,8 +50,8 @@ def test_packed_texts_give_the_same_embeddings_and_gradients_with_no_padding_tok
             assert (grads[name] - g).abs().max() <= 1e-5 * max(1.0, float(g.abs().max())), name
 
 
-def test_packing_trains_with_dropout_and_falls_back_for_left_padding():
-    batch = tokenize(load_tokenizer("minilm"), TEXTS, max_length=128)
+def test_packing_trains_with_dropout_and_falls_back_for_left_padding(report_batch):
+    batch = report_batch
     tower = HFTextTower("minilm", length_buckets=2, packing=True)
     torch.manual_seed(0)
     a, grads = _outputs_and_grads(tower, batch, train=True)
