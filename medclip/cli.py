@@ -349,7 +349,12 @@ def configure_logging(quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse ends a nargs="*" positional at the first flag: `train CONFIG a=1 --resume b=2` leaves b=2 over
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides, extra = [*args.overrides, *extra], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.quiet)
     func: Callable = args.func
     if os.environ.get("MEDCLIP_DEBUG") == "1":  # developers: full tracebacks instead of one-line errors

@@ -45,6 +45,18 @@ def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):
     assert needle in err and len(err.splitlines()) == 1, err
 
 
+def test_train_overrides_may_come_on_both_sides_of_resume(monkeypatch):
+    import medclip.cli
+
+    seen = []
+    monkeypatch.setattr(medclip.cli, "cmd_train", lambda args: seen.append((args.overrides, args.resume)))
+    assert main(["train", "tiny", "train.epochs=2", "--resume", "train.lr=0.1"]) == 0
+    assert seen == [(["train.epochs=2", "train.lr=0.1"], True)]
+    with pytest.raises(SystemExit) as exc:  # anything else argparse leaves over is still an error
+        main(["train", "tiny", "--resume", "--bogus"])
+    assert exc.value.code == 2
+
+
 def test_non_utf8_report_is_rejected_cleanly(tmp_path, capsys):
     path = tmp_path / "r.txt"
     path.write_bytes("FINDINGS: \xe9panchement".encode("latin-1"))
