@@ -12,6 +12,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from medclip.models.dropout import dropout as fast_dropout
+from medclip.models.dropout import use_fast_dropout
 from medclip.text.tokenizer import hub_hint, resolve_text_model
 
 logger = logging.getLogger(__name__)
@@ -39,11 +41,23 @@ def packed_attention(
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, d]
     outs = []
     for index, valid in medclip_packing.buckets:
-        qb, kb, vb = (x[index].transpose(1, 2) for x in (q, k, v))  # [n, heads, Lb, d]
-        ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=valid[:, None, None, :], dropout_p=dropout,
-                                            scale=scaling)  # fmt: skip
+        # index_select, not x[index]: its backward is an index_add, several times faster than advanced indexing's
+        qb, kb, vb = (x.index_select(0, index.flatten()).unflatten(0, index.shape).transpose(1, 2) for x in (q, k, v))
+        ob = _attend(qb, kb, vb, valid[:, None, None, :], dropout, scaling)  # [n, heads, Lb, d]
         outs.append(ob.transpose(1, 2).flatten(0, 1))  # [n * Lb, heads, d]
     return torch.cat(outs).index_select(0, medclip_packing.take)[None], None  # [1, T, heads, d], as HF returns it
+
+
+def _attend(q, k, v, valid: torch.Tensor, dropout: float, scale: float | None) -> torch.Tensor:
+    """Attention of [n, heads, L, d] queries over the keys where ``valid`` ([n, 1, 1, L]) is True, dropout on the
+    attention probabilities. On the CPU with dropout, torch's SDPA has no fused kernel and runs this same math with
+    ``bernoulli_`` masks; here the masks are :func:`medclip.models.dropout.dropout`'s (about twice as fast)."""
+    if dropout == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=valid, dropout_p=dropout, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q * scale) @ k.transpose(-2, -1)  # [n, heads, L, L]
+    scores += torch.zeros(valid.shape, dtype=scores.dtype).masked_fill_(~valid, float("-inf"))  # in place: no copy
+    return fast_dropout(scores.softmax(-1), dropout) @ v
 
 
 AttentionInterface.register(PACKED_ATTENTION, packed_attention)
@@ -177,6 +191,7 @@ class HFTextTower(nn.Module):
                     self.encoder = _without_pooler(AutoModel.from_pretrained, resolved)
             except OSError as exc:
                 raise hub_hint(name, exc) from exc
+        use_fast_dropout(self.encoder)  # the same dropout, cheaper masks on the CPU
         self.output_dim = int(self.encoder.config.hidden_size)
         self.attn_pool = AttentionPool(self.output_dim) if pooling == "attention" else None
         self.packing = packing and self._use_packed_attention()
