@@ -238,8 +238,11 @@ class HFTextTower(nn.Module):
         batch, width = input_ids.shape
         plan = packing_plan(lengths, width, buckets).to(input_ids.device)
         ids = input_ids.flatten().index_select(0, plan.gather)[None]  # [1, T]: the batch's real tokens, text after text
-        hidden = self.encoder(input_ids=ids, position_ids=plan.positions[None], token_type_ids=torch.zeros_like(ids),
-                              medclip_packing=plan).last_hidden_state[0]  # fmt: skip
+        # A ready-made 4-D mask passes through Hugging Face's mask building untouched (packed_attention ignores it):
+        # with none, transformers >= 5.x looks for packed texts in the position ids itself, reading the device
+        no_mask = ids.new_ones((1, 1, 1, 1), dtype=torch.bool)
+        hidden = self.encoder(input_ids=ids, attention_mask=no_mask, position_ids=plan.positions[None],
+                              token_type_ids=torch.zeros_like(ids), medclip_packing=plan).last_hidden_state[0]  # fmt: skip
         padded = hidden.new_zeros(batch * width, hidden.shape[-1]).index_copy(0, plan.gather, hidden)
         return self.pool(padded.view(batch, width, -1), attention_mask)
 
