@@ -81,6 +81,9 @@ class TextTowerCfg:
     # Pack each batch's texts end to end with no padding tokens (BERT-family encoders; others pad): the same
     # embeddings, and the encoder's layers see only real tokens. length_buckets then pads only inside attention.
     packing: bool = True
+    # With packing, on CUDA in bf16 / fp16: attention as FlashAttention's variable-length kernel, one call per layer
+    # and no padding, instead of length_buckets' several. Off until timed on a GPU (scripts/gpu_check.sh does).
+    varlen_attention: bool = False
 
 
 @dataclass

@@ -96,6 +96,7 @@ class MedclipTrainer:
         cfg = ModelCfg(embed_dim=args.embed_dim, head="linear")
         cfg.image.name, cfg.text.name, cfg.text.lock = args.image_tower, args.text_tower, locked
         cfg.text.length_buckets, cfg.text.packing = args.length_buckets, args.packing  # exact: less padding
+        cfg.text.varlen_attention = args.varlen_attention
         self.model = MedClip(cfg, PreprocessCfg(image_size=args.image_size, channels=3)).to(device)
         self.model.image.to(memory_format=torch.channels_last)
         self.tokenizer, self.device, self.max_len = load_tokenizer(args.text_tower), device, args.max_text_tokens
@@ -304,6 +305,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--embed-dim", type=int, default=256)
     p.add_argument("--length-buckets", type=int, default=4, help="medclip's model.text.length_buckets (1: off)")
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True, help="model.text.packing")
+    p.add_argument("--varlen-attention", action="store_true",
+                   help="model.text.varlen_attention: FlashAttention's variable-length kernel (CUDA, bf16/fp16)")  # fmt: skip
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--setups", default="trainable,locked")
     p.add_argument("--steps", type=int, default=3, help="timed steps per trainer per round")
@@ -345,6 +348,7 @@ def main(argv=None) -> int:
               "towers": {"image": args.image_tower, "text": args.text_tower, "image_size": args.image_size,
                          "batch": args.batch, "max_text_tokens": args.max_text_tokens},
               "medclip_options": {"model.text.length_buckets": args.length_buckets, "model.text.packing": args.packing,
+                                  "model.text.varlen_attention": args.varlen_attention,
                                   "train.channels_last": True, "optimizer": "AdamW fused"},
               "texts": source, "matmul_peak_tflops": {p: round(v / 1e12, 4) for p, v in peaks.items()}, "setups": {}}  # fmt: skip
     with contextlib.suppress(ImportError):

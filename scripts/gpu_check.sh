@@ -6,8 +6,9 @@
 #    and peak memory from its metrics.jsonl;
 # 3. scripts/bench_train.py on the same towers: medclip vs open_clip pairs/s, MFU (fraction of the bf16 matmul peak
 #    measured in the same run), CUDA peak memory, host syncs per step, and the gradient cache's memory at a 4,096
-#    batch; then medclip with its packed text attention in one padded block instead of 4 length buckets (at batch
-#    128 a GPU step is bound by how many kernels the host issues, not by FLOPs: see docs/training.md).
+#    batch; then medclip with its packed text attention as FlashAttention's variable-length kernel
+#    (model.text.varlen_attention) and as one padded block instead of 4 length buckets (at batch 128 a GPU step is
+#    bound by how many kernels the host issues, not by FLOPs: see docs/training.md).
 # The BERT-base tower is randomly initialised (BertConfig defaults: 12 layers, 768 wide; the MiniLM uncased
 # tokenizer has the same vocabulary), so nothing is downloaded; throughput does not depend on the weights.
 # A failing section is reported and the next one still runs; the exit status is 1 if any section failed.
@@ -64,10 +65,14 @@ if "$PY" -c "import open_clip" 2>/dev/null; then
   check "bench_train.py" timeout 240 "$PY" scripts/bench_train.py --device cuda --image-tower vit_base_patch16_224 \
     --text-tower "$OUT/bert_base" --batch 128 --precisions bf16 --setups trainable --steps 10 --rounds 3 \
     --warmup 3 --memory-batch 4096 --memory-micro-batch 512 --out "$OUT/bench_train.json"
-  step "bench_train.py A/B: medclip's packed text attention as one padded block (--length-buckets 1)"
-  check "bench_train.py --length-buckets 1" timeout 120 "$PY" scripts/bench_train.py --device cuda \
-    --image-tower vit_base_patch16_224 --text-tower "$OUT/bert_base" --batch 128 --precisions bf16 --setups trainable \
-    --steps 10 --rounds 3 --warmup 3 --memory-batch 0 --length-buckets 1 --out "$OUT/bench_train_buckets1.json"
+  ab() {  # ab NAME FLAG: the bench again (fewer rounds, no memory trace) with one medclip option changed
+    step "bench_train.py A/B: $1 ($2)"
+    check "bench_train.py $2" timeout 100 "$PY" scripts/bench_train.py --device cuda --image-tower vit_base_patch16_224 \
+      --text-tower "$OUT/bert_base" --batch 128 --precisions bf16 --setups trainable --steps 10 --rounds 2 --warmup 3 \
+      --memory-batch 0 "$2" --out "$OUT/bench_train_$1.json"
+  }
+  ab varlen --varlen-attention  # FlashAttention's variable-length kernel: one attention call per layer, no padding
+  ab buckets1 --length-buckets=1  # the packed attention as one padded block
 else
   echo "open_clip is not installed: pip install -e '.[bench]' to compare; skipping"
 fi

@@ -54,6 +54,7 @@ class MedClip(nn.Module):
             config_dict=text_config,
             length_buckets=cfg.text.length_buckets,
             packing=cfg.text.packing,
+            varlen_attention=cfg.text.varlen_attention,
         )
         self.image_proj = projection_head(cfg.head, self.image.output_dim, cfg.embed_dim)
         self.text_proj = projection_head(cfg.head, self.text.output_dim, cfg.embed_dim)

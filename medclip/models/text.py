@@ -39,6 +39,8 @@ def packed_attention(
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)  # fmt: skip
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, d]
+    if medclip_packing.varlen and _flash_varlen_ok(q):
+        return _flash_varlen(q, k, v, medclip_packing, dropout, scaling)[None], None
     outs = []
     for index, valid in medclip_packing.buckets:
         # index_select, not x[index]: its backward is an index_add, several times faster than advanced indexing's
@@ -46,6 +48,25 @@ def packed_attention(
         ob = _attend(qb, kb, vb, valid[:, None, None, :], dropout, scaling)  # [n, heads, Lb, d]
         outs.append(ob.transpose(1, 2).flatten(0, 1))  # [n * Lb, heads, d]
     return torch.cat(outs).index_select(0, medclip_packing.take)[None], None  # [1, T, heads, d], as HF returns it
+
+
+def _flash_varlen_ok(q: torch.Tensor) -> bool:
+    """Whether FlashAttention's variable-length kernel takes these queries: CUDA, 16-bit, head size a multiple of 8."""
+    d = q.shape[-1]
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 256
+            and torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.is_flash_attention_available())  # fmt: skip
+
+
+def _flash_varlen(q, k, v, plan: PackedText, dropout: float, scale: float | None) -> torch.Tensor:
+    """Attention of [T, heads, d] packed tokens within each text, as one FlashAttention variable-length call (the
+    kernel behind ``torch.nn.attention.varlen``, which has no dropout): no padding and no gathers, one kernel
+    forward and one backward per layer, where the length buckets issue several of each."""
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    cu, n = plan.offsets, plan.max_len
+    return _flash_kernel(q, k, v, cu, cu, n, n, dropout, False, False, scale=scale)[0]  # not causal, no debug mask
+
+
+_flash_kernel = torch.ops.aten._flash_attention_forward  # differentiable: its backward is FlashAttention's too
 
 
 def _attend(q, k, v, valid: torch.Tensor, dropout: float, scale: float | None) -> torch.Tensor:
@@ -70,28 +91,34 @@ class PackedText:
 
     ``gather``: [T] flat index of each real token into the [B * L] batch; ``positions``: [T] position within its
     text; ``buckets``: per length-sorted bucket, the [n, Lb] packed-token index of its texts' positions (0 where
-    padding) and which are real; ``take``: [T] row of each packed token in the buckets' concatenated [n * Lb] outputs.
+    padding) and which are real; ``take``: [T] row of each packed token in the buckets' concatenated [n * Lb] outputs;
+    ``offsets``: [B + 1] int32 start of each text in the T tokens, and ``max_len`` the longest, for the variable-length
+    kernel, which attention uses instead of the buckets where ``varlen`` is set and the kernel applies.
     """
 
     gather: torch.Tensor
     positions: torch.Tensor
     buckets: list[tuple[torch.Tensor, torch.Tensor]]
     take: torch.Tensor
+    offsets: torch.Tensor
+    max_len: int
+    varlen: bool = False
 
     def to(self, device: torch.device) -> PackedText:
         """All index tensors on ``device`` in one host-to-device copy (pinned and asynchronous on CUDA)."""
         if device.type == "cpu":
             return self
-        parts = [self.gather, self.positions, self.take, *(t for bucket in self.buckets for t in bucket)]
+        parts = [self.gather, self.positions, self.take, self.offsets, *(t for bucket in self.buckets for t in bucket)]
         flat = torch.cat([t.flatten().long() for t in parts])
         flat = flat.pin_memory() if device.type == "cuda" else flat
         chunks = flat.to(device, non_blocking=True).split([t.numel() for t in parts])
-        gather, positions, take, *rest = (c.view(t.shape) for c, t in zip(chunks, parts, strict=True))
+        gather, positions, take, offsets, *rest = (c.view(t.shape) for c, t in zip(chunks, parts, strict=True))
         buckets = [(rest[i], rest[i + 1].bool()) for i in range(0, len(rest), 2)]
-        return PackedText(gather=gather, positions=positions, buckets=buckets, take=take)
+        return PackedText(gather=gather, positions=positions, buckets=buckets, take=take, offsets=offsets.int(),
+                          max_len=self.max_len, varlen=self.varlen)  # fmt: skip
 
 
-def packing_plan(lengths: list[int], width: int, buckets: int) -> PackedText:
+def packing_plan(lengths: list[int], width: int, buckets: int, *, varlen: bool = False) -> PackedText:
     """The :class:`PackedText` of a right-padded batch of texts of these ``lengths``, padded to ``width`` (CPU)."""
     lengths_t = torch.tensor(lengths, dtype=torch.long)
     starts = lengths_t.cumsum(0) - lengths_t
@@ -106,7 +133,9 @@ def packing_plan(lengths: list[int], width: int, buckets: int) -> PackedText:
         take[index[valid]] = offset + valid.flatten().nonzero()[:, 0]
         plan.append((index, valid))
         offset += valid.numel()
-    return PackedText(gather=row * width + positions, positions=positions, buckets=plan, take=take)
+    offsets = torch.cat([starts, lengths_t.sum()[None]]).int()
+    return PackedText(gather=row * width + positions, positions=positions, buckets=plan, take=take, offsets=offsets,
+                      max_len=max(lengths), varlen=varlen)  # fmt: skip
 
 
 class AttentionPool(nn.Module):
@@ -161,6 +190,8 @@ class HFTextTower(nn.Module):
             (1: the whole batch padded to its longest). With ``packing``, the chunks are padded inside attention only.
         packing: encode the texts packed end to end with no padding tokens (:func:`packed_attention`) where the
             encoder allows it (``PACKABLE_MODEL_TYPES``); the same embeddings, less work. Others fall back to padding.
+        varlen_attention: with packing, on CUDA in bf16 / fp16, attend with FlashAttention's variable-length kernel
+            (one call per layer, no padding) instead of the length buckets; elsewhere the buckets as before.
     """
 
     def __init__(
@@ -172,9 +203,10 @@ class HFTextTower(nn.Module):
         config_dict: dict | None = None,
         length_buckets: int = 1,
         packing: bool = False,
+        varlen_attention: bool = False,
     ):
         super().__init__()
-        self.length_buckets = max(1, int(length_buckets))
+        self.length_buckets, self.varlen_attention = max(1, int(length_buckets)), varlen_attention
         from transformers import AutoConfig, AutoModel
 
         if pooling not in POOLINGS:
@@ -236,7 +268,7 @@ class HFTextTower(nn.Module):
 
     def _packed(self, input_ids, attention_mask, lengths: list[int], buckets: int) -> torch.Tensor:
         batch, width = input_ids.shape
-        plan = packing_plan(lengths, width, buckets).to(input_ids.device)
+        plan = packing_plan(lengths, width, buckets, varlen=self.varlen_attention).to(input_ids.device)
         ids = input_ids.flatten().index_select(0, plan.gather)[None]  # [1, T]: the batch's real tokens, text after text
         # A ready-made 4-D mask passes through Hugging Face's mask building untouched (packed_attention ignores it):
         # with none, transformers >= 5.x looks for packed texts in the position ids itself, reading the device

@@ -64,10 +64,10 @@ def test_a_packed_training_step_reads_the_device_only_through_its_planned_copies
     mode = HostReads()
     plan = text_module.packing_plan
 
-    def host_plan(*args):  # the plan is built from host lengths on the CPU: its ops are not device reads
+    def host_plan(*args, **kwargs):  # the plan is built from host lengths on the CPU: its ops are not device reads
         mode.paused = True
         try:
-            return plan(*args)
+            return plan(*args, **kwargs)
         finally:
             mode.paused = False
 

@@ -79,3 +79,39 @@ def test_encoders_outside_the_packable_types_pad_instead():
     assert not tower.packing
     ids = torch.tensor([[1, 5, 7, 2, 0], [1, 9, 2, 0, 0]])
     assert tower(ids, (ids > 0).long()).shape == (2, 32)
+
+
+def test_varlen_attention_hands_the_kernel_each_text_as_one_sequence(report_batch, monkeypatch):
+    # FlashAttention's variable-length kernel runs on CUDA only: here a per-text reference stands in for it, so this
+    # checks what the tower hands the kernel (the packed tokens, int32 offsets, the longest length, the dropout) and
+    # how it uses the result. tests/train/test_gpu.py checks the kernel itself against the padded tower on a GPU.
+    import torch.nn.functional as F
+
+    from medclip.models import text as text_module
+
+    calls = []
+
+    def reference(q, k, v, cu_q, cu_k, max_q, max_k, dropout, causal, debug_mask, *, scale):
+        bounds = cu_q.tolist()
+        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+        assert cu_q.dtype == torch.int32 and cu_k is cu_q and bounds[0] == 0 and bounds[-1] == q.shape[0]
+        assert max_q == max_k == max(b - a for a, b in spans) and not causal and not debug_mask
+        calls.append(dropout)
+        parts = [F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)), scale=scale)
+                 for a, b in spans]  # fmt: skip
+        return (torch.cat([p.transpose(0, 1) for p in parts]),)
+
+    monkeypatch.setattr(text_module, "_flash_varlen_ok", lambda q: True)
+    monkeypatch.setattr(text_module, "_flash_kernel", reference)
+    plain = HFTextTower("minilm")
+    want, want_grads = _outputs_and_grads(plain, report_batch)
+    tower = HFTextTower("minilm", length_buckets=4, packing=True, varlen_attention=True)
+    tower.load_state_dict(plain.state_dict())
+    got, grads = _outputs_and_grads(tower, report_batch)
+    layers = len(tower.encoder.encoder.layer)
+    assert calls == [0.0] * layers  # every layer through the kernel, none through the buckets
+    assert torch.allclose(got, want, atol=1e-5)
+    for name, g in want_grads.items():
+        assert (grads[name] - g).abs().max() <= 1e-5 * max(1.0, float(g.abs().max())), name
+    tower.train()(report_batch["input_ids"], report_batch["attention_mask"])
+    assert calls[layers:] == [tower.encoder.config.attention_probs_dropout_prob] * layers  # dropout is the kernel's
