@@ -185,6 +185,51 @@ def step_flops(trainer, batch) -> int:
     return counter.get_total_flops()
 
 
+class DispatchCount(TorchDispatchMode):
+    """How many aten ops a step dispatches: each costs the host time, and on a GPU most are a kernel launch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_ops(trainer, batch) -> int:
+    with DispatchCount() as counter:
+        trainer.step(batch)
+    return counter.ops
+
+
+def profile_step(trainer, batch, device: torch.device, path: Path, title: str) -> dict:
+    """One step under torch.profiler: its top ops appended to ``path``; on CUDA, how long the GPU was busy in it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        t0 = time.perf_counter()
+        trainer.step(batch)
+        sync(device)
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    with path.open("a") as f:
+        f.write(f"## {title}: {trainer.name}, {wall * 1e3:.1f} ms under the profiler\n")
+        f.write(events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=25) + "\n")
+    if not cuda:
+        return {"profiled_step_s": round(wall, 4)}
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]  # the kernels themselves, not the ops above
+    busy = sum(e.self_device_time_total for e in kernels) / 1e6  # us -> s; streams overlapping would count twice
+    return {
+        "profiled_step_s": round(wall, 4),
+        "gpu_kernel_s": round(busy, 4),
+        "gpu_busy_fraction": round(busy / wall, 3),
+    }
+
+
 def host_syncs(trainer, batch) -> int:
     """CUDA: how many times one step makes the host wait for the GPU (``torch.cuda.set_sync_debug_mode``)."""
     torch.cuda.set_sync_debug_mode("warn")
@@ -215,7 +260,8 @@ def compare(args, *, locked: bool, precision: str, data, device, peak: float) ->
     batches = {t.name: [t.batch(img, txt) for img, txt in chunks] for t in trainers}
     out = {}
     for t in trainers:
-        out[t.name] = {"flops_per_step": step_flops(t, batches[t.name][0])}
+        out[t.name] = {"flops_per_step": step_flops(t, batches[t.name][0]),
+                       "dispatched_ops_per_step": dispatched_ops(t, batches[t.name][0])}  # fmt: skip
         time_steps(t, batches[t.name], args.warmup, device)
         if device.type == "cuda":
             out[t.name]["host_syncs_per_step"] = host_syncs(t, batches[t.name][0])
@@ -233,6 +279,10 @@ def compare(args, *, locked: bool, precision: str, data, device, peak: float) ->
         out[t.name].update(pairs_per_s=round(pairs_s, 2), rounds=[round(x, 2) for x in rates[t.name]],
                            achieved_tflops=round(tflops / 1e12, 4), fraction_of_matmul_peak=round(tflops / peak, 4))  # fmt: skip
     out["ratio_medclip_over_open_clip"] = round(out["medclip"]["pairs_per_s"] / out["open_clip"]["pairs_per_s"], 3)
+    if args.profile:
+        title = f"{'locked' if locked else 'trainable'} {precision}"
+        for t in trainers:
+            out[t.name].update(profile_step(t, batches[t.name][0], device, args.profile, title))
     if locked:
         out["medclip"]["text_cache_s"] = round(trainers[0].cache_s, 2)
     if not locked:  # tokens per report through the text layers (packed: the real ones; attention pads per bucket)
@@ -326,6 +376,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--memory-batch", type=int, default=4096, help="0 skips the memory estimate")
     p.add_argument("--memory-micro-batch", type=int, default=64)
     p.add_argument("--out", type=Path, help="also write the JSON to this file")
+    p.add_argument("--profile", type=Path, help="profile one more step of each trainer; top ops go to this file")
     return p.parse_args(argv)
 
 

@@ -5,8 +5,8 @@
 # 2. a short bf16 `medclip train` run of ViT-B/16 + a BERT-base sized text tower on a synthetic archive: pairs/s
 #    and peak memory from its metrics.jsonl;
 # 3. scripts/bench_train.py on the same towers: medclip vs open_clip pairs/s, MFU (fraction of the bf16 matmul peak
-#    measured in the same run), CUDA peak memory, host syncs per step, and the gradient cache's memory at a 4,096
-#    batch; then medclip with its packed text attention as FlashAttention's variable-length kernel
+#    measured in the same run), CUDA peak memory, host syncs and dispatched ops per step, how busy the GPU is in a
+#    profiled step (its top kernels go to OUT/profile.txt), and the gradient cache's memory at a 4,096 batch; then medclip with its packed text attention as FlashAttention's variable-length kernel
 #    (model.text.varlen_attention) and as one padded block instead of 4 length buckets (at batch 128 a GPU step is
 #    bound by how many kernels the host issues, not by FLOPs: see docs/training.md).
 # The BERT-base tower is randomly initialised (BertConfig defaults: 12 layers, 768 wide; the MiniLM uncased
@@ -64,12 +64,13 @@ step "bench_train.py: medclip vs open_clip on ViT-B/16 + BERT-base, bf16"
 if "$PY" -c "import open_clip" 2>/dev/null; then
   check "bench_train.py" timeout 240 "$PY" scripts/bench_train.py --device cuda --image-tower vit_base_patch16_224 \
     --text-tower "$OUT/bert_base" --batch 128 --precisions bf16 --setups trainable --steps 10 --rounds 3 \
-    --warmup 3 --memory-batch 4096 --memory-micro-batch 512 --out "$OUT/bench_train.json"
+    --warmup 3 --memory-batch 4096 --memory-micro-batch 512 --out "$OUT/bench_train.json" \
+    --profile "$OUT/profile.txt"
   ab() {  # ab NAME FLAG: the bench again (fewer rounds, no memory trace) with one medclip option changed
     step "bench_train.py A/B: $1 ($2)"
     check "bench_train.py $2" timeout 100 "$PY" scripts/bench_train.py --device cuda --image-tower vit_base_patch16_224 \
       --text-tower "$OUT/bert_base" --batch 128 --precisions bf16 --setups trainable --steps 10 --rounds 2 --warmup 3 \
-      --memory-batch 0 "$2" --out "$OUT/bench_train_$1.json"
+      --memory-batch 0 "$2" --out "$OUT/bench_train_$1.json" --profile "$OUT/profile_$1.txt"
   }
   ab varlen --varlen-attention  # FlashAttention's variable-length kernel: one attention call per layer, no padding
   ab buckets1 --length-buckets=1  # the packed attention as one padded block

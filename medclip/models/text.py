@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -51,10 +52,17 @@ def packed_attention(
 
 
 def _flash_varlen_ok(q: torch.Tensor) -> bool:
-    """Whether FlashAttention's variable-length kernel takes these queries: CUDA, 16-bit, head size a multiple of 8."""
+    """Whether FlashAttention's variable-length kernel takes these queries: CUDA on an Ampere or newer GPU, 16-bit,
+    head size a multiple of 8 up to 256, and flash SDPA neither missing from this build nor switched off."""
     d = q.shape[-1]
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 256
-            and torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.is_flash_attention_available())  # fmt: skip
+            and torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.is_flash_attention_available()
+            and _compute_capability(q.device.index) >= (8, 0))  # fmt: skip
+
+
+@functools.cache
+def _compute_capability(index: int | None) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 def _flash_varlen(q, k, v, plan: PackedText, dropout: float, scale: float | None) -> torch.Tensor:
