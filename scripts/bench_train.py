@@ -12,8 +12,9 @@ Two setups, the same training work in each:
   locked     the text tower is frozen in both (LiT); medclip computes its outputs once per unique report and caches
              them (a legitimate advantage of a locked tower), open_clip runs the frozen tower every step
 
-For each setup and precision the two trainers alternate in rounds; the median pairs/s, the ratio, the FLOPs each
-step counts and the fraction of this machine's matmul peak (measured in the same run) are reported. Also the peak
+For each setup and precision the two trainers alternate in rounds; the median pairs/s, their ratio, the median of
+the per-round ratios (steadier on a shared machine), the FLOPs and aten ops each step dispatches and the fraction of
+this machine's matmul peak (measured in the same run) are reported. Also the peak
 memory of one step at a 4,096 effective batch with and without the gradient cache, estimated by tracing the step
 with fake tensors (no allocation; live tensor storage incl. parameters, gradients, AdamW state and the input batch).
 
@@ -279,6 +280,10 @@ def compare(args, *, locked: bool, precision: str, data, device, peak: float) ->
         out[t.name].update(pairs_per_s=round(pairs_s, 2), rounds=[round(x, 2) for x in rates[t.name]],
                            achieved_tflops=round(tflops / 1e12, 4), fraction_of_matmul_peak=round(tflops / peak, 4))  # fmt: skip
     out["ratio_medclip_over_open_clip"] = round(out["medclip"]["pairs_per_s"] / out["open_clip"]["pairs_per_s"], 3)
+    # A round's two timings are seconds apart: their ratio cancels most of a shared machine's drift over the run
+    paired = [m / o for m, o in zip(rates["medclip"], rates["open_clip"], strict=True)]
+    out["ratio_paired_median"] = round(statistics.median(paired), 3)
+    out["ratio_per_round"] = [round(r, 3) for r in paired]
     if args.profile:
         title = f"{'locked' if locked else 'trainable'} {precision}"
         for t in trainers:
