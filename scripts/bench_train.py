@@ -222,7 +222,8 @@ def profile_step(trainer, batch, device: torch.device, path: Path, title: str) -
         return {"profiled_step_s": round(wall, 4)}
     from torch.autograd import DeviceType
 
-    kernels = [e for e in events if e.device_type == DeviceType.CUDA]  # the kernels themselves, not the ops above
+    # the kernels themselves: not the CPU ops above them, nor record_function ranges (which span kernels)
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
     busy = sum(e.self_device_time_total for e in kernels) / 1e6  # us -> s; streams overlapping would count twice
     return {
         "profiled_step_s": round(wall, 4),

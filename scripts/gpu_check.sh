@@ -16,6 +16,7 @@ set -uo pipefail
 OUT=${1:-/tmp/medclip_gpu_check}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
+rm -f "$OUT"/profile*.txt  # bench_train.py --profile appends
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export PYTHONPATH="${PYTHONPATH:-}:$(pwd)"
 FAILED=()
@@ -68,7 +69,7 @@ if "$PY" -c "import open_clip" 2>/dev/null; then
     --profile "$OUT/profile.txt"
   ab() {  # ab NAME FLAG: the bench again (fewer rounds, no memory trace) with one medclip option changed
     step "bench_train.py A/B: $1 ($2)"
-    check "bench_train.py $2" timeout 100 "$PY" scripts/bench_train.py --device cuda --image-tower vit_base_patch16_224 \
+    check "bench_train.py $2" timeout 120 "$PY" scripts/bench_train.py --device cuda --image-tower vit_base_patch16_224 \
       --text-tower "$OUT/bert_base" --batch 128 --precisions bf16 --setups trainable --steps 8 --rounds 2 --warmup 2 \
       --memory-batch 0 "$2" --out "$OUT/bench_train_$1.json" --profile "$OUT/profile_$1.txt"
   }
