@@ -53,9 +53,10 @@ def packed_attention(
 
 def _flash_varlen_ok(q: torch.Tensor) -> bool:
     """Whether FlashAttention's variable-length kernel takes these queries: CUDA on an Ampere or newer GPU, 16-bit,
-    head size a multiple of 8 up to 256, and flash SDPA neither missing from this build nor switched off."""
+    head size a multiple of 8 up to 128 (BERT-family: 32-64; larger ones need more shared memory in the backward
+    than some Ampere / Ada GPUs have), and flash SDPA neither missing from this build nor switched off."""
     d = q.shape[-1]
-    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 256
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 128
             and torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.is_flash_attention_available()
             and _compute_capability(q.device.index) >= (8, 0))  # fmt: skip
 

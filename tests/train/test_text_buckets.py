@@ -115,3 +115,5 @@ def test_varlen_attention_hands_the_kernel_each_text_as_one_sequence(report_batc
         assert (grads[name] - g).abs().max() <= 1e-5 * max(1.0, float(g.abs().max())), name
     tower.train()(report_batch["input_ids"], report_batch["attention_mask"])
     assert calls[layers:] == [tower.encoder.config.attention_probs_dropout_prob] * layers  # dropout is the kernel's
+    moved = text_module.packing_plan([3, 5], 8, 1, varlen=True).to(torch.device("meta"))  # as on a GPU: one copy
+    assert moved.offsets.dtype == torch.int32 and moved.offsets.shape == (3,) and moved.max_len == 5 and moved.varlen
