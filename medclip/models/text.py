@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -239,6 +240,10 @@ class HFTextTower(nn.Module):
 
     def _use_packed_attention(self) -> bool:
         model_type = getattr(self.encoder.config, "model_type", "")
+        if int(transformers.__version__.split(".")[0]) < 5:  # before 5.0, BERT's layers bypass AttentionInterface
+            logger.info("text packing needs transformers >= 5.0 (found %s); padding each batch instead",
+                        transformers.__version__)  # fmt: skip
+            return False
         if model_type not in PACKABLE_MODEL_TYPES or not self.encoder._can_set_attn_implementation():
             logger.info("text packing: not supported for model type '%s'; padding each batch instead", model_type)
             return False

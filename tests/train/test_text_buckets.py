@@ -69,11 +69,17 @@ def test_packing_trains_with_dropout_and_falls_back_for_left_padding(report_batc
     assert torch.allclose(tower(left["input_ids"], left["attention_mask"]), want, atol=1e-5)
 
 
-def test_encoders_outside_the_packable_types_pad_instead():
+def test_encoders_outside_the_packable_types_pad_instead(monkeypatch):
     from transformers import BertConfig, DistilBertConfig
+
+    from medclip.models import text as text_module
 
     bert = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     assert HFTextTower("x", config_dict=bert.to_dict(), packing=True).packing
+    with monkeypatch.context() as m:  # transformers 4.x BERT would attend across the packed texts: never pack there
+        m.setattr(text_module.transformers, "__version__", "4.57.0")  # the module text.py reads (loading a model
+        # can replace sys.modules["transformers"], so a fresh `import transformers` here may be another object)
+        assert not HFTextTower("x", config_dict=bert.to_dict(), packing=True).packing
     distil = DistilBertConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
     tower = HFTextTower("x", config_dict=distil.to_dict(), packing=True)
     assert not tower.packing
