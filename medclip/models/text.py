@@ -230,7 +230,10 @@ class HFTextTower(nn.Module):
                 if config_only:
                     self.encoder = _without_pooler(AutoModel.from_config, AutoConfig.from_pretrained(resolved))
                 else:
-                    self.encoder = _without_pooler(AutoModel.from_pretrained, resolved)
+                    # use_kernels=False: recent transformers swap layers for Hugging Face Hub kernels by default,
+                    # fetched at run time; medclip never downloads at run time (and trains the layers it loaded)
+                    load = functools.partial(AutoModel.from_pretrained, use_kernels=False)
+                    self.encoder = _without_pooler(load, resolved)
             except OSError as exc:
                 raise hub_hint(name, exc) from exc
         use_fast_dropout(self.encoder)  # the same dropout, cheaper masks on the CPU

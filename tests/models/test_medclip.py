@@ -65,6 +65,13 @@ def test_unreachable_hub_name_says_how_to_provide_weights(monkeypatch):
         load_tokenizer("emilyalsentzer/Bio_ClinicalBERT-not-cached")
 
 
+def test_text_tower_never_swaps_in_hub_kernels():
+    # transformers 5.25 loads with use_kernels=True by default: layers replaced by kernels fetched from the Hub
+    from medclip.models.text import HFTextTower
+
+    assert HFTextTower("minilm").encoder.use_kernels is False
+
+
 def test_unknown_timm_model_suggests():
     cfg = load_config("tiny", ["model.image.name=resnet1888"])
     with pytest.raises(ValueError, match="Did you mean"):
