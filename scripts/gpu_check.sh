@@ -6,9 +6,10 @@
 #    and peak memory from its metrics.jsonl;
 # 3. scripts/bench_train.py on the same towers: medclip vs open_clip pairs/s, MFU (fraction of the bf16 matmul peak
 #    measured in the same run), CUDA peak memory, host syncs and dispatched ops per step, how busy the GPU is in a
-#    profiled step (its top kernels go to OUT/profile.txt), and the gradient cache's memory at a 4,096 batch; then medclip with its packed text attention as FlashAttention's variable-length kernel
-#    (model.text.varlen_attention) and as one padded block instead of 4 length buckets (at batch 128 a GPU step is
-#    bound by how many kernels the host issues, not by FLOPs: see docs/training.md).
+#    profiled step (its top kernels go to OUT/profile.txt), and the gradient cache's memory at a 4,096 batch; then
+#    medclip with its packed text attention as FlashAttention's variable-length kernel (model.text.varlen_attention)
+#    and as one padded block instead of 4 length buckets (at batch 128 a GPU step is bound by how many kernels the
+#    host issues, not by FLOPs: see docs/training.md).
 # The BERT-base tower is randomly initialised (BertConfig defaults: 12 layers, 768 wide; the MiniLM uncased
 # tokenizer has the same vocabulary), so nothing is downloaded; throughput does not depend on the weights.
 # A failing section is reported and the next one still runs; the exit status is 1 if any section failed.
