@@ -1,4 +1,132 @@
-"""medclip: medical image-report contrastive learning."""
+"""medclip: medical image-report contrastive learning.
 
-__version__ = "0.1.0"
-__all__ = ["__version__"]
+What a notebook user types::
+
+    import medclip
+
+    model = medclip.load("runs/demo/train/final")                    # a trained checkpoint
+    image_emb = medclip.encode_images(model, ["a.dcm", "b.png"])       # [N, D], the checkpoint's own preprocessing
+    text_emb = medclip.encode_texts(model, ["small left pleural effusion"])
+    scores = medclip.zero_shot_scores(model, ["a.dcm"], prompts="cxr_demo")  # finding -> [N] probabilities
+    index = medclip.build_index(model, "runs/index", manifest="data/manifest")
+    medclip.query_index(index, "small left apical pneumothorax", k=5)
+    medclip.parse_sections(report_text)                                # {"findings": ..., "impression": ...}
+    medclip.label_report(report_text, "chexpert")                      # label -> 1 / 0 / -1 / None
+
+The functions import the heavy parts (torch, MONAI, FAISS) when first called, so ``import medclip`` and the
+``medclip`` command start fast. Everything else lives in the subpackages (``medclip.eval``, ``medclip.train``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medclip.reports.labeler import label_report
+from medclip.reports.sections import parse_sections
+from medclip.version import __version__
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from medclip.eval.embeddings import Embedder
+    from medclip.eval.index import CaseIndex
+
+__all__ = [
+    "__version__",
+    "build_index",
+    "encode_images",
+    "encode_texts",
+    "label_report",
+    "load",
+    "load_index",
+    "parse_sections",
+    "query_index",
+    "zero_shot_scores",
+]
+
+
+def load(checkpoint: str | Path, *, device: str = "cpu", batch_size: int = 64, show_progress: bool = False) -> Embedder:
+    """A trained checkpoint (a run's ``final/`` directory), ready to embed images and texts.
+
+    The returned :class:`~medclip.eval.embeddings.Embedder` holds the model (``.model``), its tokenizer and the
+    preprocessing recipe the checkpoint was trained with; the weights load on first use.
+    """
+    from medclip.eval.embeddings import Embedder
+
+    return Embedder(checkpoint, batch_size=batch_size, device=device, show_progress=show_progress)
+
+
+def _model(model: Embedder | str | Path) -> Embedder:
+    return load(model) if isinstance(model, str | Path) else model
+
+
+def encode_images(model: Embedder | str | Path, images: Sequence[str | Path]) -> torch.Tensor:
+    """[N, D] L2-normalised embeddings of image files (DICOM, PNG, JPEG; CT series folders or NIfTI for CT models)."""
+    return _model(model).encode_images([str(p) for p in images])
+
+
+def encode_texts(model: Embedder | str | Path, texts: Sequence[str]) -> torch.Tensor:
+    """[M, D] L2-normalised embeddings of report texts, prompts or queries."""
+    return _model(model).encode_text(list(texts))
+
+
+def zero_shot_scores(
+    model: Embedder | str | Path,
+    images: Sequence[str | Path] | torch.Tensor,
+    *,
+    prompts: str = "cxr_demo",
+    mode: str = "multilabel",
+) -> dict[str, np.ndarray]:
+    """finding -> [N] zero-shot probabilities for image files (or their [N, D] embeddings).
+
+    ``prompts``: a packaged prompt set (``cxr_demo``, ``chexpert``, ``chestxray14``, ``ct``, ``sketch``) or a YAML file;
+    ``mode``: ``multilabel`` (each finding's positive vs negative prompts) or ``multiclass`` (a softmax over findings).
+    """
+    import torch
+
+    from medclip.eval.zero_shot import class_embeddings, scores_for_mode
+    from medclip.text.prompts import load_prompts
+
+    embedder = _model(model)
+    emb = images if isinstance(images, torch.Tensor) else encode_images(embedder, images)
+    classes = class_embeddings(load_prompts(prompts), embedder.encode_text)
+    return scores_for_mode(emb, classes, embedder.logit_scale, mode=mode)
+
+
+def build_index(
+    model: Embedder | str | Path,
+    out: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    csv: str | Path | None = None,
+    split: str = "all",
+    **params: Any,
+) -> CaseIndex:
+    """Embed every image of a manifest (or CSV) split and save a FAISS case index to ``out``.
+
+    ``params`` are :class:`medclip.config.IndexParams` fields (``kind="ivf"``, ``compression="int8"``, ...).
+    """
+    from medclip.config import IndexBuildCfg, IndexParams
+    from medclip.eval.index import build_case_index
+
+    checkpoint = model if isinstance(model, str | Path) else model.checkpoint
+    cfg = IndexBuildCfg(checkpoint=str(checkpoint), out=str(out), manifest=str(manifest or ""), csv=str(csv or ""),
+                        split=split, params=IndexParams(**params))  # fmt: skip
+    return build_case_index(cfg, show_progress=False)
+
+
+def load_index(path: str | Path, *, nprobe: int | None = None) -> CaseIndex:
+    """A case index saved by :func:`build_index` or ``medclip index build``."""
+    from medclip.eval.index import load_case_index
+
+    return load_case_index(path, nprobe=nprobe)
+
+
+def query_index(index: CaseIndex | str | Path, query: str, *, k: int = 10, unique_studies: bool = True) -> dict:
+    """Similar cases for a text (or an image file path): ``{"query", "query_type", "results": [...]}``."""
+    from medclip.eval.index import query_case_index
+
+    return query_case_index(index, query, k=k, unique_studies=unique_studies)

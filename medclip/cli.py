@@ -1,6 +1,12 @@
 """The ``medclip`` command line. The only module that configures logging handlers.
 
-Exit codes: 0 success, 2 bad usage or bad input (one line naming the file/key and the fix).
+Commands that take a configuration (``train``, ``eval``, ``index``, ``manifest``, ``demo``) read a typed schema from
+:mod:`medclip.config`: an optional YAML file, then the command's flags (sugar for config keys, whose defaults live
+in the schema only), then dotted ``key=value`` overrides. Choices (layouts, tasks, demos, label sets) come from the
+registries.
+
+Exit codes: 0 success; 2 a user error (bad usage, path, config key or input file), one line naming it and the fix;
+1 a bug, with its traceback.
 """
 
 from __future__ import annotations
@@ -10,8 +16,22 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from medclip.config import (
+    DemoCfg,
+    EvalCfg,
+    IndexBuildCfg,
+    IndexQueryCfg,
+    ManifestCfg,
+    PreprocessCfg,
+    default_of,
+    load_config,
+)
+from medclip.errors import MedclipError
 
 logger = logging.getLogger("medclip")
 
@@ -29,72 +49,152 @@ EXAMPLES = {
     "label": "medclip label reports.csv --out labels.csv --labels chexpert --sections impression,findings",
     "prepare": "medclip prepare data/demo_manifest --out data/demo_shards --image-size 224 --workers 8",
 }
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError)
+# Errors the user can fix: one line, exit 2. Anything else is a bug: traceback, exit 1.
+USER_ERRORS = (MedclipError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+CFG = "cfg:"  # argparse dest prefix of flags that set a config key
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported in one line, exit code 2."""
+class UsageError(MedclipError):
+    """Bad command-line usage: reported in one line, exit code 2."""
+
+
+class RegistryChoices:
+    """argparse ``choices`` read from a registry only when argparse checks a value or prints help.
+
+    Keeps ``medclip sections`` from importing torch just to build the parser.
+    """
+
+    def __init__(self, names: Callable[[], list[str]], *extra: str) -> None:
+        self._names, self._extra = names, extra
+
+    def _all(self) -> list[str]:
+        return [*self._names(), *self._extra]
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+
+def _registry_option(p: argparse.ArgumentParser, *flags: str, names: RegistryChoices, metavar: str, help: str,
+                     **kwargs: Any) -> None:  # fmt: skip
+    """An option or positional whose choices come from a registry; they are listed in --help only when asked."""
+    kwargs.setdefault("help", f"{help}: %(choices)s" if help else "%(choices)s")
+    if "key" in kwargs:
+        _option(p, *flags, choices=names, metavar=metavar, **kwargs)
+    else:
+        kwargs.pop("schema", None)
+        p.add_argument(*flags, choices=names, metavar=metavar, **kwargs)
+
+
+def _layouts() -> list[str]:
+    from medclip.ingest.layouts import LAYOUTS
+
+    return LAYOUTS.list()
+
+
+def _eval_tasks() -> list[str]:
+    from medclip.eval.pipeline import EVAL_TASKS
+
+    return list(EVAL_TASKS)
+
+
+def _demos() -> list[str]:
+    from medclip.demo import DEMOS
+
+    return DEMOS.list()
+
+
+def _label_sets() -> list[str]:
+    from medclip.reports.label_rules import LABEL_SETS
+
+    return list(LABEL_SETS)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _option(p: argparse.ArgumentParser, *flags: str, key: str, schema: type, help: str, **kwargs: Any) -> None:
+    """A flag that sets config ``key``; its default (shown in --help) is the schema's, declared nowhere else."""
+    default = default_of(schema, key)
+    shown = "" if "const" in kwargs or default in ("", [], None) else f" (default: {default})"
+    if "const" not in kwargs:
+        kwargs.setdefault("metavar", flags[-1].lstrip("-").upper().replace("-", "_"))
+    p.add_argument(*flags, dest=CFG + key, default=argparse.SUPPRESS, help=help + shown, **kwargs)
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the command line's flags set, by dotted key."""
+    return {k[len(CFG) :]: v for k, v in vars(args).items() if k.startswith(CFG)}
 
 
 def _parser_kwargs(name: str, help_text: str) -> dict:
-    return {"help": help_text, "description": help_text, "epilog": f"example:\n  {EXAMPLES[name]}",
-            "formatter_class": argparse.RawDescriptionHelpFormatter}  # fmt: skip
+    return {
+        "help": help_text,
+        "description": help_text,
+        "epilog": f"example:\n  {EXAMPLES[name]}",
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
+def _command_config(args: argparse.Namespace, schema: type, positional: dict[str, Any]) -> Any:
+    """YAML (``--config``) + positional arguments and flags + ``key=value`` overrides -> ``schema``."""
+    values = {**{k: v for k, v in positional.items() if v is not None}, **_flag_values(args)}
+    return load_config(args.config, args.overrides, schema=schema, values=values)
+
+
+# ---------------------------------------------------------------------------------------------------- commands
 
 
 def cmd_synth(args) -> int:
     from medclip.demo import DEMOS
 
-    if args.modality not in DEMOS:
-        raise UsageError(f"synth {args.modality}: not available yet; choose from {sorted(DEMOS)}")
-    summary = DEMOS[args.modality].synth(Path(args.out_dir), args.studies, args.seed)
+    summary = DEMOS.get(args.modality).synth(Path(args.out_dir), args.studies, args.seed)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_manifest(args) -> int:
-    from medclip.data.manifest import build_manifest, write_manifest
+    from medclip.ingest.manifest import manifest_from_config, write_manifest
 
-    options = {}
-    if args.column:
-        if args.layout != "csv":
-            raise UsageError(f"--column applies to --layout csv only, not {args.layout}")
-        pairs = [c.partition("=") for c in args.column]
-        if bad := [f"{k}{s}{v}" for k, s, v in pairs if not (k and s and v)]:
-            raise UsageError(f"--column {bad[0]!r}: use ROLE=COLUMN, e.g. --column image=png_path")
-        options["columns"] = {k: [v for k2, _, v in pairs if k2 == k] for k, _, _ in pairs}
-    if args.modalities:
-        modalities = tuple(m.strip().upper() for m in args.modalities.split(",") if m.strip()) or None
-    else:
-        modalities = ("CT",) if args.layout == "dicom-ct" else ("CR", "DX", "DR")
-    result = build_manifest(args.archive, layout=args.layout, salt=args.salt, text_policy=args.text_policy,
-                            modalities=modalities, verify_pixels=not args.no_verify, show_progress=not args.quiet,
-                            reports=args.reports, layout_options=options, label_set=args.labels)  # fmt: skip
-    write_manifest(result, args.out)
+    cfg: ManifestCfg = _command_config(args, ManifestCfg, {"source": args.archive})
+    if not cfg.out:
+        raise UsageError("manifest needs an output folder: --out DIR (or out=DIR)")
+    result = manifest_from_config(cfg, show_progress=not args.quiet)
+    write_manifest(result, cfg.out)
     c = result.meta["counts"]
     print(f"inputs = kept + rejected: {c['inputs']} = {c['kept']} + {c['rejected']}")
-    print(f"reports: {c['reports_found']} found, {c['reports_rejected']} rejected; sidecar files skipped: "
-          f"{c['sidecar_files_skipped']}")  # fmt: skip
+    print(
+        f"reports: {c['reports_found']} found, {c['reports_rejected']} rejected; "
+        f"sidecar files skipped: {c['sidecar_files_skipped']}"
+    )
     for reason, n in sorted(c["reject_reasons"].items()):
         print(f"  rejected {reason}: {n}")
-    print(f"studies {c['studies']}, patients {c['patients']}, splits {c['splits']} -> {args.out}")
+    print(f"studies {c['studies']}, patients {c['patients']}, splits {c['splits']} -> {cfg.out}")
     return 0
 
 
 def cmd_prepare(args) -> int:
-    from medclip.config import PreprocessCfg, load_config
     from medclip.data.shards import parse_shard_spec, prepare_shards
 
     preprocess = load_config(args.config).preprocess if args.config else PreprocessCfg()
     if args.image_size:
         preprocess.image_size = args.image_size
-    summary = prepare_shards(args.manifest, args.out, preprocess=preprocess, workers=args.workers,
-                             shard=parse_shard_spec(args.shard), show_progress=not args.quiet)  # fmt: skip
+    summary = prepare_shards(
+        args.manifest,
+        args.out,
+        preprocess=preprocess,
+        workers=args.workers,
+        shard=parse_shard_spec(args.shard),
+        show_progress=not args.quiet,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_train(args) -> int:
-    from medclip.config import load_config
     from medclip.train.trainer import train
 
     cfg = load_config(args.config, args.overrides)
@@ -104,59 +204,47 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", help="manifest directory (a `medclip manifest` output)")
-    p.add_argument("--csv", help="CSV with an image-path column, optional text and 0/1/-1/blank label columns")
-    p.add_argument("--image-col", help="image-path column of --csv (default: image_path, path, image, ...)")
-    p.add_argument("--text-col", help="report-text column of --csv (default: report, text, ...)")
-    p.add_argument("--shards", help="prepared images of --manifest (`medclip prepare` output) to read instead of files")
-
-
 def cmd_eval(args) -> int:
-    from medclip.eval.pipeline import evaluate
+    from medclip.eval.pipeline import EVAL_TASKS, evaluate
     from medclip.eval.report import markdown_table, write_results
 
-    if bool(args.manifest) == bool(args.csv):
+    tasks = list(EVAL_TASKS) if args.task == "all" else [args.task]
+    cfg: EvalCfg = _command_config(args, EvalCfg, {"tasks": tasks})
+    if bool(cfg.manifest) == bool(cfg.csv):
         raise UsageError("eval needs exactly one of --manifest DIR (a `medclip manifest` output) or --csv FILE")
-    if args.shards and not args.manifest:
-        raise UsageError("--shards goes with --manifest (shards are keyed by manifest row)")
-    tasks = {"zeroshot": ("zeroshot",), "retrieval": ("retrieval",), "probe": ("probe",),
-             "all": ("zeroshot", "retrieval", "probe")}[args.task]  # fmt: skip
-    label_cols = [c.strip() for c in args.label_cols.split(",") if c.strip()] if args.label_cols else None
-    out = args.out or str(Path(args.checkpoint).parent / f"eval_{args.task}")
-    results = evaluate(args.checkpoint, args.manifest, csv=args.csv, tasks=tasks, split=args.split,
-                       labels_csv=args.labels, prompts=args.prompts, mode=args.mode, n_bootstrap=args.bootstrap,
-                       seed=args.seed, image_col=args.image_col, text_col=args.text_col, label_cols=label_cols,
-                       batch_size=args.batch_size, device=args.device, out_dir=out, cache=not args.no_cache,
-                       show_progress=not args.quiet, shards=args.shards)  # fmt: skip
-    write_results(results, out, title=f"medclip eval {args.task}")
+    if not cfg.checkpoint:
+        raise UsageError("eval needs --checkpoint CKPT (a run's final/ directory)")
+    if not cfg.out_dir:
+        cfg.out_dir = str(Path(cfg.checkpoint).parent / f"eval_{args.task}")
+    results = evaluate(cfg, show_progress=not args.quiet)
+    write_results(results, cfg.out_dir, title=f"medclip eval {args.task}")
     print(markdown_table(results))
+    out = cfg.out_dir
     print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
     return 0
 
 
 def cmd_index(args) -> int:
-    from medclip.eval.index import IndexParams, build_case_index, query_case_index, results_table
+    from medclip.eval.index import build_case_index, load_case_index, query_case_index, results_table
 
     if args.index_command == "build":
-        if bool(args.manifest) == bool(args.csv):
+        cfg: IndexBuildCfg = _command_config(args, IndexBuildCfg, {})
+        if bool(cfg.manifest) == bool(cfg.csv):
             raise UsageError("index build needs exactly one of --manifest DIR or --csv FILE")
-        if args.shards and not args.manifest:
-            raise UsageError("--shards goes with --manifest (shards are keyed by manifest row)")
-        params = IndexParams(kind=args.kind, compression=args.compression, nlist=args.nlist, nprobe=args.nprobe)
-        index = build_case_index(args.checkpoint, args.out, manifest=args.manifest, csv=args.csv, split=args.split,
-                                 params=params, image_col=args.image_col, text_col=args.text_col,
-                                 device=args.device, show_progress=not args.quiet, shards=args.shards)  # fmt: skip
-        info = index.info
-        print(f"case index: {info['n']} images, {info['kind']} ({info['compression']}), built in {info['build_s']}s "
-              f"-> {args.out}")  # fmt: skip
+        if not cfg.checkpoint or not cfg.out:
+            raise UsageError("index build needs --checkpoint CKPT and --out IDX")
+        info = build_case_index(cfg, show_progress=not args.quiet).info
+        print(
+            f"case index: {info['n']} images, {info['kind']} ({info['compression']}), built in {info['build_s']}s "
+            f"-> {cfg.out}"
+        )
         return 0
-    from medclip.eval.index import CaseIndex
-
-    index = CaseIndex.load(args.index, nprobe=args.nprobe)
-    answer = query_case_index(index, args.query, k=args.k, checkpoint=args.checkpoint,
-                              unique_studies=not args.all_images, device=args.device)  # fmt: skip
-    out = Path(args.json) if args.json else Path(args.index) / "last_query.json"
+    q: IndexQueryCfg = _command_config(args, IndexQueryCfg, {"index": args.index, "query": args.query})
+    index = load_case_index(q.index, nprobe=q.nprobe or None)
+    answer = query_case_index(
+        index, q.query, k=q.k, checkpoint=q.checkpoint or None, unique_studies=q.unique_studies, device=q.device
+    )
+    out = Path(q.json) if q.json else Path(q.index) / "last_query.json"
     out.write_text(json.dumps(answer, indent=2))
     print(results_table(answer))
     print(f"\nJSON: {out}")
@@ -164,26 +252,32 @@ def cmd_index(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from medclip.demo import DEMOS, run_demo
+    from medclip.demo import demo_out_dir, run_demo, split_overrides
     from medclip.eval.report import markdown_table
 
-    if args.modality not in DEMOS:
-        raise UsageError(f"demo --modality {args.modality}: not available yet; choose from {sorted(DEMOS)}")
-    args.out = args.out or ("runs/demo" if args.modality == "cxr" else f"runs/demo_{args.modality}")
-    results = run_demo(args.out, modality=args.modality, studies=args.studies, seed=args.seed,
-                       overrides=args.overrides, show_progress=not args.quiet)  # fmt: skip
+    demo_overrides, run_overrides = split_overrides(args.overrides)
+    cfg: DemoCfg = load_config(None, demo_overrides, schema=DemoCfg, values=_flag_values(args))
+    results = run_demo(cfg, overrides=run_overrides, show_progress=not args.quiet)
+    out = demo_out_dir(cfg)
     print(markdown_table(results))
     print(f"timings (s): {json.dumps(results['timings'])}")
-    print(f"results: {args.out}/results.json, {args.out}/results.md; checkpoint: {results['checkpoint']}")
+    print(f"results: {out}/results.json, {out}/results.md; checkpoint: {results['checkpoint']}")
     return 0
 
 
 def cmd_label(args) -> int:
-    from medclip.data.label_io import label_reports_file
+    from medclip.reports.label_io import label_reports_file
 
-    summary = label_reports_file(args.reports, args.out, label_set=args.labels, sections=tuple(args.sections.split(",")),
-                                 rules=args.rules, id_column=args.id_column, text_column=args.text_column,
-                                 show_progress=not args.quiet)  # fmt: skip
+    summary = label_reports_file(
+        args.reports,
+        args.out,
+        label_set=args.labels,
+        sections=tuple(args.sections.split(",")),
+        rules=args.rules,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        show_progress=not args.quiet,
+    )
     print(f"inputs = labelled + rejected: {summary['inputs']} = {summary['labelled']} + {summary['rejected']}")
     for reason, n in sorted(summary["reject_reasons"].items()):
         print(f"  rejected {reason}: {n}")
@@ -192,7 +286,7 @@ def cmd_label(args) -> int:
 
 
 def cmd_sections(args) -> int:
-    from medclip.data.reports import sections_json
+    from medclip.reports.sections import sections_json
 
     path = Path(args.report)
     if not path.is_file():
@@ -205,54 +299,90 @@ def cmd_sections(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="medclip",
-        description="Medical image-report contrastive learning: archive -> manifest -> CLIP model -> evaluation.",
-        epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# ---------------------------------------------------------------------------------------------------- parser
 
+
+def _config_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--config", default=None, help=f"a YAML file of {what} keys (flags and key=value override it)")
+    p.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides of the same keys")
+
+
+def _source_args(p: argparse.ArgumentParser, schema: type) -> None:
+    _option(p, "--manifest", key="manifest", schema=schema, help="manifest directory (a `medclip manifest` output)")
+    _option(p, "--csv", key="csv", schema=schema, help="CSV with an image-path column, optional text, 0/1/-1 labels")
+    _option(p, "--image-col", key="image_col", schema=schema, help="image-path column of --csv (default: image_path, "
+            "path, image, ...)")  # fmt: skip
+    _option(p, "--text-col", key="text_col", schema=schema, help="report-text column of --csv (default: report, ...)")
+    _option(p, "--shards", key="shards", schema=schema, help="prepared images of --manifest (`medclip prepare`) "
+            "to read instead of files")  # fmt: skip
+    _option(p, "--checkpoint", key="checkpoint", schema=schema, help="a run's final/ directory")
+    _option(p, "--batch-size", key="batch_size", schema=schema, type=int, help="images per forward pass")
+    _option(p, "--device", key="device", schema=schema, help="cpu, cuda, cuda:N")
+
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", **_parser_kwargs("demo", "synthesise an archive, build a manifest, train, evaluate"))
-    p.add_argument("--modality", default="cxr", choices=("cxr", "ct", "sketch"))
-    p.add_argument("--out", help="run directory (default runs/demo, runs/demo_ct, runs/demo_sketch)")
-    p.add_argument(
-        "--studies",
-        type=int,
-        help="studies (sketches) in the synthetic archive (default: 2000 CXR studies, 1500 CT studies, 1000 sketches)",
+    _registry_option(
+        p,
+        "--modality",
+        key="modality",
+        schema=DemoCfg,
+        names=RegistryChoices(_demos),
+        metavar="NAME",
+        help="which demo",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.epochs=3)")
+    _option(p, "--out", key="out_dir", schema=DemoCfg, help="run directory (default runs/demo, runs/demo_<modality>)")
+    _option(p, "--studies", key="studies", schema=DemoCfg, type=int, help="studies (sketches) in the synthetic "
+            "archive (default: 2000 CXR studies, 1500 CT studies, 1000 sketches)")  # fmt: skip
+    _option(p, "--seed", key="seed", schema=DemoCfg, type=int, help="synthesis and training seed")
+    p.add_argument("overrides", nargs="*", default=[], help="training-config overrides key=value (e.g. "
+                   "train.epochs=3); demo.KEY=VALUE sets the demo's own keys")  # fmt: skip
     p.set_defaults(func=cmd_demo)
 
+
+def _add_synth(sub) -> None:
     p = sub.add_parser("synth", **_parser_kwargs("synth", "write a synthetic hospital archive (DICOM + reports)"))
-    p.add_argument("modality", choices=("cxr", "ct", "sketch"))
+    _registry_option(p, "modality", names=RegistryChoices(_demos), metavar="MODALITY", help="which archive")
     p.add_argument("out_dir")
     p.add_argument("--studies", "--n", dest="studies", type=int, default=400, help="studies (sketches for sketch)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
+
+def _add_manifest(sub) -> None:
+    s = ManifestCfg
     p = sub.add_parser("manifest", **_parser_kwargs("manifest", "scan an archive into manifest.parquet + rejects"))
-    p.add_argument("archive")
-    p.add_argument("--layout", default="dicom", choices=("dicom", "dicom-ct", "mimic-cxr-jpg", "openi", "csv"),
-                   help="dicom: DICOM tree + <accession>.txt; dicom-ct: one row per CT series or NIfTI volume; "
-                   "mimic-cxr-jpg: files/pNN/p*/s*/; openi: XML + PNG; csv: ARCHIVE is a CSV of image paths, "
-                   "patient, study and report")  # fmt: skip
-    p.add_argument("--modalities", help="comma-separated modalities to keep (default CR,DX,DR; CT for dicom-ct); "
-                   "others are rejected with reason 'modality'")  # fmt: skip
-    p.add_argument("--reports", help="report table (CSV/JSONL: study key + text) or folder of <key>.txt files")
-    p.add_argument("--column", action="append", metavar="ROLE=COLUMN",
-                   help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
-                   "modality); repeat for several image columns; the rest is auto-detected")  # fmt: skip
-    p.add_argument("--out", required=True)
-    p.add_argument("--salt", default=None, help="secret salt for patient-key hashes (or env MEDCLIP_PATIENT_SALT)")
-    p.add_argument("--text-policy", default="findings_impression")
-    p.add_argument("--no-verify", action="store_true", help="skip decoding every image once while scanning")
-    p.add_argument("--labels", default=None, help="attach report labels to the manifest: chexpert or chestxray14")
+    p.add_argument("archive", nargs="?", help="the archive folder, or the CSV of --layout csv (or source=PATH)")
+    _registry_option(p, "--layout", key="layout", schema=s, names=RegistryChoices(_layouts), metavar="LAYOUT",
+                     help="dicom: DICOM tree + <accession>.txt; dicom-ct: one row per CT series or NIfTI volume; "
+            "mimic-cxr-jpg: files/pNN/p*/s*/; openi: XML + PNG; csv: ARCHIVE is a CSV of image paths, "
+            "patient, study and report")  # fmt: skip
+    _option(p, "--modalities", key="modalities", schema=s, type=_comma_list, help="comma-separated modalities to "
+            "keep (default CR,DX,DR; CT for dicom-ct); others are rejected with reason 'modality'")  # fmt: skip
+    _option(p, "--reports", key="reports", schema=s, help="report table (CSV/JSONL: study key + text) or a folder of "
+            "<key>.txt files")  # fmt: skip
+    _option(p, "--column", key="columns", schema=s, action="append", metavar="ROLE=COLUMN",
+            help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
+            "modality); repeat for several image columns; the rest is auto-detected")  # fmt: skip
+    _option(p, "--out", key="out", schema=s, help="output folder")
+    _option(p, "--salt", key="salt", schema=s, help="secret salt for patient-key hashes (or env MEDCLIP_PATIENT_SALT)")
+    _option(p, "--text-policy", key="text_policy", schema=s, help="which report text pairs with an image")
+    _option(p, "--no-verify", key="verify_pixels", schema=s, action="store_const", const=False,
+            help="skip decoding every image once while scanning")  # fmt: skip
+    _registry_option(
+        p,
+        "--labels",
+        key="labels",
+        schema=s,
+        names=RegistryChoices(_label_sets),
+        metavar="SET",
+        help="attach report labels to the manifest",
+    )
+    _config_args(p, "manifest")
     p.set_defaults(func=cmd_manifest)
 
+
+def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", **_parser_kwargs("prepare", "decode + resize manifest images once into shards"))
     p.add_argument("manifest", help="a `medclip manifest` output folder")
     p.add_argument("--out", required=True, help="shard folder (rerunning into it skips finished shards)")
@@ -262,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="take the preprocess recipe from this YAML / packaged config")
     p.set_defaults(func=cmd_prepare)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", **_parser_kwargs("train", "train a model from a YAML config (+ key=value overrides)"))
     p.add_argument("config", help="a YAML file or a packaged config name (demo_cxr, tiny, ...)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
@@ -269,51 +401,64 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the newest checkpoint in train.out_dir/checkpoints (start fresh if none)")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub) -> None:
+    s = EvalCfg
     p = sub.add_parser("eval", **_parser_kwargs("eval", "evaluate a checkpoint: zero-shot, retrieval, linear probe"))
-    p.add_argument("task", choices=("zeroshot", "retrieval", "probe", "all"))
-    p.add_argument("--checkpoint", required=True, help="a run's final/ directory")
-    _add_source_args(p)
-    p.add_argument("--labels", help="ground-truth CSV keyed by study_id (with --manifest)")
-    p.add_argument("--label-cols", help="comma-separated label columns of --csv (default: every 1/0/-1/blank column)")
-    p.add_argument("--prompts", default="cxr_demo", help="prompt set (cxr_demo, chexpert, chestxray14) or a YAML file")
-    p.add_argument("--mode", default="multilabel", choices=("multilabel", "multiclass"), help="zero-shot scoring")
-    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap / sampling seed")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-cache", action="store_true", help="recompute embeddings instead of reusing OUT/embeddings.*")
-    p.add_argument("--out", help="output directory (default: next to the checkpoint)")
+    _registry_option(p, "task", names=RegistryChoices(_eval_tasks, "all"), metavar="TASK", help="what to evaluate")
+    _source_args(p, s)
+    _option(p, "--labels", key="labels", schema=s, help="ground-truth CSV keyed by study_id (with --manifest)")
+    _option(p, "--label-cols", key="label_cols", schema=s, type=_comma_list,
+            help="comma-separated label columns of --csv (default: every 1/0/-1/blank column)")  # fmt: skip
+    _option(p, "--prompts", key="prompts", schema=s, help="prompt set (cxr_demo, chexpert, chestxray14, ct, sketch) "
+            "or a YAML file")  # fmt: skip
+    _option(p, "--mode", key="mode", schema=s, choices=("multilabel", "multiclass"), help="zero-shot scoring")
+    _option(p, "--split", key="split", schema=s, help="train, val, test or all")
+    _option(p, "--bootstrap", key="bootstrap", schema=s, type=int, help="bootstrap resamples for 95%% CIs (0: none)")
+    _option(p, "--seed", key="seed", schema=s, type=int, help="bootstrap / sampling seed")
+    _option(p, "--no-cache", key="cache", schema=s, action="store_const", const=False,
+            help="recompute embeddings instead of reusing OUT/embeddings.*")  # fmt: skip
+    _option(p, "--out", key="out_dir", schema=s, help="output directory (default: next to the checkpoint)")
+    _config_args(p, "eval")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_index(sub) -> None:
     p = sub.add_parser("index", **_parser_kwargs("index", "build or query a case index (similar prior cases)"))
     isub = p.add_subparsers(dest="index_command", required=True, metavar="{build,query}")
+    examples = EXAMPLES["index"].split("\n")
     b = isub.add_parser("build", help="embed every image and build a FAISS index", description="embed every image "
-                        "and build a FAISS index", epilog="example:\n  " + EXAMPLES["index"].split("\n")[0].strip(),
+                        "and build a FAISS index", epilog="example:\n  " + examples[0].strip(),
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    b.add_argument("--checkpoint", required=True, help="a run's final/ directory")
-    _add_source_args(b)
-    b.add_argument("--out", required=True, help="index directory")
-    b.add_argument("--split", default="all", choices=("train", "val", "test", "all"))
-    b.add_argument("--kind", default="auto", choices=("auto", "flat", "ivf", "hnsw"),
-                   help="auto: exact below 50,000 images, IVF above")  # fmt: skip
-    b.add_argument("--compression", default="none", choices=("none", "int8", "pq"), help="int8/pq: less memory")
-    b.add_argument("--nlist", type=int, help="IVF cells (default ~2 sqrt(N))")
-    b.add_argument("--nprobe", type=int, default=16, help="IVF cells searched per query")
-    b.add_argument("--device", default="cpu")
+    s = IndexBuildCfg
+    _source_args(b, s)
+    _option(b, "--out", key="out", schema=s, help="index directory")
+    _option(b, "--split", key="split", schema=s, help="train, val, test or all")
+    _option(b, "--kind", key="params.kind", schema=s, choices=("auto", "flat", "ivf", "hnsw"),
+            help="auto: exact below 50,000 images, IVF above")  # fmt: skip
+    _option(b, "--compression", key="params.compression", schema=s, choices=("none", "int8", "pq"),
+            help="int8/pq: less memory")  # fmt: skip
+    _option(b, "--nlist", key="params.nlist", schema=s, type=int, help="IVF cells (0: ~2 sqrt(N))")
+    _option(b, "--nprobe", key="params.nprobe", schema=s, type=int, help="IVF cells searched per query")
+    _config_args(b, "index build")
     q = isub.add_parser("query", help="similar cases for a text or an image file", description="similar cases for a "
-                        "text or an image file", epilog="example:\n  " + EXAMPLES["index"].split("\n")[1].strip(),
+                        "text or an image file", epilog="example:\n  " + examples[1].strip(),
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    s = IndexQueryCfg
     q.add_argument("index", help="index directory (from `medclip index build`)")
     q.add_argument("query", help="query text, or the path of an image (DICOM / PNG / JPEG)")
-    q.add_argument("-k", type=int, default=10, help="number of cases (default 10)")
-    q.add_argument("--json", help="write the answer here (default IDX/last_query.json)")
-    q.add_argument("--all-images", action="store_true", help="list every matching image, not one per study")
-    q.add_argument("--nprobe", type=int, help="override the index's IVF nprobe")
-    q.add_argument("--checkpoint", help="the checkpoint the index was built with, if it moved")
-    q.add_argument("--device", default="cpu")
+    _option(q, "-k", key="k", schema=s, type=int, help="number of cases")
+    _option(q, "--json", key="json", schema=s, help="write the answer here (default IDX/last_query.json)")
+    _option(q, "--all-images", key="unique_studies", schema=s, action="store_const", const=False,
+            help="list every matching image, not one per study")  # fmt: skip
+    _option(q, "--nprobe", key="nprobe", schema=s, type=int, help="override the index's IVF nprobe")
+    _option(q, "--checkpoint", key="checkpoint", schema=s, help="the checkpoint the index was built with, if it moved")
+    _option(q, "--device", key="device", schema=s, help="cpu, cuda, cuda:N")
+    _config_args(q, "index query")
     p.set_defaults(func=cmd_index)
 
+
+def _add_label(sub) -> None:
     p = sub.add_parser("label", **_parser_kwargs("label", "label reports: positive / negative / uncertain per finding"))
     p.add_argument(
         "reports", help="CSV / parquet / JSONL with an id and a text (or report-path) column, or a folder of .txt"
@@ -326,6 +471,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column")
     p.set_defaults(func=cmd_label)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medclip",
+        description="Medical image-report contrastive learning: archive -> manifest -> CLIP model -> evaluation.",
+        epilog="example:\n  " + "\n  ".join(EXAMPLES.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_synth, _add_manifest, _add_prepare, _add_train, _add_eval, _add_index, _add_label):
+        add(sub)
     p = sub.add_parser("sections", **_parser_kwargs("sections", "print a report's parsed sections as JSON"))
     p.add_argument("report")
     p.set_defaults(func=cmd_sections)
@@ -347,6 +504,11 @@ def configure_logging(quiet: bool) -> None:
         pass
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -357,20 +519,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.quiet)
     func: Callable = args.func
-    if os.environ.get("MEDCLIP_DEBUG") == "1":  # developers: full tracebacks instead of one-line errors
+    if os.environ.get("MEDCLIP_DEBUG") == "1":  # developers: full tracebacks for user errors too
         return int(func(args) or 0)
     try:
         return int(func(args) or 0)
     except BrokenPipeError:  # output piped into head & co.
         return 0
-    except UsageError as exc:
-        print(f"medclip {args.command}: error: {exc}", file=sys.stderr)
     except USER_ERRORS as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, KeyError):
-            message = message.strip("'\"")
-        print(f"medclip {args.command}: error: {message}", file=sys.stderr)
-    return 2
+        print(f"medclip {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception:  # a bug: show where it happened
+        traceback.print_exc()
+        print(f"medclip {args.command}: internal error (a bug; please report it with the traceback above)",
+              file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,17 +7,19 @@ key or a wrong type is an error that names the key and suggests the nearest vali
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from medclip.errors import InputError
 from medclip.registry import did_you_mean
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A bad configuration file or override; the message names the key and the fix."""
 
 
@@ -159,13 +161,105 @@ class TrainCfg:
 
 @dataclass
 class EvalCfg:
+    """``medclip eval``, and the evaluation a training config asks the demo for (its ``eval:`` section)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["zeroshot", "retrieval"])  # zeroshot | retrieval | probe
+    checkpoint: str = ""  # a run's final/ directory
+    manifest: str = ""  # a `medclip manifest` output (give this or csv)
+    csv: str = ""  # a CSV with an image-path column, optional report text and 1/0/-1/blank label columns
+    shards: str = ""  # prepared images of the manifest (`medclip prepare` output) to read instead of files
+    labels: str = ""  # optional ground-truth CSV keyed by study_id (e.g. the demo archive's labels.csv)
+    image_col: str = ""  # image-path column of csv ("" -> image_path, path, image, ...)
+    text_col: str = ""  # report-text column of csv ("" -> report, text, ...)
+    label_cols: list[str] = field(default_factory=list)  # label columns of csv ([] -> every 1/0/-1/blank column)
     prompts: str = "cxr_demo"  # a packaged prompt set name or a YAML file
     # multilabel: each finding scored by its positive vs negative prompts; multiclass: a softmax over every finding's
     # positive prompts (an image's scores compete, which cancels how similar it is to every prompt alike)
     mode: str = "multilabel"
-    split: str = "test"
+    threshold_metric: str = "mcc"  # mcc | f1: what the validation split's operating threshold maximises
+    split: str = "test"  # train | val | test | all
+    bootstrap: int = 1000  # bootstrap resamples for the 95 % CIs (0: none)
+    seed: int = 0  # bootstrap / sampling seed
     batch_size: int = 64
-    labels: str = ""  # optional ground-truth CSV keyed by study_id (e.g. the demo archive's labels.csv)
+    device: str = "cpu"
+    cache: bool = True  # reuse OUT/embeddings.<split>.npz when the checkpoint and the rows match
+    plots: bool = True
+    out_dir: str = ""  # results, plots and embedding cache ("" -> next to the checkpoint)
+
+
+@dataclass
+class ManifestCfg:
+    """``medclip manifest``: scan an archive into manifest.parquet + rejects.parquet + manifest.meta.json."""
+
+    source: str = ""  # the archive folder, or the CSV file for the csv layout
+    out: str = ""  # output folder
+    layout: str = "dicom"  # a registered archive layout (medclip.ingest.layouts)
+    reports: str = ""  # report table (CSV/JSONL: study key + text) or a folder of <key>.txt files
+    # csv layout: ROLE=COLUMN names (roles: image, report_text, report_path, patient, study, view, modality); an image
+    # role may repeat for several image columns; unnamed roles are auto-detected
+    columns: list[str] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=list)  # modalities to keep ([] -> the layout's default)
+    salt: str = ""  # secret salt for patient-key hashes ("" -> env MEDCLIP_PATIENT_SALT, else a random one)
+    text_policy: str = "findings_impression"
+    verify_pixels: bool = True  # decode every image once while scanning, so corrupt pixels are rejected up front
+    labels: str = ""  # attach report labels: chexpert | chestxray14 | "" (none)
+
+
+@dataclass
+class IndexParams:
+    """How to build and search a case index; 0 means a size-dependent default."""
+
+    kind: str = "auto"  # auto (exact below 50,000 images, IVF above) | flat | ivf | hnsw
+    compression: str = "none"  # none | int8 | pq (less memory)
+    nlist: int = 0  # IVF cells (0 -> ~2 sqrt(N))
+    nprobe: int = 16  # IVF cells searched per query
+    hnsw_m: int = 32  # HNSW graph degree
+    ef_construction: int = 80
+    ef_search: int = 96
+    pq_bytes: int = 0  # PQ code size (0 -> dim // 8)
+    train_size: int = 100_000  # vectors sampled to train IVF / PQ (at least 40 per IVF cell)
+    seed: int = 0
+
+
+@dataclass
+class IndexBuildCfg:
+    """``medclip index build``: embed every image of a manifest (or CSV) split into a FAISS case index."""
+
+    checkpoint: str = ""
+    out: str = ""  # index directory
+    manifest: str = ""
+    csv: str = ""
+    shards: str = ""
+    image_col: str = ""
+    text_col: str = ""
+    split: str = "all"
+    batch_size: int = 64
+    device: str = "cpu"
+    params: IndexParams = field(default_factory=IndexParams)
+
+
+@dataclass
+class IndexQueryCfg:
+    """``medclip index query``: similar cases for a text or an image file."""
+
+    index: str = ""  # index directory
+    query: str = ""  # query text, or the path of an image (DICOM / PNG / JPEG)
+    k: int = 10
+    unique_studies: bool = True  # one row per study (its best image), not every matching image
+    nprobe: int = 0  # override the index's IVF nprobe (0: keep)
+    checkpoint: str = ""  # the checkpoint the index was built with, if it moved
+    device: str = "cpu"
+    json: str = ""  # where to write the answer ("" -> IDX/last_query.json)
+
+
+@dataclass
+class DemoCfg:
+    """``medclip demo``: synthesise an archive, build its manifest, train, evaluate (``demo.*`` overrides)."""
+
+    modality: str = "cxr"  # cxr | ct | sketch
+    out_dir: str = ""  # "" -> runs/demo (cxr) or runs/demo_<modality>
+    studies: int = 0  # studies (sketches) in the synthetic archive (0 -> the modality's default)
+    seed: int = 0
 
 
 @dataclass
@@ -205,28 +299,69 @@ def parse_override(item: str) -> str:
     return item.split("=", 1)[0].strip()
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunCfg:
-    """YAML file (optional) + dotted overrides -> a validated :class:`RunCfg`."""
-    schema = OmegaConf.structured(RunCfg)
-    OmegaConf.set_struct(schema, True)
-    cfg = schema
+SchemaT = TypeVar("SchemaT")
+
+
+def _validate(cfg: Any) -> None:
+    """Checks a type annotation cannot express, on whichever schema was loaded."""
+    if isinstance(cfg, RunCfg):
+        if cfg.model.max_logit_scale <= 1:
+            raise ConfigError("model.max_logit_scale must be > 1 (CLIP uses 100)")
+        _validate(cfg.eval)
+    if isinstance(cfg, EvalCfg) and cfg.mode not in ("multilabel", "multiclass"):
+        raise ConfigError(f"eval mode '{cfg.mode}' is not one of multilabel, multiclass")
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    schema: type[SchemaT] = RunCfg,  # type: ignore[assignment]
+    values: Mapping[str, Any] | None = None,
+) -> SchemaT:
+    """YAML file (optional) + ``values`` (command-line flags, by dotted key) + dotted overrides -> a ``schema``.
+
+    Later sources win. Unknown keys and wrong types are :class:`ConfigError` naming the key (with a did-you-mean).
+    """
+    base = OmegaConf.structured(schema)
+    OmegaConf.set_struct(base, True)
+    cfg = base
     if path is not None:
         path = resolve_config_path(path)
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         except OmegaConfBaseException as exc:
-            raise _explain(exc, schema, str(path)) from None
+            raise _explain(exc, base, str(path)) from None
+    for key, value in (values or {}).items():
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([]) if value is None else _nested(key, value))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, base, f"option for '{key}'") from None
     for item in overrides:
         parse_override(item)
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
-            raise _explain(exc, schema, "override") from None
-    if cfg.model.max_logit_scale <= 1:
-        raise ConfigError("model.max_logit_scale must be > 1 (CLIP uses 100)")
-    if cfg.eval.mode not in ("multilabel", "multiclass"):
-        raise ConfigError(f"eval.mode '{cfg.eval.mode}' is not one of multilabel, multiclass")
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+            raise _explain(exc, base, "override") from None
+    out = OmegaConf.to_object(cfg)
+    _validate(out)
+    return out  # type: ignore[return-value]
+
+
+def _nested(key: str, value: Any) -> DictConfig:
+    """``("params.kind", "ivf")`` -> ``{params: {kind: ivf}}``; the value is taken as is (no YAML parsing)."""
+    node: Any = value
+    for part in reversed(key.split(".")):
+        node = {part: node}
+    return OmegaConf.create(node)
+
+
+def default_of(schema: type, key: str) -> Any:
+    """The schema's default for a dotted ``key`` (what ``--help`` shows)."""
+    node: Any = OmegaConf.structured(schema)
+    for part in key.split("."):
+        node = node[part]
+    return OmegaConf.to_container(node) if isinstance(node, DictConfig | ListConfig) else node
 
 
 def packaged_configs() -> list[str]:

@@ -6,13 +6,17 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from medclip.config import load_config
-from medclip.data.manifest import build_manifest, write_manifest
+from medclip.config import DemoCfg, load_config
 from medclip.eval.pipeline import evaluate
 from medclip.eval.report import write_results
+from medclip.ingest.manifest import build_manifest, default_modalities, write_manifest
+from medclip.registry import Registry
+from medclip.synth.ct.archive import synth_ct
+from medclip.synth.cxr.archive import synth_cxr
+from medclip.synth.sketch.archive import synth_sketch
 from medclip.train.trainer import train
 
 logger = logging.getLogger(__name__)
@@ -29,59 +33,57 @@ class DemoSpec:
     layout: str
     title: str
     default_studies: int
-    modalities: tuple[str, ...] | None = ("CR", "DX", "DR")
+    modalities: tuple[str, ...] | None = None  # None -> the layout's default
     layout_options: dict = field(default_factory=dict)
 
 
-def _synth_cxr(out: Path, count: int, seed: int) -> dict:
-    from medclip.data.synthetic import synth_cxr
-
-    return synth_cxr(out, studies=count, seed=seed)
-
-
-def _synth_ct(out: Path, count: int, seed: int) -> dict:
-    from medclip.data.synth_ct import synth_ct
-
-    return synth_ct(out, studies=count, seed=seed)
-
-
-def _synth_sketch(out: Path, count: int, seed: int) -> dict:
-    from medclip.data.synth_sketch import synth_sketch
-
-    return synth_sketch(out, n=count, seed=seed)
+# modality -> its demo; `medclip demo --modality` and `medclip synth` offer these names.
+DEMOS: Registry[DemoSpec] = Registry("demo modality")
+DEMOS.register("cxr")(
+    DemoSpec(lambda out, n, seed: synth_cxr(out, studies=n, seed=seed), "demo_cxr", "dicom",
+             "synthetic chest X-ray archive", 2000)
+)  # fmt: skip
+DEMOS.register("ct")(
+    DemoSpec(lambda out, n, seed: synth_ct(out, studies=n, seed=seed), "ct_demo", "dicom-ct",
+             "synthetic chest CT archive", 1500)
+)  # fmt: skip
+DEMOS.register("sketch")(
+    DemoSpec(lambda out, n, seed: synth_sketch(out, n=n, seed=seed), "sketch", "csv", "synthetic body-map sketches",
+             1000, modalities=("SKETCH",), layout_options={"modality": "SKETCH"})
+)  # fmt: skip
 
 
-DEMOS: dict[str, DemoSpec] = {
-    "cxr": DemoSpec(_synth_cxr, "demo_cxr", "dicom", "synthetic chest X-ray archive", 2000),
-    "ct": DemoSpec(_synth_ct, "ct_demo", "dicom-ct", "synthetic chest CT archive", 1500, modalities=("CT",)),
-    "sketch": DemoSpec(_synth_sketch, "sketch", "csv", "synthetic body-map sketches", 1000, modalities=("SKETCH",),
-                       layout_options={"modality": "SKETCH"}),
-}  # fmt: skip
+def demo_out_dir(cfg: DemoCfg) -> Path:
+    """``cfg.out_dir``, else runs/demo (cxr) or runs/demo_<modality>."""
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    return Path("runs/demo" if cfg.modality == "cxr" else f"runs/demo_{cfg.modality}")
 
 
-def run_demo(
-    out_dir: str | Path,
-    *,
-    modality: str = "cxr",
-    studies: int | None = None,
-    seed: int = 0,
-    overrides: list[str] | tuple[str, ...] = (),
-    show_progress: bool = True,
-) -> dict:
-    """Run the whole flow for ``modality``; writes ``results.json`` / ``results.md`` and PNG plots into ``out_dir``."""
-    if modality not in DEMOS:
-        raise ValueError(f"demo modality '{modality}' is not one of {sorted(DEMOS)}")
-    spec = DEMOS[modality]
-    out = Path(out_dir)
+def split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """``demo.*`` overrides (for :class:`DemoCfg`, prefix dropped) apart from the training config's."""
+    demo = [o.removeprefix("demo.") for o in overrides if o.startswith("demo.")]
+    return demo, [o for o in overrides if not o.startswith("demo.")]
+
+
+def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_progress: bool = True) -> dict:
+    """Run the whole flow for ``cfg.modality``; writes ``results.json`` / ``results.md`` and PNG plots.
+
+    ``overrides`` are dotted keys of the modality's training config (``train.epochs=3``).
+    """
+    spec = DEMOS.get(cfg.modality)
+    out = demo_out_dir(cfg)
+    seed = cfg.seed
     timings: dict[str, float] = {}
     t = time.perf_counter()
     archive = out / "archive"
-    summary = spec.synth(archive, studies or spec.default_studies, seed)
+    summary = spec.synth(archive, cfg.studies or spec.default_studies, seed)
     timings["synth_s"] = time.perf_counter() - t
     logger.info("[1/4] %s: %s -> %s", spec.title, {k: v for k, v in summary.items() if isinstance(v, int)}, archive)
 
     t = time.perf_counter()
-    result = build_manifest(archive, layout=spec.layout, salt=DEMO_SALT, modalities=spec.modalities,
+    result = build_manifest(archive, layout=spec.layout, salt=DEMO_SALT,
+                            modalities=spec.modalities or default_modalities(spec.layout),
                             layout_options=spec.layout_options, show_progress=show_progress)  # fmt: skip
     write_manifest(result, out / "manifest")
     c = result.meta["counts"]
@@ -90,21 +92,22 @@ def run_demo(
                 c["splits"])  # fmt: skip
 
     t = time.perf_counter()
-    cfg = load_config(spec.config, [f"data.manifest={out / 'manifest'}", f"train.out_dir={out / 'train'}",
-                                    f"train.seed={seed}", *overrides])  # fmt: skip
-    logger.info("[3/4] training %s + %s for %d epochs", cfg.model.image.name, cfg.model.text.name, cfg.train.epochs)
-    final = train(cfg, show_progress=show_progress)
+    run_cfg = load_config(spec.config, [f"data.manifest={out / 'manifest'}", f"train.out_dir={out / 'train'}",
+                                        f"train.seed={seed}", *overrides])  # fmt: skip
+    logger.info("[3/4] training %s + %s for %d epochs", run_cfg.model.image.name, run_cfg.model.text.name,
+                run_cfg.train.epochs)  # fmt: skip
+    final = train(run_cfg, show_progress=show_progress)
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     # out_dir: cache embeddings there and draw the ROC, retrieval-grid and training-curve PNGs next to results.md
-    results = evaluate(final, out / "manifest", split=cfg.eval.split, labels_csv=archive / "labels.csv",
-                       prompts=cfg.eval.prompts, mode=cfg.eval.mode, show_progress=show_progress,
-                       out_dir=out)  # fmt: skip
+    eval_cfg = replace(run_cfg.eval, checkpoint=str(final), manifest=str(out / "manifest"), csv="",
+                       labels=str(archive / "labels.csv"), out_dir=str(out))  # fmt: skip
+    results = evaluate(eval_cfg, show_progress=show_progress)
     timings["eval_s"] = time.perf_counter() - t
     results["timings"] = {k: round(v, 1) for k, v in timings.items()}
     results["archive"] = summary
-    results["modality"] = modality
+    results["modality"] = cfg.modality
     write_results(results, out, title=f"medclip demo ({spec.title})")
     logger.info("[4/4] evaluated on held-out patients; timings (s): %s", json.dumps(results["timings"]))
     results["checkpoint"] = str(final)

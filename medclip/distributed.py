@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from medclip.errors import SetupError
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,7 +65,7 @@ def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+        raise SetupError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
     if name == "cuda":
         name = f"cuda:{local_rank}"
     return torch.device(name)

@@ -14,6 +14,7 @@ from torch import nn
 
 from medclip.config import LossCfg
 from medclip.distributed import all_gather_nograd, all_gather_with_grad, get_rank, get_world_size
+from medclip.errors import InputError
 from medclip.registry import Registry
 
 LOSSES: Registry = Registry("loss")
@@ -128,7 +129,7 @@ class LabelSoftClipLoss(ClipLoss):
     def __init__(self, *, label_weight: float = 0.5, label_temperature: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= label_weight <= 1.0 or label_temperature <= 0:
-            raise ValueError("loss.label_weight must be in [0, 1] and loss.label_temperature > 0")
+            raise InputError("loss.label_weight must be in [0, 1] and loss.label_temperature > 0")
         self.label_weight, self.label_temperature = label_weight, label_temperature
 
     @classmethod
@@ -139,7 +140,7 @@ class LabelSoftClipLoss(ClipLoss):
     def targets(self, pos, labels, rows, dtype) -> torch.Tensor:
         hard = super().targets(pos, None, rows, dtype)
         if labels is None:
-            raise ValueError("loss.name=infonce_soft needs label columns in the manifest (medclip manifest --labels)")
+            raise InputError("loss.name=infonce_soft needs label columns in the manifest (medclip manifest --labels)")
         soft, has_label = label_targets(labels, rows, temperature=self.label_temperature)
         mixed = (1.0 - self.label_weight) * hard + self.label_weight * soft.to(dtype)
         return torch.where(has_label[:, None], mixed, hard)
@@ -155,7 +156,7 @@ class SigLipLoss(ContrastiveLoss):
 
     def score(self, image, text, logit_scale, *, rows, pos, labels, logit_bias) -> torch.Tensor:
         if logit_bias is None:
-            raise ValueError("loss.name=siglip needs a logit bias: set model.logit_bias=true")
+            raise InputError("loss.name=siglip needs a logit bias: set model.logit_bias=true")
         logits = logit_scale * image[rows] @ text.t() + logit_bias  # [r, N]
         signs = 2.0 * pos.to(logits.dtype) - 1.0
         return -F.logsigmoid(signs * logits).sum() / logits.shape[0]

@@ -7,8 +7,10 @@ Like timm's ``register_model`` / ``list_models``; lookup errors suggest the near
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
+
+from medclip.errors import InputError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -30,7 +32,7 @@ class Registry(Generic[T]):
         def deco(obj: T) -> T:
             key = name or getattr(obj, "__name__", None)
             if key is None:
-                raise ValueError(f"cannot infer a {self.kind} name for {obj!r}; pass name=")
+                raise InputError(f"cannot infer a {self.kind} name for {obj!r}; pass name=")
             if key in self._items:
                 raise KeyError(f"{self.kind} '{key}' is already registered")
             self._items[key] = obj
@@ -41,13 +43,18 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             available = ", ".join(sorted(self._items)) or "(none)"
-            raise KeyError(
+            raise UnknownNameError(
                 f"unknown {self.kind} '{name}'.{did_you_mean(name, list(self._items))} Available: {available}"
             )
         return self._items[name]
 
     def list(self) -> list[str]:
+        """The names, sorted."""
         return sorted(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        """The names in registration order (e.g. the order evaluation tasks run in)."""
+        return iter(self._items)
 
     def __contains__(self, name: Any) -> bool:
         return name in self._items

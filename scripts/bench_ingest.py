@@ -36,9 +36,9 @@ from torch.utils.data import DataLoader
 from medclip.config import PreprocessCfg
 from medclip.data.batch_aug import BatchAugment
 from medclip.data.datasets import PairCollator, PairDataset, pairs_from_manifest
-from medclip.data.manifest import build_manifest, read_manifest, write_manifest
 from medclip.data.shards import ShardStore, prepare_shards
 from medclip.data.transforms import random_transforms
+from medclip.ingest.manifest import build_manifest, read_manifest, write_manifest
 
 TARGET_RATIO, TARGET_PER_CORE = 10.0, 1000.0
 
@@ -83,7 +83,7 @@ def _transform_costs(image: np.ndarray, cfg: PreprocessCfg, repeat: int = 100) -
 def _inputs(args, tmp: Path) -> tuple[Path, float]:
     archive = Path(args.archive) if args.archive else tmp / "archive"
     if not args.archive:
-        from medclip.data.synthetic import synth_cxr
+        from medclip.synth.cxr.archive import synth_cxr
 
         synth_cxr(archive, studies=args.studies, seed=0)
     start = time.perf_counter()

@@ -21,9 +21,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from medclip.data.label_io import iter_openi_reports, read_report_texts
-from medclip.data.labeler import DEFAULT_SECTIONS, POSITIVE, UNCERTAIN, label_report, load_rules
-from medclip.data.reports import parse_sections
+from medclip.reports.label_io import iter_openi_reports, read_report_texts
+from medclip.reports.labeler import DEFAULT_SECTIONS, POSITIVE, UNCERTAIN, label_report, load_rules
+from medclip.reports.sections import parse_sections
 
 TARGET = 2000.0  # reports/s on one core
 
@@ -39,7 +39,7 @@ def _pin_one_core() -> str | None:
 
 def _synthetic(studies: int) -> list[str]:
     try:
-        from medclip.data.synthetic import synth_cxr
+        from medclip.synth.cxr.archive import synth_cxr
     except ImportError as exc:  # the demo archive generator may not be installed / finished
         print(json.dumps({"synthetic": f"skipped: {exc}"}), file=sys.stderr)
         return []

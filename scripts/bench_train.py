@@ -42,9 +42,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from medclip.config import LossCfg, ModelCfg, OptimCfg, PreprocessCfg
-from medclip.data.reports import normalize_text, parse_sections, report_text
 from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
+from medclip.reports.sections import normalize_text, parse_sections, report_text
 from medclip.text.tokenizer import load_tokenizer, resolve_text_model, tokenize
 from medclip.train.cpu_memory import keep_freed_memory
 from medclip.train.grad_cache import GradCache
@@ -54,7 +54,7 @@ from medclip.train.trainer import text_features
 
 
 def report_texts(n: int) -> tuple[list[str], str]:
-    from medclip.data.label_io import iter_openi_reports
+    from medclip.reports.label_io import iter_openi_reports
 
     texts = []
     for report in iter_openi_reports():

@@ -32,7 +32,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory) -> Path:
     """A small synthetic chest X-ray archive (DICOM tree + reports + labels.csv)."""
-    from medclip.data.synthetic import synth_cxr
+    from medclip.synth.cxr.archive import synth_cxr
 
     root = tmp_path_factory.mktemp("archive")
     synth_cxr(root, studies=40, seed=1)
@@ -41,7 +41,7 @@ def tiny_archive(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_manifest(tiny_archive, tmp_path_factory) -> Path:
-    from medclip.data.manifest import build_manifest, write_manifest
+    from medclip.ingest.manifest import build_manifest, write_manifest
 
     out = tmp_path_factory.mktemp("manifest")
     write_manifest(build_manifest(tiny_archive, salt="test-salt", show_progress=False), out)

@@ -10,28 +10,16 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import CacheDataset
-from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd
+from monai.transforms import Compose, EnsureTyped
 
 from medclip.config import PreprocessCfg
-from medclip.data.reports import normalize_text, report_text, split_sentences
+from medclip.data.normalize import NormalizeImaged, normalize_image
 from medclip.data.shards import SCALE, LoadShardd, ShardStore
 from medclip.data.transforms import build_transforms, deterministic_transforms
+from medclip.reports.sections import SENTENCE_POLICY, normalize_text, pair_text, split_sentences
 from medclip.text.tokenizer import tokenize
 
 logger = logging.getLogger(__name__)
-
-
-SENTENCE_POLICY = "sentence_sample"
-
-
-def pair_text(row, text_policy: str) -> str:
-    """The whole text a manifest row pairs with under ``text_policy`` (from its findings / impression columns).
-
-    ``sentence_sample`` draws sentences afresh every step during training; as one text (evaluation, retrieval) it is
-    the findings followed by the impression.
-    """
-    policy = "findings_impression" if text_policy == SENTENCE_POLICY else text_policy
-    return report_text({"findings": row.findings, "impression": row.impression}, policy)
 
 
 class _TextTable:
@@ -102,7 +90,7 @@ class PairDataset(CacheDataset):
         # Shards read + normalise only (evaluation, or training with batch augmentation): a DataLoader batch is
         # read and normalised as one array (__getitems__), ~7x faster than the per-sample MONAI transforms.
         tail = [type(t) for t in transform.transforms[1:]]
-        self._batch_read = shards is not None and tail == [NormalizeIntensityd, EnsureTyped]
+        self._batch_read = shards is not None and tail == [NormalizeImaged, EnsureTyped]
         super().__init__(
             pairs,
             transform=transform,
@@ -117,8 +105,7 @@ class PairDataset(CacheDataset):
             return [self[i] for i in indices]
         pairs = [self.data[i] for i in indices]
         raw = np.stack([self.shards.get_raw(pair["row_id"]) for pair in pairs])
-        cfg = self.preprocess  # (raw / SCALE - mean) / std as one multiply-add
-        images = torch.from_numpy(raw.astype(np.float32)).mul_(1.0 / (SCALE * cfg.std)).add_(-cfg.mean / cfg.std)
+        images = normalize_image(torch.from_numpy(raw.astype(np.float32)), self.preprocess, scale=1.0 / SCALE)
         return [{**pair, "image": image} for pair, image in zip(pairs, images, strict=True)]
 
 

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from medclip.config import PreprocessCfg
 from medclip.data.transforms import deterministic_transforms
+from medclip.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def parse_shard_spec(spec: str | None) -> tuple[int, int]:
     except ValueError:
         i, n = -1, 0
     if not 0 <= i < n:
-        raise ValueError(f"--shard {spec!r}: expected I/N with 0 <= I < N (e.g. 0/4 on the first of 4 machines)")
+        raise InputError(f"--shard {spec!r}: expected I/N with 0 <= I < N (e.g. 0/4 on the first of 4 machines)")
     return i, n
 
 
@@ -115,7 +116,7 @@ def _init_worker(preprocess: dict, single_thread: bool = True) -> None:
 
 def _decode_one(task: tuple[int, str]) -> tuple[int, np.ndarray | None, str, str]:
     """(row_id, path) -> (row_id, uint16 [C, S, S] or None, reject reason, detail). Never raises."""
-    from medclip.data.dicom import ReadError
+    from medclip.io.dicom import ReadError
 
     row_id, path = task
     try:
@@ -167,7 +168,7 @@ def _write_block(out: Path, k: int, block: pd.DataFrame, results: list[tuple], s
 
 
 def _plan(df: pd.DataFrame, meta: dict, preprocess: PreprocessCfg, rows_per_shard: int) -> dict:
-    from medclip.data.manifest import content_hash
+    from medclip.ingest.manifest import content_hash
 
     if rows_per_shard <= 0:
         rows_per_shard = max(1, SHARD_BYTES // (2 * preprocess.channels * preprocess.image_size**2))
@@ -194,7 +195,7 @@ def _claim(out: Path, plan: dict, *, adopt_rows_per_shard: bool) -> dict:
     if diff:
         theirs = ", ".join(f"{k}={info.get(k)}" for k in diff)
         ours = ", ".join(f"{k}={plan[k]}" for k in diff)
-        raise ValueError(f"{out} holds shards of another recipe or manifest ({theirs}; this run: {ours}); "
+        raise InputError(f"{out} holds shards of another recipe or manifest ({theirs}; this run: {ours}); "
                          "use a new --out folder or delete the old one")  # fmt: skip
     return info
 
@@ -250,7 +251,7 @@ def prepare_shards(
     Returns:
         A summary: blocks total / written / skipped, rows kept / rejected by this call, whether the store is complete.
     """
-    from medclip.data.manifest import read_manifest
+    from medclip.ingest.manifest import read_manifest
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -317,7 +318,7 @@ class ShardStore:
                                     f"--out {self.path}`")  # fmt: skip
         self.info = json.loads(info_path.read_text())
         if not self.info.get("complete") or not (self.path / INDEX_NAME).is_file():
-            raise ValueError(f"{self.path}: shards are incomplete; run `medclip prepare` for every --shard I/N part "
+            raise InputError(f"{self.path}: shards are incomplete; run `medclip prepare` for every --shard I/N part "
                              "(or without --shard) to finish them")  # fmt: skip
         index = pd.read_parquet(self.path / INDEX_NAME)
         locs = zip(index["shard"].tolist(), index["offset"].tolist(), strict=True)
@@ -363,7 +364,7 @@ class ShardStore:
         diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
         if diff:
             said = ", ".join(f"{k}={a} in the shards but preprocess.{k}={b} in this run" for k, (a, b) in diff.items())
-            raise ValueError(f"{self.path}: {said}; re-run `medclip prepare MANIFEST --out NEW_DIR --image-size "
+            raise InputError(f"{self.path}: {said}; re-run `medclip prepare MANIFEST --out NEW_DIR --image-size "
                              f"{preprocess.image_size}` (same window/channels) or point data.shards at matching "
                              "shards")  # fmt: skip
 
@@ -375,7 +376,7 @@ class ShardStore:
             if path is None:
                 missing.append(pair["row_id"])
             elif path != str(pair["image"]):
-                raise ValueError(f"{self.path}: row_id {pair['row_id']} is {path} in the shards but {pair['image']} "
+                raise InputError(f"{self.path}: row_id {pair['row_id']} is {path} in the shards but {pair['image']} "
                                  "in the manifest; the shards were made from another manifest, re-run "
                                  "`medclip prepare`")  # fmt: skip
             else:

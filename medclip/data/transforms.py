@@ -14,7 +14,6 @@ from monai.transforms import (
     Compose,
     EnsureTyped,
     MapTransform,
-    NormalizeIntensityd,
     RandAdjustContrastd,
     RandAffined,
     RandGaussianNoised,
@@ -24,17 +23,19 @@ from monai.transforms import (
 
 from medclip.config import PreprocessCfg
 from medclip.data.batch_aug import AUGMENT_MODES
+from medclip.data.normalize import NormalizeImaged
+from medclip.errors import InputError
 
 
 class LoadMedicalImaged(MapTransform):
-    """Decode DICOM / PNG / JPEG with :func:`medclip.data.dicom.load_image` into a [1, H, W] float32 array in [0, 1]."""
+    """Decode DICOM / PNG / JPEG with :func:`medclip.io.dicom.load_image` into a [1, H, W] float32 array in [0, 1]."""
 
     def __init__(self, keys: str | list[str], *, window_index: int = 0, invert: bool = False) -> None:
         super().__init__(keys)
         self.window_index, self.invert = window_index, invert
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        from medclip.data.dicom import load_image
+        from medclip.io.dicom import load_image
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -52,7 +53,7 @@ def deterministic_transforms(cfg: PreprocessCfg, keys: str = "image") -> list:
 
         return volume_transforms(cfg, keys)
     if cfg.spatial_dims != 2:
-        raise ValueError(f"preprocess.spatial_dims must be 2 or 3, got {cfg.spatial_dims}")
+        raise InputError(f"preprocess.spatial_dims must be 2 or 3, got {cfg.spatial_dims}")
     return [
         LoadMedicalImaged(keys, window_index=cfg.window_index, invert=cfg.invert),
         # Keep the aspect ratio: scale the longest side to image_size, then pad the short side with black.
@@ -85,14 +86,14 @@ def build_transforms(cfg: PreprocessCfg, *, train: bool, keys: str = "image") ->
     ``augment: batch`` the trainer augments whole batches (:class:`medclip.data.batch_aug.BatchAugment`), so the
     training and evaluation pipelines are the same."""
     if cfg.augment not in AUGMENT_MODES:
-        raise ValueError(f"preprocess.augment '{cfg.augment}' is not one of {AUGMENT_MODES}")
+        raise InputError(f"preprocess.augment '{cfg.augment}' is not one of {AUGMENT_MODES}")
     steps = deterministic_transforms(cfg, keys)
     if train and cfg.augment == "monai":
         if cfg.spatial_dims == 3:
-            raise ValueError("preprocess.augment: monai is 2-D only; use batch (in-plane warps on the device) or none")
+            raise InputError("preprocess.augment: monai is 2-D only; use batch (in-plane warps on the device) or none")
         steps += random_transforms(cfg, keys)
     steps += [
-        NormalizeIntensityd(keys, subtrahend=cfg.mean, divisor=cfg.std),
+        NormalizeImaged(keys, cfg),
         EnsureTyped(keys, dtype=np.float32, track_meta=False),
     ]
     return Compose(steps)

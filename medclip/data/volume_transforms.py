@@ -3,7 +3,7 @@
 Axis order. The output is float32 ``[C, D, H, W]``: channel ``c`` is ``hu_windows[c]``; D runs inferior -> superior,
 H anterior -> posterior and W from the patient's right to their left: an axial slice ``[:, k]`` looks as a
 radiologist displays it (patient's left on the image's right), the same axes that
-:func:`~medclip.data.volumes.load_series` and :func:`~medclip.data.volumes.load_volume` return for an axial scan.
+:func:`~medclip.io.volumes.load_series` and :func:`~medclip.io.volumes.load_volume` return for an axial scan.
 In nibabel/MONAI terms the spatial axcodes are ``"SPL"``. We reorient to ``"SPL"`` rather than ``"RAS"``: both are
 canonical orientations that MONAI computes from the affine, but ``"RAS"`` would give spatial axes (x, y, z) =
 (W, H, D) with W and H reversed (higher x index = patient's right), whereas ``PreprocessCfg.volume_shape`` is (D, H,
@@ -29,7 +29,8 @@ from monai.transforms import EnsureTyped, MapTransform, Orientationd, ResizeWith
 from monai.utils import MetaKeys, SpaceKeys
 
 from medclip.config import PreprocessCfg
-from medclip.data.ct_layout import SERIES_TAG, is_nifti, series_files
+from medclip.errors import InputError
+from medclip.io.volumes import SERIES_TAG, is_nifti, load_series, load_volume, series_files
 
 __all__ = ["AXCODES", "HUWindowsd", "LoadVolumed", "read_volume", "volume_affine", "volume_is_input"]
 __all__ += ["volume_transforms"]
@@ -53,8 +54,6 @@ def read_volume(path: str | PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     Raises:
         ReadError: the loaders' reasons (series_gap, series_duplicate, unreadable, ...), naming the path.
     """
-    from medclip.data.volumes import load_series, load_volume
-
     if is_nifti(path):
         return load_volume(path)
     return load_series(series_files(path))
@@ -92,14 +91,14 @@ class HUWindowsd(MapTransform):
         super().__init__(keys)
         self.bounds = [_window_bounds(w) for w in windows]
         if not self.bounds:
-            raise ValueError("hu_windows is empty; give at least one [centre, width], e.g. [[-600, 1500], [40, 400]]")
+            raise InputError("hu_windows is empty; give at least one [centre, width], e.g. [[-600, 1500], [40, 400]]")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             hu = d[key]
             if hu.shape[0] != 1:
-                raise ValueError(f"HUWindowsd needs one HU channel, got shape {tuple(hu.shape)} for {key!r}")
+                raise InputError(f"HUWindowsd needs one HU channel, got shape {tuple(hu.shape)} for {key!r}")
             # Plain-tensor arithmetic: MetaTensor re-wraps every intermediate, which costs more than the maths.
             x = hu.as_tensor() if isinstance(hu, MetaTensor) else torch.as_tensor(hu)
             out = torch.cat([((x - lo) / (hi - lo)).clamp_(0.0, 1.0) for lo, hi in self.bounds], dim=0)  # [C, ...]
@@ -113,20 +112,20 @@ class HUWindowsd(MapTransform):
 
 def _window_bounds(window: Sequence[float]) -> tuple[float, float]:
     if len(window) != 2 or not float(window[1]) > 0:
-        raise ValueError(f"HU window {list(window)} must be [centre, width] with width > 0, e.g. [40, 400]")
+        raise InputError(f"HU window {list(window)} must be [centre, width] with width > 0, e.g. [40, 400]")
     centre, width = float(window[0]), float(window[1])
     return centre - width / 2, centre + width / 2
 
 
 def _check_cfg(cfg: PreprocessCfg) -> None:
     if cfg.spatial_dims != 3:
-        raise ValueError(f"volume_transforms needs preprocess.spatial_dims=3, got {cfg.spatial_dims}")
+        raise InputError(f"volume_transforms needs preprocess.spatial_dims=3, got {cfg.spatial_dims}")
     if len(cfg.volume_shape) != 3 or any(int(s) < 1 for s in cfg.volume_shape):
-        raise ValueError(f"preprocess.volume_shape {list(cfg.volume_shape)} must be 3 positive sizes [D, H, W]")
+        raise InputError(f"preprocess.volume_shape {list(cfg.volume_shape)} must be 3 positive sizes [D, H, W]")
     if len(cfg.target_spacing) != 3 or any(not float(s) > 0 for s in cfg.target_spacing):
-        raise ValueError(f"preprocess.target_spacing {list(cfg.target_spacing)} must be 3 positive mm [z, y, x]")
+        raise InputError(f"preprocess.target_spacing {list(cfg.target_spacing)} must be 3 positive mm [z, y, x]")
     if cfg.channels != len(cfg.hu_windows):
-        raise ValueError(
+        raise InputError(
             f"preprocess.channels={cfg.channels} but hu_windows has {len(cfg.hu_windows)} windows (one channel "
             f"each); set channels={len(cfg.hu_windows)}"
         )

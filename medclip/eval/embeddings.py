@@ -1,7 +1,7 @@
 """Embeddings extracted once, with the checkpoint's own preprocessing recipe; every evaluator takes these.
 
 :class:`Embedder` loads a checkpoint lazily, embeds the images and unique report texts of one split of an
-:class:`~medclip.eval.csv_source.EvalTable` in batches (with a progress bar) and caches them in
+:class:`~medclip.ingest.tables.EvalTable` in batches (with a progress bar) and caches them in
 ``CACHE_DIR/embeddings.<split>.npz``, keyed by the checkpoint's fingerprint, the split's content hash and the split.
 A later run with the same key reads the file instead of running the model.
 """
@@ -9,7 +9,6 @@ A later run with the same key reads the file instead of running the model.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -23,12 +22,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from medclip.data.datasets import pairs_from_manifest, shard_transforms
-from medclip.data.reports import normalize_text
 from medclip.data.shards import ShardStore
 from medclip.data.transforms import build_transforms
-from medclip.eval.csv_source import EvalTable
-from medclip.models.medclip import CONFIG_NAME, WEIGHTS_NAME, MedClip
-from medclip.text.tokenizer import tokenize
+from medclip.errors import InputError
+from medclip.ingest.tables import EvalTable
+from medclip.models.medclip import CONFIG_NAME, TOKENIZER_DIR, WEIGHTS_NAME, MedClip, read_checkpoint_meta
+from medclip.reports.sections import normalize_text
+from medclip.text.tokenizer import load_tokenizer, tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def embed_image_paths(
     items = [{"image": str(p)} for p in paths]
     if shards is not None:
         if row_ids is None or len(row_ids) != len(paths):
-            raise ValueError("reading shards needs one manifest row_id per image")
+            raise InputError("reading shards needs one manifest row_id per image")
         shards.check_recipe(model.preprocess)
         items = [{"image": str(p), "row_id": int(r)} for p, r in zip(paths, row_ids, strict=True)]
         shards.select(items)  # refuses shards made from another manifest; warns about rows they lack
@@ -104,14 +104,6 @@ def embed_texts(
         enc = tokenize(tokenizer, texts[i : i + batch_size], max_length=max_length)
         out.append(model.encode_text(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.cfg.embed_dim)
-
-
-def read_checkpoint_meta(path: str | Path) -> dict:
-    """The checkpoint's ``medclip_config.json`` (recipe, text policy, ...) without loading weights."""
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{path} is not a medclip checkpoint (no {CONFIG_NAME}); pass a run's final/ dir")
-    return json.loads((path / CONFIG_NAME).read_text())
 
 
 def checkpoint_fingerprint(path: str | Path) -> str:
@@ -207,10 +199,8 @@ class Embedder:
         self.reused: list[str] = []  # splits read from the on-disk cache
 
     def _load_model(self) -> None:
-        from transformers import AutoTokenizer
-
-        self._model = MedClip.from_pretrained(self.checkpoint, device=self.device)
-        self._tokenizer = AutoTokenizer.from_pretrained(str(self.checkpoint / "tokenizer"))
+        self._model = MedClip.from_pretrained(self.checkpoint, device=self.device, meta=self.meta)
+        self._tokenizer = load_tokenizer(str(self.checkpoint / TOKENIZER_DIR))
 
     @property
     def model(self) -> MedClip:
@@ -262,7 +252,7 @@ class Embedder:
     def _embed_split(self, table: EvalTable, split: str) -> SplitEmbeddings:
         part = table.subset(split)
         if part.rows.empty:
-            raise ValueError(f"{table.source}: no rows in split '{split}'")
+            raise InputError(f"{table.source}: no rows in split '{split}'")
         key = f"v{EMBED_VERSION}:{self.fingerprint()}:{part.content_hash()}:{split}"
         path = self.cache_dir / f"embeddings.{split}.npz" if self.cache_dir else None
         cached = _load(path, key, part.rows) if path else None

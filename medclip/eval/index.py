@@ -17,11 +17,16 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from medclip.config import IndexBuildCfg, IndexParams
+from medclip.errors import InputError, SetupError
+from medclip.eval.embeddings import Embedder, checkpoint_fingerprint
+from medclip.ingest.tables import load_table
+from medclip.models.medclip import WEIGHTS_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +41,13 @@ def _faiss():
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a runtime dependency
-        raise RuntimeError("the case index needs FAISS: pip install faiss-cpu") from exc
+        raise SetupError("the case index needs FAISS: pip install faiss-cpu") from exc
     return faiss
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
-        raise ValueError(f"index {what} '{value}' is not one of {allowed}")
+        raise InputError(f"index {what} '{value}' is not one of {allowed}")
 
 
 def choose_kind(n: int, kind: str = "auto") -> str:
@@ -56,22 +61,6 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(2 ** round(math.log2(max(2 * math.sqrt(n), 1))), n // 39)))
 
 
-@dataclass
-class IndexParams:
-    """How to build and search an index; ``None`` means a size-dependent default."""
-
-    kind: str = "auto"
-    compression: str = "none"
-    nlist: int | None = None  # IVF cells
-    nprobe: int = 16  # IVF cells searched per query
-    hnsw_m: int = 32  # HNSW graph degree
-    ef_construction: int = 80
-    ef_search: int = 96
-    pq_bytes: int | None = None  # PQ code size (default dim // 8)
-    train_size: int = 100_000  # vectors sampled to train IVF / PQ (at least 40 per IVF cell)
-    seed: int = 0
-
-
 def _codec(dim: int, params: IndexParams) -> str:
     if params.compression == "none":
         return "Flat"
@@ -79,7 +68,7 @@ def _codec(dim: int, params: IndexParams) -> str:
         return "SQ8"
     m = params.pq_bytes or max(1, dim // 8)
     if dim % m:
-        raise ValueError(f"pq_bytes {m} must divide the embedding dimension {dim}")
+        raise InputError(f"pq_bytes {m} must divide the embedding dimension {dim}")
     return f"PQ{m}"
 
 
@@ -98,7 +87,7 @@ def build_faiss(vectors: np.ndarray, params: IndexParams):
     elif kind == "hnsw":
         spec = f"HNSW{params.hnsw_m}" + ("" if codec == "Flat" else f"_{codec}")
     else:
-        raise ValueError(f"index kind '{kind}' is not one of {KINDS}")
+        raise InputError(f"index kind '{kind}' is not one of {KINDS}")
     index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     if kind == "hnsw":
         faiss.downcast_index(index).hnsw.efConstruction = params.ef_construction
@@ -143,9 +132,9 @@ class CaseIndex:
         """Index ``vectors`` [N, D] (L2-normalised); ``entries`` has N rows (study_id, image_path, snippet)."""
         params = params or IndexParams()
         if len(vectors) != len(entries):
-            raise ValueError(f"{len(vectors)} vectors but {len(entries)} entries")
+            raise InputError(f"{len(vectors)} vectors but {len(entries)} entries")
         if not len(vectors):
-            raise ValueError("nothing to index: no images")
+            raise InputError("nothing to index: no images")
         t = time.perf_counter()
         index = build_faiss(vectors, params)
         kind = choose_kind(len(vectors), params.kind)
@@ -208,60 +197,45 @@ class CaseIndex:
 
 
 def _weights_stat(checkpoint: Path) -> list[int]:
-    from medclip.models.medclip import WEIGHTS_NAME
-
     st = (checkpoint / WEIGHTS_NAME).stat()
     return [st.st_size, st.st_mtime_ns]
 
 
-def build_case_index(
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    *,
-    manifest: str | Path | None = None,
-    csv: str | Path | None = None,
-    split: str = "all",
-    params: IndexParams | None = None,
-    image_col: str | None = None,
-    text_col: str | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
-    show_progress: bool = True,
-    shards: str | Path | None = None,
-) -> CaseIndex:
-    """Embed every image of a manifest (or CSV) split with the checkpoint and save a :class:`CaseIndex` to ``out_dir``.
+def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseIndex:
+    """Embed every image of a manifest (or CSV) split with the checkpoint and save a :class:`CaseIndex` to ``cfg.out``.
 
-    The image embeddings are cached in ``out_dir`` too, so rebuilding with other index parameters is cheap.
+    The image embeddings are cached in ``cfg.out`` too, so rebuilding with other index parameters is cheap.
     """
-    from medclip.eval.csv_source import load_table
-    from medclip.eval.embeddings import Embedder
-
-    embedder = Embedder(
-        checkpoint, cache_dir=out_dir, batch_size=batch_size, device=device, show_progress=show_progress, shards=shards
-    )
-    table = load_table(manifest=manifest, csv=csv, text_policy=embedder.text_policy, image_col=image_col,
-                       text_col=text_col)  # fmt: skip
-    emb = embedder.embed(table, split)
+    if not cfg.checkpoint or not cfg.out:
+        raise InputError("building a case index needs a checkpoint and an output directory")
+    embedder = Embedder(cfg.checkpoint, cache_dir=cfg.out, batch_size=cfg.batch_size, device=cfg.device,
+                        show_progress=show_progress, shards=cfg.shards or None)  # fmt: skip
+    table = load_table(manifest=cfg.manifest or None, csv=cfg.csv or None, text_policy=embedder.text_policy,
+                       image_col=cfg.image_col or None, text_col=cfg.text_col or None)  # fmt: skip
+    emb = embedder.embed(table, cfg.split)
     entries = pd.DataFrame({"study_id": emb.rows["study_id"].astype(str), "image_path": emb.rows["image_path"],
                             "snippet": [snippet(t) for t in emb.rows["report"]]})  # fmt: skip
-    ckpt = Path(checkpoint).resolve()
+    ckpt = Path(cfg.checkpoint).resolve()
     info = {"checkpoint": str(ckpt), "checkpoint_fingerprint": embedder.fingerprint(),
-            "weights_stat": _weights_stat(ckpt), "source": table.source, "split": split}  # fmt: skip
-    index = CaseIndex.build(emb.image_emb.numpy(), entries, params=params, info=info)
-    index.save(out_dir)
+            "weights_stat": _weights_stat(ckpt), "source": table.source, "split": cfg.split}  # fmt: skip
+    index = CaseIndex.build(emb.image_emb.numpy(), entries, params=cfg.params, info=info)
+    index.save(cfg.out)
     return index
 
 
-def _query_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: str):
-    from medclip.eval.embeddings import Embedder, checkpoint_fingerprint
+def load_case_index(path: str | Path, *, nprobe: int | None = None) -> CaseIndex:
+    """A saved :class:`CaseIndex` (``nprobe`` overrides the IVF cells it searches per query)."""
+    return CaseIndex.load(path, nprobe=nprobe)
 
+
+def _query_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: str):
     ckpt = Path(checkpoint or index.info.get("checkpoint", ""))
     if not ckpt.is_dir():
         raise FileNotFoundError(f"the index's checkpoint {ckpt} is gone; pass --checkpoint CKPT (the one it was built "
                                 "with)")  # fmt: skip
     same_file = checkpoint is None and _weights_stat(ckpt) == index.info.get("weights_stat")
     if not same_file and checkpoint_fingerprint(ckpt) != index.info.get("checkpoint_fingerprint"):
-        raise ValueError(f"checkpoint {ckpt} is not the one this index was built with (fingerprint differs); "
+        raise InputError(f"checkpoint {ckpt} is not the one this index was built with (fingerprint differs); "
                          "its embeddings would not match - rebuild the index or pass the original "
                          "--checkpoint")  # fmt: skip
     return Embedder(ckpt, device=device, show_progress=False)
@@ -280,7 +254,7 @@ def query_case_index(
     if not isinstance(index, CaseIndex):
         index = CaseIndex.load(index)
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise InputError(f"k must be >= 1, got {k}")
     embedder = _query_embedder(index, checkpoint, device=device)
     is_image = Path(query).is_file()
     vec = embedder.encode_images([query]) if is_image else embedder.encode_text([query])  # [1, D]

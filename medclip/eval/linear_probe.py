@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from medclip.errors import InputError
 from medclip.eval.metrics import auroc_auprc, bootstrap_auroc_auprc, labelled, macro
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def linear_probe(
     """
     findings = [f for f in test[1] if f in train[1] and f in val[1]]
     if not findings:
-        raise ValueError("linear probe: no finding is labelled in the train, val and test splits alike")
+        raise InputError("linear probe: no finding is labelled in the train, val and test splits alike")
     data = {"train_x": np.asarray(train[0]), "train_labels": train[1], "val_x": np.asarray(val[0]),
             "val_labels": val[1], "test_x": np.asarray(test[0]), "test_labels": test[1]}  # fmt: skip
     regimes = [(f"{fr * 100:g}%", lambda y, rng, fr=fr: fraction_indices(y, fr, rng)) for fr in fractions]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medclip.errors import InputError
+
 LABELLED = (0, 1)
 THRESHOLD_METRICS = ("mcc", "f1")
 _BLOCK_ELEMENTS = 20_000_000  # bootstrap rows x samples per block: bounds memory to a few hundred MB
@@ -137,7 +139,7 @@ def _f1_mcc(tp, fp, fn, tn) -> tuple[np.ndarray, np.ndarray]:
 def choose_threshold(y: np.ndarray, score: np.ndarray, *, metric: str = "mcc") -> float | None:
     """The score threshold (predict positive when ``score >= t``) that maximises ``metric`` on (y, score)."""
     if metric not in THRESHOLD_METRICS:
-        raise ValueError(f"threshold metric '{metric}' is not one of {THRESHOLD_METRICS}")
+        raise InputError(f"threshold metric '{metric}' is not one of {THRESHOLD_METRICS}")
     if len(np.unique(y)) < 2:
         return None
     thresholds, tp, fp, fn, tn = _confusion_by_threshold(y, score)

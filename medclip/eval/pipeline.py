@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from medclip.data.reports import normalize_text
-from medclip.eval.csv_source import EvalTable, finding_key, load_table
-from medclip.eval.embeddings import Embedder, read_checkpoint_meta
+from medclip.config import EvalCfg
+from medclip.errors import InputError
+from medclip.eval.embeddings import Embedder
 from medclip.eval.linear_probe import linear_probe
 from medclip.eval.metrics import macro
 from medclip.eval.plots import plot_probe, plot_retrieval_grid, plot_roc_curves, plot_training_curves
@@ -27,35 +26,15 @@ from medclip.eval.zero_shot import (
     laterality,
     scores_for_mode,
 )
-from medclip.models.medclip import MedClip
+from medclip.ingest.splits import SPLITS
+from medclip.ingest.tables import EvalTable, finding_key, load_table
+from medclip.registry import Registry
+from medclip.reports.sections import normalize_text
 from medclip.text.prompts import load_prompts
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("zeroshot", "retrieval", "probe")
-DEFAULT_TASKS = ("zeroshot", "retrieval")
-SPLITS = ("train", "val", "test", "all")
-
-
-def load_checkpoint(path: str | Path, *, device="cpu"):
-    """-> (model, tokenizer, meta) from a ``save_pretrained`` directory."""
-    from transformers import AutoTokenizer
-
-    model = MedClip.from_pretrained(path, device=device)
-    tokenizer = AutoTokenizer.from_pretrained(str(Path(path) / "tokenizer"))
-    return model, tokenizer, model.meta
-
-
-def attach_labels(rows: pd.DataFrame, labels_csv: str | Path | None, findings: list[str]) -> dict[str, np.ndarray]:
-    """finding -> [N] labels (1 / 0 / -1 / NaN) from manifest columns or a CSV keyed by study_id."""
-    table = rows
-    if labels_csv:
-        labels = pd.read_csv(labels_csv)
-        if "study_id" not in labels.columns:
-            raise ValueError(f"{labels_csv}: needs a study_id column (and one column per finding)")
-        keep = ["study_id"] + [f for f in findings if f in labels.columns]
-        table = rows[["study_id"]].merge(labels[keep], on="study_id", how="left")
-    return {f: table[f].to_numpy(dtype=float) for f in findings if f in table.columns}
+EVAL_SPLITS = (*SPLITS, "all")
 
 
 @dataclass
@@ -82,12 +61,14 @@ def prompt_classes(run: EvalRun, prompts: str, findings: list[str] | None = None
     return prompt_set, class_embeddings(prompt_set, run.embedder.encode_text)
 
 
-def run_zero_shot(run: EvalRun, *, prompts: str, mode: str = "multilabel", threshold_metric: str = "mcc") -> dict:
+def run_zero_shot(run: EvalRun, cfg: EvalCfg) -> dict:
+    prompts, mode = cfg.prompts, cfg.mode
     if mode not in MODES:
-        raise ValueError(f"zero-shot mode '{mode}' is not one of {MODES}")
+        raise InputError(f"zero-shot mode '{mode}' is not one of {MODES}")
+    threshold_metric = cfg.threshold_metric
     _, classes = prompt_classes(run, prompts)
     if not classes:
-        raise ValueError(f"no labels for any prompt finding: prompt set '{prompts}' has "
+        raise InputError(f"no labels for any prompt finding: prompt set '{prompts}' has "
                          f"{sorted(load_prompts(prompts))}, the labels have {list(run.table.labels.columns)}; "
                          "give a labels CSV (--labels) or label columns named like the prompt findings")  # fmt: skip
     scale = run.embedder.logit_scale
@@ -133,13 +114,14 @@ def _grid_queries(run: EvalRun, prompts: str, emb, *, n_queries: int = 4, k: int
     return plot_retrieval_grid(queries, paths, run.plot_path("retrieval_grid"), relevant=relevant)
 
 
-def run_retrieval(run: EvalRun, *, prompts: str = "cxr_demo") -> dict:
+def run_retrieval(run: EvalRun, cfg: EvalCfg) -> dict:
+    prompts = cfg.prompts
     if not run.table.has_text:
-        raise ValueError(f"{run.table.source}: retrieval needs report text; add a text column (--text-col NAME)")
+        raise InputError(f"{run.table.source}: retrieval needs report text; add a text column (--text-col NAME)")
     emb = run.embedder.embed(run.table, run.split)
     studies, text_emb = emb.study_texts()
     if not len(studies):
-        raise ValueError(f"{run.table.source}: no report text in split '{run.split}'")
+        raise InputError(f"{run.table.source}: no report text in split '{run.split}'")
     # Identical normalised reports are hits too; an image without text matches no text by content.
     keys = [normalize_text(t) if t else f"<no text {i}>" for i, t in enumerate(emb.rows["report"])]
     hits = study_hits(list(emb.rows["study_id"]), keys, list(studies["study_id"]), [keys[i] for i in studies.index])
@@ -155,15 +137,16 @@ def run_retrieval(run: EvalRun, *, prompts: str = "cxr_demo") -> dict:
     return out
 
 
-def run_probe(run: EvalRun, *, prompts: str = "cxr_demo", mode: str = "multilabel") -> dict:
+def run_probe(run: EvalRun, cfg: EvalCfg) -> dict:
+    prompts, mode = cfg.prompts, cfg.mode
     eval_split = "test" if run.split == "all" else run.split
     if eval_split == "train":
-        raise ValueError("the linear probe trains on 'train'; evaluate it on --split test (or val)")
+        raise InputError("the linear probe trains on 'train'; evaluate it on --split test (or val)")
     if run.table.labels.empty:
-        raise ValueError(f"{run.table.source}: the linear probe needs label columns (or --labels CSV)")
+        raise InputError(f"{run.table.source}: the linear probe needs label columns (or --labels CSV)")
     present = set(run.table.rows["split"])
     if "train" not in present or eval_split not in present:
-        raise ValueError(f"{run.table.source}: the linear probe needs 'train' and '{eval_split}' rows; splits here: "
+        raise InputError(f"{run.table.source}: the linear probe needs 'train' and '{eval_split}' rows; splits here: "
                          f"{sorted(present)}")  # fmt: skip
     parts = {}
     for s in ("train", "val", eval_split):
@@ -188,14 +171,19 @@ def run_probe(run: EvalRun, *, prompts: str = "cxr_demo", mode: str = "multilabe
     return out
 
 
-def _run_tasks(run: EvalRun, tasks, *, prompts: str, mode: str, threshold_metric: str) -> dict:
+# name -> (results key, task); `medclip eval` offers these names (and "all").
+EVAL_TASKS: Registry = Registry("eval task")
+EVAL_TASKS.register("zeroshot")(("zero_shot", run_zero_shot))
+EVAL_TASKS.register("retrieval")(("retrieval", run_retrieval))
+EVAL_TASKS.register("probe")(("probe", run_probe))
+
+
+def _run_tasks(run: EvalRun, cfg: EvalCfg) -> dict:
     results: dict = {}
-    if "zeroshot" in tasks:
-        results["zero_shot"] = run_zero_shot(run, prompts=prompts, mode=mode, threshold_metric=threshold_metric)
-    if "retrieval" in tasks:
-        results["retrieval"] = run_retrieval(run, prompts=prompts)
-    if "probe" in tasks:
-        results["probe"] = run_probe(run, prompts=prompts, mode=mode)
+    for name in EVAL_TASKS:  # registration order, whatever order the tasks were given in
+        if name in cfg.tasks:
+            key, task = EVAL_TASKS.get(name)
+            results[key] = task(run, cfg)
     plots = {}
     for part in results.values():
         plots.update(part.pop("_plots", {}))
@@ -207,54 +195,36 @@ def _run_tasks(run: EvalRun, tasks, *, prompts: str, mode: str, threshold_metric
     return results
 
 
-def evaluate(
-    checkpoint: str | Path,
-    manifest: str | Path | None = None,
-    *,
-    tasks: tuple[str, ...] = DEFAULT_TASKS,
-    split: str = "test",
-    labels_csv: str | Path | None = None,
-    prompts: str = "cxr_demo",
-    batch_size: int = 64,
-    device: str = "cpu",
-    show_progress: bool = True,
-    csv: str | Path | None = None,
-    image_col: str | None = None,
-    text_col: str | None = None,
-    label_cols: list[str] | None = None,
-    mode: str = "multilabel",
-    threshold_metric: str = "mcc",
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    plots: bool = True,
-    cache: bool = True,
-    shards: str | Path | None = None,
-) -> dict:
-    """Run ``tasks`` on one split of a manifest (or a CSV); with ``out_dir``, cache embeddings and write plots there.
+def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
+    """Run ``cfg.tasks`` on one split of a manifest (or a CSV); with ``cfg.out_dir``, cache embeddings and plot there.
 
-    ``shards`` (a ``medclip prepare`` output of ``manifest``) are read instead of decoding the image files.
+    ``cfg.shards`` (a ``medclip prepare`` output of the manifest) are read instead of decoding the image files.
     The returned dict is what ``write_results`` saves: "zero_shot", "retrieval", "probe" sections, "plots"
     (name -> PNG file in ``out_dir``) and the run's provenance.
     """
-    for task in tasks:
-        if task not in TASKS:
-            raise ValueError(f"unknown eval task '{task}'; choose from {TASKS}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split '{split}'; choose from {SPLITS}")
-    meta = read_checkpoint_meta(checkpoint)
-    out = Path(out_dir) if out_dir is not None else None
-    embedder = Embedder(checkpoint, cache_dir=out if cache else None, batch_size=batch_size, device=device,
-                        show_progress=show_progress, shards=shards)  # fmt: skip
-    table = load_table(manifest=manifest, csv=csv, text_policy=embedder.text_policy, labels_csv=labels_csv,
-                       image_col=image_col, text_col=text_col, label_cols=label_cols)  # fmt: skip
-    rows = table.subset(split).rows
+    for task in cfg.tasks:
+        EVAL_TASKS.get(task)  # an unknown task fails here, with a did-you-mean
+    if cfg.split not in EVAL_SPLITS:
+        raise InputError(f"unknown split '{cfg.split}'; choose from {EVAL_SPLITS}")
+    if not cfg.checkpoint:
+        raise InputError("evaluation needs a checkpoint (--checkpoint, a run's final/ directory)")
+    if cfg.shards and not cfg.manifest:
+        raise InputError("shards go with a manifest (shards are keyed by manifest row)")
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    embedder = Embedder(cfg.checkpoint, cache_dir=out if cfg.cache else None, batch_size=cfg.batch_size,
+                        device=cfg.device, show_progress=show_progress, shards=cfg.shards or None)  # fmt: skip
+    table = load_table(manifest=cfg.manifest or None, csv=cfg.csv or None, text_policy=embedder.text_policy,
+                       labels_csv=cfg.labels or None, image_col=cfg.image_col or None,
+                       text_col=cfg.text_col or None, label_cols=list(cfg.label_cols) or None)  # fmt: skip
+    rows = table.subset(cfg.split).rows
     if rows.empty:
-        raise ValueError(f"{table.source}: no rows in split '{split}'")
-    run = EvalRun(embedder, table, split, out, n_bootstrap=n_bootstrap, seed=seed, plots=plots and out is not None)
-    results: dict = {"checkpoint": str(checkpoint), "source": table.source, "split": split, "n_images": len(rows),
-                     "n_studies": int(rows["study_id"].nunique()), "labels": list(table.labels.columns),
-                     "train_manifest_hash": meta.get("manifest_hash")}  # fmt: skip
-    results.update(_run_tasks(run, tasks, prompts=prompts, mode=mode, threshold_metric=threshold_metric))
-    results["embeddings"] = {"cache_dir": str(out) if out and cache else None, "reused_splits": embedder.reused}
+        raise InputError(f"{table.source}: no rows in split '{cfg.split}'")
+    run = EvalRun(embedder, table, cfg.split, out, n_bootstrap=cfg.bootstrap, seed=cfg.seed,
+                  plots=cfg.plots and out is not None)  # fmt: skip
+    results: dict = {"checkpoint": str(cfg.checkpoint), "source": table.source, "split": cfg.split,
+                     "n_images": len(rows), "n_studies": int(rows["study_id"].nunique()),
+                     "labels": list(table.labels.columns),
+                     "train_manifest_hash": embedder.meta.get("manifest_hash")}  # fmt: skip
+    results.update(_run_tasks(run, cfg))
+    results["embeddings"] = {"cache_dir": str(out) if out and cfg.cache else None, "reused_splits": embedder.reused}
     return results

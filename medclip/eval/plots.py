@@ -65,8 +65,8 @@ def load_thumbnail(path: str | Path, size: int = 96) -> np.ndarray:
     window) of a CT series folder or NIfTI volume; black where it cannot be read."""
     from PIL import Image
 
-    from medclip.data.dicom import load_image
     from medclip.data.volume_transforms import read_volume, volume_is_input
+    from medclip.io.dicom import load_image
 
     try:
         if volume_is_input(path):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medclip.errors import InputError
 from medclip.eval.metrics import auroc_auprc, bootstrap_auroc_auprc, choose_threshold, f1_mcc_at, labelled, macro
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def scores_for_mode(image_emb: torch.Tensor, classes: dict[str, torch.Tensor], l
         return zero_shot_scores(image_emb, classes, logit_scale)
     if mode == "multiclass":
         return multiclass_scores(image_emb, classes, logit_scale)
-    raise ValueError(f"zero-shot mode '{mode}' is not one of {MODES}")
+    raise InputError(f"zero-shot mode '{mode}' is not one of {MODES}")
 
 
 def binary_metrics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import asdict
@@ -13,14 +14,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from medclip.config import ImageTowerCfg, ModelCfg, PreprocessCfg, TextTowerCfg, init_logit_scale
-from medclip.models.image import create_image_tower
-from medclip.models.text import HFTextTower
+from medclip.errors import InputError
+from medclip.models.factory import create_image_tower
+from medclip.models.text_tower import HFTextTower
+from medclip.version import __version__
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "medclip_config.json"
+TOKENIZER_DIR = "tokenizer"
 HEADS = ("linear", "mlp")
+
+
+def read_checkpoint_meta(path: str | Path) -> dict:
+    """The checkpoint's ``medclip_config.json`` (recipe, text policy, ...) without loading weights."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{path} is not a medclip checkpoint (no {CONFIG_NAME}); pass a run's final/ dir")
+    return json.loads((path / CONFIG_NAME).read_text())
 
 
 def projection_head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
@@ -29,7 +41,7 @@ def projection_head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     if kind == "mlp":
         hidden = max(in_dim, out_dim)
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
-    raise ValueError(f"model.head '{kind}' is not one of {HEADS}")
+    raise InputError(f"model.head '{kind}' is not one of {HEADS}")
 
 
 class MedClip(nn.Module):
@@ -108,7 +120,7 @@ class MedClip(nn.Module):
         elif input_ids is not None and attention_mask is not None:
             text_emb = self.encode_text(input_ids, attention_mask)
         else:
-            raise ValueError("MedClip.forward needs input_ids + attention_mask or text_features")
+            raise InputError("MedClip.forward needs input_ids + attention_mask or text_features")
         out = {"image_emb": self.encode_image(image), "text_emb": text_emb, "logit_scale": self.scale()}
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
@@ -118,8 +130,6 @@ class MedClip(nn.Module):
     def save_pretrained(self, out_dir: str | Path, *, tokenizer: Any = None, extra: dict | None = None) -> Path:
         """Write ``model.safetensors`` + ``medclip_config.json`` (+ ``tokenizer/``): a self-describing directory."""
         from safetensors.torch import save_model
-
-        from medclip import __version__
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -133,18 +143,21 @@ class MedClip(nn.Module):
         }
         (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
         if tokenizer is not None:
-            tokenizer.save_pretrained(str(out / "tokenizer"))
+            tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
         return out
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> MedClip:
-        """Load a ``save_pretrained`` directory; needs no network and no original tower weights."""
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", meta: dict | None = None
+    ) -> MedClip:
+        """Load a ``save_pretrained`` directory; needs no network and no original tower weights.
+
+        ``meta``: the directory's :func:`read_checkpoint_meta`, when the caller has read it already.
+        """
         from safetensors.torch import load_model
 
         path = Path(path)
-        if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{path} is not a medclip checkpoint (no {CONFIG_NAME}); pass a run's final/ dir")
-        meta = json.loads((path / CONFIG_NAME).read_text())
+        meta = copy.deepcopy(meta) if meta is not None else read_checkpoint_meta(path)
         mcfg = meta["model"]
         cfg = ModelCfg(image=ImageTowerCfg(**mcfg.pop("image")), text=TextTowerCfg(**mcfg.pop("text")), **mcfg)
         text_config = dict(meta["text_config"])

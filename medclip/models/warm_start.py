@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medclip.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 # open_clip's TimmModel / HFTextEncoder names -> medclip's (longest prefix first).
@@ -37,7 +39,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     obj = torch.load(path, map_location="cpu", weights_only=True)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(state, dict):
-        raise ValueError(f"model.init_from: {path} holds no state dict")
+        raise InputError(f"model.init_from: {path} holds no state dict")
     # DDP-trained open_clip checkpoints prefix every name with "module."
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
@@ -77,7 +79,7 @@ def load_warm_start(model: nn.Module, path: str | Path) -> dict[str, int]:
         else:
             matched[key] = fitted.to(own[key].dtype)
     if not matched:
-        raise ValueError(f"model.init_from: no tensor of {path} matches this model's names and shapes")
+        raise InputError(f"model.init_from: no tensor of {path} matches this model's names and shapes")
     model.load_state_dict(matched, strict=False)
     counts = {"loaded": len(matched), "skipped": len(skipped), "untouched": len(own) - len(matched)}
     logger.info("warm start from %s: %d tensors loaded, %d skipped (no match), %d of the model's kept their init",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from medclip.errors import InputError
 from medclip.registry import did_you_mean
 
 
@@ -25,7 +26,7 @@ def load_prompts(name_or_path: str) -> dict[str, dict[str, list[str]]]:
     else:
         names = packaged_prompt_sets()
         if name_or_path not in names:
-            raise ValueError(
+            raise InputError(
                 f"unknown prompt set '{name_or_path}'.{did_you_mean(name_or_path, names)} Available: {names}"
             )
         raw = yaml.safe_load(resources.files("medclip.text").joinpath("prompts", f"{name_or_path}.yaml").read_text())
@@ -38,7 +39,7 @@ def _templates(value, source: str, where: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(t, str) and "{}" in t for t in value):
-        raise ValueError(f"{source}: {where} must be a list of strings that each contain '{{}}' (the phrase)")
+        raise InputError(f"{source}: {where} must be a list of strings that each contain '{{}}' (the phrase)")
     return value
 
 
@@ -48,16 +49,16 @@ def expand_prompts(raw: dict, *, source: str = "prompts") -> dict[str, dict[str,
     YAML layout: ``templates: ["{}.", "findings: {}."]`` and ``findings: {name: {positive: [...], negative: [...]}}``.
     """
     if not isinstance(raw, dict) or not isinstance(raw.get("findings"), dict) or not raw["findings"]:
-        raise ValueError(f"{source}: expected a mapping with a non-empty 'findings:' section")
+        raise InputError(f"{source}: expected a mapping with a non-empty 'findings:' section")
     templates = _templates(raw.get("templates"), source, "'templates:'")
     out = {}
     for finding, spec in raw["findings"].items():
         if not isinstance(spec, dict) or not spec.get("positive"):
-            raise ValueError(f"{source}: finding '{finding}' needs a 'positive:' list (and usually 'negative:')")
+            raise InputError(f"{source}: finding '{finding}' needs a 'positive:' list (and usually 'negative:')")
         own = _templates(spec["templates"], source, f"'{finding}.templates'") if "templates" in spec else templates
         for side in ("positive", "negative"):
             if not isinstance(spec.get(side) or [], list):
-                raise ValueError(f"{source}: '{finding}.{side}' must be a list of phrases")
+                raise InputError(f"{source}: '{finding}.{side}' must be a list of phrases")
         out[finding] = {
             side: [t.format(p) for p in spec.get(side) or [] for t in own] for side in ("positive", "negative")
         }

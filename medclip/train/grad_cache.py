@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from medclip.models.text import row_extents
+from medclip.models.text_tower import row_extents
 
 
 class RandContext:

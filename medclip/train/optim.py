@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from medclip.config import OptimCfg
+from medclip.errors import InputError
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -58,7 +59,7 @@ def base_lr(name: str, cfg: OptimCfg) -> float:
 def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
     """AdamW groups by (learning rate, decay): per-tower and per-head rates, times the layer-wise decay."""
     if not 0.0 < cfg.layer_decay <= 1.0:
-        raise ValueError(f"optim.layer_decay={cfg.layer_decay} must be in (0, 1] (1 = off, ~0.75 typical)")
+        raise InputError(f"optim.layer_decay={cfg.layer_decay} must be in (0, 1] (1 = off, ~0.75 typical)")
     scales = layer_scales(model, cfg.layer_decay)
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -73,7 +74,7 @@ def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
 def create_optimizer(model: nn.Module, cfg: OptimCfg) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg)
     if not groups:
-        raise ValueError("no trainable parameters: both towers and heads are locked")
+        raise InputError("no trainable parameters: both towers and heads are locked")
     kwargs = {"lr": cfg.lr, "betas": (0.9, 0.98), "eps": 1e-6}
     try:  # one fused kernel over every parameter (CPU and CUDA): the same update, 3-5x less optimizer time
         return torch.optim.AdamW(groups, fused=True, **kwargs)

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from medclip.errors import InputError
+
 
 class ShardedBatchSampler(Sampler[list[int]]):
     """Yields this rank's index lists; ``skip_batches(k)`` makes the next epoch start at batch k (resume)."""
@@ -23,7 +25,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self, n: int, *, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
     ) -> None:
         if batch_size * world_size > n:
-            raise ValueError(f"{n} training pairs are fewer than one global batch ({batch_size} x {world_size})")
+            raise InputError(f"{n} training pairs are fewer than one global batch ({batch_size} x {world_size})")
         self.n, self.batch_size, self.generator = n, batch_size, generator
         self.rank, self.world_size = rank, world_size
         self._skip = 0

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from medclip.distributed import all_reduce_mean, get_world_size
+from medclip.errors import InputError
 from medclip.train.grad_cache import GradCache
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
     """A zero-argument factory of the autocast context for ``precision`` (fp32: a no-op context)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"train.precision '{precision}' is not one of {sorted(PRECISIONS)}")
+        raise InputError(f"train.precision '{precision}' is not one of {sorted(PRECISIONS)}")
     dtype = PRECISIONS[precision]
     if dtype is None:
         return contextlib.nullcontext

@@ -23,16 +23,17 @@ from tqdm.auto import tqdm
 from medclip.config import RunCfg, save_config, to_yaml
 from medclip.data.batch_aug import BatchAugment
 from medclip.data.datasets import PairCollator, PairDataset, pairs_from_manifest
-from medclip.data.manifest import COLUMNS, read_manifest
 from medclip.data.shards import ShardStore
 from medclip.distributed import DistInfo, barrier, destroy, init_distributed, is_initialized
+from medclip.errors import InputError
+from medclip.ingest.manifest import COLUMNS, read_manifest
 from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
-from medclip.models.text import row_extents
+from medclip.models.text_tower import row_extents
 from medclip.text.tokenizer import load_tokenizer, tokenize
 from medclip.train import checkpoint as ckpt
 from medclip.train.cpu_memory import keep_freed_memory
-from medclip.train.metrics import MetricsLogger, memory_stats
+from medclip.train.metrics_log import MetricsLogger, memory_stats
 from medclip.train.optim import create_optimizer, create_scheduler
 from medclip.train.sampler import ShardedBatchSampler
 from medclip.train.step import (
@@ -81,11 +82,11 @@ def text_features(model: MedClip, tokenizer, texts: list[str], *, max_length: in
 
 def _train_split(cfg: RunCfg):
     if not cfg.data.manifest:
-        raise ValueError("data.manifest is not set; add data.manifest=DIR (a `medclip manifest` output folder)")
+        raise InputError("data.manifest is not set; add data.manifest=DIR (a `medclip manifest` output folder)")
     df, meta = read_manifest(cfg.data.manifest)
     train_df = df[df["split"] == "train"]
     if train_df.empty:
-        raise ValueError(f"{cfg.data.manifest}: the manifest has no 'train' rows ({len(df)} rows in all)")
+        raise InputError(f"{cfg.data.manifest}: the manifest has no 'train' rows ({len(df)} rows in all)")
     return train_df, meta
 
 
@@ -124,7 +125,7 @@ def label_matrix(df: pd.DataFrame, *, columns: list[str], uncertain: float) -> t
     columns = list(columns) or extra
     missing = [c for c in columns if c not in df.columns]
     if not columns or missing:
-        raise ValueError(f"loss.name=infonce_soft needs label columns in the manifest (missing: {missing or 'all'}); "
+        raise InputError(f"loss.name=infonce_soft needs label columns in the manifest (missing: {missing or 'all'}); "
                          "build it with `medclip manifest ... --labels chexpert` or set loss.label_columns")  # fmt: skip
     values = df[columns].to_numpy(dtype=np.float32, na_value=np.nan)
     values = np.where(values == -1, uncertain, np.nan_to_num(values, nan=0.0))
@@ -216,12 +217,12 @@ def train(cfg: RunCfg, *, show_progress: bool = True, resume: bool = False) -> P
 def validate(cfg: RunCfg) -> None:
     """Option combinations that would fail late (after caching data), checked before any work."""
     if cfg.train.precision not in (*PRECISIONS, "auto"):
-        raise ValueError(f"train.precision '{cfg.train.precision}' is not one of {sorted(PRECISIONS)} or auto")
+        raise InputError(f"train.precision '{cfg.train.precision}' is not one of {sorted(PRECISIONS)} or auto")
     if cfg.loss.name == "siglip" and not cfg.model.logit_bias:
-        raise ValueError("loss.name=siglip needs model.logit_bias=true (SigLIP also uses model.init_temperature=0.1)")
+        raise InputError("loss.name=siglip needs model.logit_bias=true (SigLIP also uses model.init_temperature=0.1)")
     for key in ("grad_cache_micro_batch", "checkpoint_every", "keep_checkpoints", "max_bad_steps"):
         if getattr(cfg.train, key) < (0 if key == "grad_cache_micro_batch" else 1):
-            raise ValueError(f"train.{key}={getattr(cfg.train, key)} is out of range")
+            raise InputError(f"train.{key}={getattr(cfg.train, key)} is out of range")
 
 
 def _build_loader(cfg: RunCfg, info: DistInfo, dataset, collate, generator) -> tuple[ShardedBatchSampler, DataLoader]:

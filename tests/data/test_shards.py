@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +16,9 @@ from monai.transforms import Compose
 
 from medclip.config import PreprocessCfg
 from medclip.data.datasets import PairDataset, pairs_from_manifest
-from medclip.data.manifest import read_manifest
 from medclip.data.shards import SCALE, ShardStore, parse_shard_spec, prepare_shards
 from medclip.data.transforms import deterministic_transforms
+from medclip.ingest.manifest import read_manifest
 
 CFG = PreprocessCfg(image_size=64)  # the tiny preset's size
 ROWS_PER_SHARD = 16  # several blocks from the ~50-row tiny manifest
@@ -143,18 +144,50 @@ def test_bad_shard_spec(spec):
         parse_shard_spec(spec)
 
 
-def test_training_reads_shards(shards, tiny_manifest, tmp_path):
+def test_training_reads_shards(shards, tiny_manifest, tmp_path, monkeypatch):
+    """With data.shards every training image comes from the prepared arrays: no image file is decoded, each step
+    reads batch_size rows of the train split from the store, and the losses equal a run on the raw files."""
+    import medclip.io.dicom
     from medclip.config import load_config
     from medclip.train.trainer import train
 
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)
-    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"data.shards={copy}",
-                               f"train.out_dir={tmp_path / 'run'}", "train.max_steps=2"])  # fmt: skip
-    final = train(cfg, show_progress=False)
-    assert (final / "config.json").is_file() or any(final.iterdir())
-    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == 2
+    steps, batch = 2, 8
+
+    def run(name: str, *extra: str) -> list[dict]:
+        cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path / name}",
+                                   f"train.max_steps={steps}", f"train.batch_size={batch}", "train.log_every=1",
+                                   *extra])  # fmt: skip
+        final = train(cfg, show_progress=False)
+        assert (final / "model.safetensors").is_file()
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    raw = run("raw")  # the same run on the image files, decoded
+
+    reads, decoded = [], []
+    get_raw = ShardStore.get_raw
+
+    def spy(store, row_id):
+        assert Path(store.path) == copy
+        reads.append(row_id)
+        return get_raw(store, row_id)
+
+    def refuse(*args, **kwargs):
+        decoded.append(args)
+        raise AssertionError("training with data.shards decoded an image file")
+
+    monkeypatch.setattr(ShardStore, "get_raw", spy)
+    monkeypatch.setattr(medclip.io.dicom, "load_image", refuse)
+    records = run("prepared", f"data.shards={copy}")
+    assert not decoded
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    df, _ = read_manifest(tiny_manifest)
+    train_rows = set(df.loc[df["split"] == "train", "row_id"].tolist())
+    assert len(reads) == steps * batch and set(reads) <= train_rows
+    # Same pairs, same images up to uint16 quantisation: the same losses (a row read for another gives ~1e-2 off)
+    for a, b in zip(raw, records, strict=True):
+        assert math.isfinite(b["loss"]) and b["loss"] == pytest.approx(a["loss"], rel=1e-4)
 
 
 def test_evaluation_reads_shards_and_embeds_like_raw_files(shards, tiny_manifest, tiny_checkpoint, monkeypatch):
@@ -164,7 +197,7 @@ def test_evaluation_reads_shards_and_embeds_like_raw_files(shards, tiny_manifest
     rows = df.head(6)
     raw = Embedder(tiny_checkpoint, show_progress=False).encode_images(list(rows["image_path"]))
     reader = Embedder(tiny_checkpoint, show_progress=False, shards=shards)
-    monkeypatch.setattr("medclip.data.dicom.load_image", lambda *a, **k: pytest.fail("decoded a prepared image"))
+    monkeypatch.setattr("medclip.io.dicom.load_image", lambda *a, **k: pytest.fail("decoded a prepared image"))
     prepared = reader.encode_images(list(rows["image_path"]), list(rows["row_id"]))
     assert prepared.shape == raw.shape
     assert (prepared * raw).sum(1).min() > 0.999  # same images up to uint16 quantisation

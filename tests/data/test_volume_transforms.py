@@ -14,9 +14,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from medclip.config import PreprocessCfg
-from medclip.data.dicom import ReadError
-from medclip.data.synth_ct import synth_ct
 from medclip.data.volume_transforms import AXCODES, HUWindowsd, read_volume, volume_is_input, volume_transforms
+from medclip.io.dicom import ReadError
+from medclip.synth.ct.archive import synth_ct
 
 LUNG, MEDIASTINUM = (-600.0, 1500.0), (40.0, 400.0)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from medclip.eval.csv_source import load_table
 from medclip.eval.embeddings import Embedder, unique_texts
+from medclip.ingest.tables import load_table
 
 
 def test_embeddings_are_cached_per_split_and_reused(tiny_checkpoint, tiny_manifest, tmp_path, monkeypatch):

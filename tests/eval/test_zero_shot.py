@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -73,16 +75,17 @@ def test_polarity_check_fires_on_an_inverted_prompt_yaml(tiny_checkpoint, tiny_m
 
     import yaml
 
+    from medclip.config import EvalCfg
     from medclip.eval.pipeline import evaluate
 
     raw = yaml.safe_load(resources.files("medclip.text").joinpath("prompts", "cxr_demo.yaml").read_text())
     raw["findings"] = {f: {"positive": s["negative"], "negative": s["positive"]} for f, s in raw["findings"].items()}
     inverted = tmp_path / "inverted.yaml"
     inverted.write_text(yaml.safe_dump(raw))
-    kwargs = {"tasks": ("zeroshot",), "split": "all", "labels_csv": tiny_archive / "labels.csv", "n_bootstrap": 0,
-              "show_progress": False, "out_dir": tmp_path, "plots": False}  # fmt: skip
-    right = evaluate(tiny_checkpoint, tiny_manifest, prompts="cxr_demo", **kwargs)["zero_shot"]
-    wrong = evaluate(tiny_checkpoint, tiny_manifest, prompts=str(inverted), **kwargs)["zero_shot"]
+    cfg = EvalCfg(tasks=["zeroshot"], checkpoint=str(tiny_checkpoint), manifest=str(tiny_manifest), split="all",
+                  labels=str(tiny_archive / "labels.csv"), bootstrap=0, out_dir=str(tmp_path), plots=False)  # fmt: skip
+    right = evaluate(replace(cfg, prompts="cxr_demo"), show_progress=False)["zero_shot"]
+    wrong = evaluate(replace(cfg, prompts=str(inverted)), show_progress=False)["zero_shot"]
     for f, m in right["per_finding"].items():
         if m["auroc"] is not None:
             assert wrong["per_finding"][f]["auroc"] == pytest.approx(1 - m["auroc"], abs=1e-6)

@@ -52,7 +52,7 @@ def test_dropout_follows_the_torch_seed_and_passes_through_when_off():
 def test_text_towers_use_it_for_every_dropout_with_the_same_rates():
     from transformers import AutoModel
 
-    from medclip.models.text import HFTextTower
+    from medclip.models.text_tower import HFTextTower
     from medclip.text.tokenizer import resolve_text_model
 
     tower = HFTextTower("minilm")
@@ -66,7 +66,7 @@ def test_text_towers_use_it_for_every_dropout_with_the_same_rates():
 
 
 def test_packed_attention_math_with_dropout_equals_sdpa_and_uses_the_drawn_mask():
-    from medclip.models.text import _attend
+    from medclip.models.text_tower import _attend
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 2, 6, 4) for _ in range(3))

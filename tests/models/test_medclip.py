@@ -67,7 +67,7 @@ def test_unreachable_hub_name_says_how_to_provide_weights(monkeypatch):
 
 def test_text_tower_never_swaps_in_hub_kernels():
     # transformers 5.25 loads with use_kernels=True by default: layers replaced by kernels fetched from the Hub
-    from medclip.models.text import HFTextTower
+    from medclip.models.text_tower import HFTextTower
 
     assert HFTextTower("minilm").encoder.use_kernels is False
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import medclip.models.volume as volume  # registers the 3-D towers, whether or not image.py imports this module yet
-from medclip.models.image import IMAGE_TOWERS, create_image_tower
+import medclip.models.volume_tower as volume  # registers the 3-D towers, whether or not image.py imports this module yet
+from medclip.models.factory import create_image_tower
+from medclip.models.image_tower import IMAGE_TOWERS
 
 needs_einops = pytest.mark.skipif(importlib.util.find_spec("einops") is None, reason="MONAI's ViT needs einops")
 
@@ -117,7 +118,7 @@ def test_pretrained_round_trip(fmt, tmp_path, caplog):
     else:  # a medclip tower's own state dict ("net." prefix)
         save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     torch.manual_seed(1)
-    with caplog.at_level(logging.INFO, logger="medclip.models.volume"):
+    with caplog.at_level(logging.INFO, logger="medclip.models.volume_tower"):
         loaded = create_image_tower("resnet10_3d_small", in_chans=2, pretrained=str(path)).eval()
     assert "0 missing, 0 unexpected" in caplog.text
     x = torch.randn(1, 2, 16, 32, 32)
@@ -174,6 +175,7 @@ def test_cpu_bf16_conv3d_weight_gradient_is_right_two_slices_deep():
         x = torch.randn(4, conv.in_channels, depth, 6, 6)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = conv(x)
+        assert y.dtype == (torch.float32 if depth == 2 else torch.bfloat16)  # the guard's fp32, else bf16 autocast
         g = torch.randn(y.shape)
         y.backward(g.to(y.dtype))
         w = conv.weight.detach().bfloat16().float().requires_grad_()

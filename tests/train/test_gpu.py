@@ -58,8 +58,8 @@ def test_grad_cache_matches_full_batch_on_cuda():
 def test_varlen_attention_matches_the_padded_tower_on_cuda(report_batch, monkeypatch):
     # FlashAttention's variable-length kernel (model.text.varlen_attention) against the plain padded tower, in bf16
     # without dropout: the same embeddings and gradients up to bf16 rounding; with dropout, the kernel drops too.
-    from medclip.models import text as text_module
-    from medclip.models.text import HFTextTower
+    from medclip.models import text_tower as text_module
+    from medclip.models.text_tower import HFTextTower
 
     calls = []
     kernel = text_module._flash_kernel

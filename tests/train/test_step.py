@@ -10,7 +10,7 @@ from torch.utils._pytree import tree_flatten
 
 from medclip.config import LossCfg, ModelCfg, OptimCfg, PreprocessCfg
 from medclip.losses import loss_from_cfg
-from medclip.models import text as text_module
+from medclip.models import text_tower as text_module
 from medclip.models.medclip import MedClip
 from medclip.train.optim import create_optimizer, create_scheduler
 from medclip.train.step import StepParts, autocast_factory, train_step
@@ -100,5 +100,9 @@ def test_fp16_skips_a_non_finite_loss_and_the_next_step_trains(report_batch):
     assert all(torch.equal(p, before[n]) for n, p in parts.model.named_parameters())  # no update
     assert parts.scaler.get_scale() < scale  # the scaler saw the non-finite gradients
     parts.loss_fn = real
+    dtypes = set()  # what the image tower's convolutions compute in: fp16 under the step's autocast
+    for conv in (m for m in parts.model.image.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
     record = train_step(parts, inputs, keys, state)  # unscale_ again: the skipped step closed its scaler state
     assert math.isfinite(record["loss"]) and state["bad_steps"] == 0 and "loss_scale" in record
+    assert dtypes == {torch.float16}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from medclip.models.text import HFTextTower
+from medclip.models.text_tower import HFTextTower
 
 
 def test_length_buckets_give_the_same_embeddings_and_gradients(report_batch):
@@ -72,7 +72,7 @@ def test_packing_trains_with_dropout_and_falls_back_for_left_padding(report_batc
 def test_encoders_outside_the_packable_types_pad_instead(monkeypatch):
     from transformers import BertConfig, DistilBertConfig
 
-    from medclip.models import text as text_module
+    from medclip.models import text_tower as text_module
 
     bert = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     assert HFTextTower("x", config_dict=bert.to_dict(), packing=True).packing
@@ -93,7 +93,7 @@ def test_varlen_attention_hands_the_kernel_each_text_as_one_sequence(report_batc
     # how it uses the result. tests/train/test_gpu.py checks the kernel itself against the padded tower on a GPU.
     import torch.nn.functional as F
 
-    from medclip.models import text as text_module
+    from medclip.models import text_tower as text_module
 
     calls = []
 

@@ -9,9 +9,30 @@ import pandas as pd
 import pytest
 import torch
 
+import medclip.train.trainer as trainer_module
 from medclip.config import load_config
 from medclip.models.medclip import MedClip
 from medclip.train.trainer import label_matrix, train
+
+REDUCED = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def record_conv_dtypes(monkeypatch) -> set[torch.dtype]:
+    """The dtypes the image tower's convolutions compute in during training (filled by forward hooks on the model
+    the trainer builds): under autocast they are the reduced precision, without it float32."""
+    seen: set[torch.dtype] = set()
+    build = trainer_module.build_model
+
+    def build_and_hook(cfg, device):
+        model = build(cfg, device)
+        convs = [m for m in model.image.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs
+        for conv in convs:
+            conv.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", build_and_hook)
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +60,8 @@ def labelled_manifest(tiny_manifest, tmp_path_factory):
     ],
     ids=["bf16-gradcache-soft", "fp16-siglip"],
 )  # fmt: skip
-def test_options_train_and_save_a_loadable_model(labelled_manifest, tmp_path, options):
+def test_options_train_and_save_a_loadable_model(labelled_manifest, tmp_path, options, monkeypatch):
+    dtypes = record_conv_dtypes(monkeypatch)
     cfg = load_config("tiny", [f"data.manifest={labelled_manifest}", f"train.out_dir={tmp_path}",
                                "train.max_steps=3", "train.log_every=1", *options])  # fmt: skip
     final = train(cfg, show_progress=False)
@@ -50,6 +72,11 @@ def test_options_train_and_save_a_loadable_model(labelled_manifest, tmp_path, op
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     model = MedClip.from_pretrained(final)
     assert (model.logit_bias is not None) == ("loss.name=siglip" in options)
+    precision = next(o.split("=")[1] for o in options if o.startswith("train.precision="))
+    assert dtypes == {REDUCED[precision]}  # the steps really ran under autocast
+    assert ("loss_scale" in records[-1]) == (precision == "fp16")  # fp16's GradScaler is on, and only for fp16
+    if precision == "fp16":
+        assert all(r["loss_scale"] > 1 for r in records)
 
 
 def test_label_matrix_maps_uncertain_and_blank(labelled_manifest):
@@ -88,11 +115,13 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert resolve_precision("auto", cpu) == "fp32"
 
 
-def test_auto_precision_is_resolved_in_the_saved_config(tiny_manifest, tmp_path):
-    from medclip.train.step import resolve_precision
-
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_resolved_in_the_saved_config(tiny_manifest, tmp_path, monkeypatch, native_bf16, expected):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
+    dtypes = record_conv_dtypes(monkeypatch)
     cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=1",
                                "train.precision=auto"])  # fmt: skip
     train(cfg, show_progress=False)
     saved = (tmp_path / "config.yaml").read_text()
-    assert f"precision: {resolve_precision('auto', torch.device('cpu'))}" in saved
+    assert f"precision: {expected}" in saved
+    assert dtypes == {REDUCED.get(expected, torch.float32)}  # and the step ran in what was saved

@@ -1,0 +1,232 @@
+"""Archive layouts -> image records + report sources (registered by name).
+
+A layout scan never raises on a bad file: it returns the images it could read and one reject per input it could
+not, so that ``inputs = kept + rejected`` always holds downstream. The ``dicom`` layout lives here; the others
+(``mimic-cxr-jpg``, ``openi``, ``csv``) in :mod:`medclip.ingest.layouts.public`, imported at the bottom to register them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from medclip.errors import InputError
+from medclip.io.dicom import VIEW_ALIASES, ReadError, check_path, check_size, load_image
+from medclip.registry import Registry
+from medclip.reports.sections import HEADER_OF, SECTION_NAMES, TEXT_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS: Registry = Registry("archive layout")
+
+# Files a DICOM export carries besides images and reports; they are not inputs and are skipped.
+SIDECAR_SUFFIXES = {".csv", ".json", ".md", ".xml", ".html", ".pdf", ".parquet", ".yaml", ".yml", ".log"}
+SIDECAR_NAMES = {"readme", "readme.txt", "dicomdir", "license", "license.txt"}
+KEY_COLUMNS = ("accession", "accession_number", "accessionnumber", "study_uid", "studyinstanceuid",
+               "study_instance_uid", "study_id", "study")  # fmt: skip
+# An upper-case header word after a sentence end starts a new section in parse_sections ("... clear. IMPRESSION:");
+# inside one section given as a field (XML, table column) it is text, so it is written in title case, which the
+# parser leaves alone. The parser's own header vocabulary is used so the two cannot drift apart.
+_HEADER_WORDS = "|".join(re.escape(h.upper()).replace(r"\ ", r"\s+") for h in sorted(HEADER_OF, key=len, reverse=True))
+_INLINE_HEADER_RE = re.compile(rf"(?<=[.!?])(\s+)({_HEADER_WORDS})(?![A-Za-z])(?=\s*:)")
+
+
+@dataclass(frozen=True)
+class InlineReport:
+    """A report given as text (a table row, an XML file); ``id`` is path-like ("reports.csv#row=3") for rejects."""
+
+    id: str
+    text: str
+
+
+def reject(path: Path | str, reason: str, detail: str, kind: str = "image") -> dict:
+    return {"path": str(path), "kind": kind, "reason": reason, "detail": detail}
+
+
+@dataclass
+class ArchiveScan:
+    images: list[dict] = field(default_factory=list)  # one dict of header facts per readable image
+    # accession / study uid / study id -> report file or inline text
+    reports: dict[str, Path | InlineReport] = field(default_factory=dict)
+    rejects: list[dict] = field(default_factory=list)  # {"path", "kind", "reason", "detail"}
+    skipped: int = 0  # sidecar files that are not inputs
+    inputs: int | None = None  # image inputs the layout saw (None: len(images) + image rejects)
+
+    def add_report(self, key: str, source: Path | InlineReport) -> None:
+        """Register a study's report; a second report for the same key is rejected, never silently dropped."""
+        if key in self.reports:
+            first = self.reports[key]
+            where = first.id if isinstance(first, InlineReport) else str(first)
+            name = source.id if isinstance(source, InlineReport) else str(source)
+            self.rejects.append(
+                reject(name, "duplicate_report", f"{name}: study {key} already has a report ({where})", kind="report")
+            )
+            return
+        self.reports[key] = source
+
+
+# An empty directory named like an image file is a failed copy, not an empty folder: it is listed as an input.
+_FILE_LIKE_DIR_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima", ".png", ".jpg", ".jpeg"}
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Every non-hidden file under ``root`` (sorted), plus empty directories named like image files."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in list(dirnames):
+            if Path(d).suffix.lower() in _FILE_LIKE_DIR_SUFFIXES and not any(os.scandir(Path(dirpath) / d)):
+                files.append(Path(dirpath) / d)
+                dirnames.remove(d)
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return sorted(files)
+
+
+def sections_text(sections: Mapping[str, str | None]) -> str:
+    """Known sections -> "FINDINGS: ...\\nIMPRESSION: ..." that :func:`parse_sections` splits back the same way."""
+    lines = []
+    for name, body in sections.items():
+        if name not in SECTION_NAMES:
+            logger.debug("dropping unknown report section %r", name)
+            continue
+        body = " ".join(str(body or "").split())
+        label = name.upper()
+        while body.upper().startswith(label) and body[len(label) :].lstrip().startswith(":"):
+            body = body[len(label) :].lstrip()[1:].lstrip()  # "INDICATION: INDICATION: cough" repeats the label
+        body = _INLINE_HEADER_RE.sub(lambda m: m.group(1) + m.group(2).title(), body)
+        if body:
+            lines.append(f"{label}: {body}")
+    return "\n".join(lines)
+
+
+def column_key(name: str) -> str:
+    """A column name compared loosely: "Study Instance UID" == "study_instance_uid" == "StudyInstanceUID"."""
+    return re.sub(r"[^0-9a-z]", "", str(name).lower())
+
+
+def find_column(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
+    """The first of ``candidates`` present in ``columns`` (loosely compared), as spelled in ``columns``."""
+    by_norm = {column_key(c): c for c in columns}
+    return next((by_norm[column_key(c)] for c in candidates if column_key(c) in by_norm), None)
+
+
+def _table_rows(path: Path) -> tuple[list[dict], list[dict]]:
+    """CSV/TSV (optionally .gz) or JSON Lines -> (rows as str dicts, rejects for unparseable lines)."""
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        rows, bad = [], []
+        raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+        for n, line in enumerate(raw.decode("utf-8", "surrogateescape").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise InputError("not a JSON object")
+            except ValueError as exc:
+                bad.append(reject(f"{path}#line={n}", "malformed_report", f"{path} line {n}: {exc}", kind="report"))
+                continue
+            rows.append({k: "" if v is None else str(v) for k, v in row.items()} | {"_id": f"{path}#line={n}"})
+        return rows, bad
+    if not name.endswith((".csv", ".tsv", ".txt")):
+        raise InputError(f"report table {path}: unknown format; use .csv, .tsv or .jsonl (optionally .gz)")
+    df = pd.read_csv(path, dtype=object, keep_default_na=False, sep="\t" if name.endswith(".tsv") else ",",
+                     encoding_errors="surrogateescape")  # fmt: skip
+    # Row ids count the header as line 1, so "#row=2" is the first data line as a spreadsheet shows it.
+    return [row | {"_id": f"{path}#row={i + 2}"} for i, row in enumerate(df.to_dict("records"))], []
+
+
+def read_report_table(path: Path, *, key_fn: Callable[[str], str] = str) -> tuple[dict[str, InlineReport], list]:
+    """A CSV/JSONL of reports -> (study key -> report, rejects).
+
+    The key column is the first of ``KEY_COLUMNS`` present (accession before StudyInstanceUID); the text is the
+    first of ``TEXT_COLUMNS``, or is composed from section columns (``findings``, ``impression``, ...).
+    """
+    rows, rejects = _table_rows(path)
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "_id"))
+    key_col, text_col = find_column(columns, KEY_COLUMNS), find_column(columns, TEXT_COLUMNS)
+    section_cols = {s: c for s in SECTION_NAMES if (c := find_column(columns, (s,)))}
+    if key_col is None or (text_col is None and not section_cols):
+        raise InputError(
+            f"report table {path}: needs a study key column (one of {', '.join(KEY_COLUMNS)}) and a text column "
+            f"({', '.join(TEXT_COLUMNS)} or section columns such as findings/impression); it has: {columns}"
+        )
+    out: dict[str, InlineReport] = {}
+    for row in rows:
+        key = str(row.get(key_col, "")).strip()
+        if not key:
+            rejects.append(reject(row["_id"], "malformed_report", f"{row['_id']}: empty {key_col}", kind="report"))
+            continue
+        text = row.get(text_col, "") if text_col else sections_text({s: row.get(c) for s, c in section_cols.items()})
+        key = key_fn(key)
+        if key in out:
+            rejects.append(reject(row["_id"], "duplicate_report", f"{row['_id']}: second report for {key}", "report"))
+            continue
+        out[key] = InlineReport(row["_id"], str(text))
+    return out, rejects
+
+
+def add_reports(scan: ArchiveScan, source: Path, *, key_fn: Callable[[str], str] = str) -> None:
+    """Add ``--reports``: a report table (CSV/JSONL) or a folder of ``<study key>.txt`` files."""
+    if not source.exists():
+        raise FileNotFoundError(f"reports not found: {source}; pass a CSV/JSONL table or a folder of .txt files")
+    if source.is_dir():
+        for path in walk_files(source):
+            if path.suffix.lower() == ".txt" and path.name.lower() not in SIDECAR_NAMES:
+                scan.add_report(key_fn(path.stem), path)
+        return
+    table, rejects = read_report_table(source, key_fn=key_fn)
+    scan.rejects += rejects
+    for key, report in table.items():
+        scan.add_report(key, report)
+
+
+# ---------------------------------------------------------------------------------------------- PNG / JPEG images
+
+
+def image_record(
+    path: Path, *, modality: str, modalities: Sequence[str] | None, verify: bool, **ids: str | None
+) -> dict:
+    """Header facts of a PNG/JPEG, shaped like a DICOM record; ``ids`` fill study_uid, patient_id, view, ...
+
+    Raises:
+        ReadError: the same reasons as :func:`medclip.io.dicom.load_image`, or ``modality``.
+    """
+    if modalities and modality not in modalities:
+        raise ReadError("modality", f"{path}: modality {modality} is not one of {tuple(modalities)}")
+    if verify:
+        rows, cols = load_image(path)[1]["source_shape"]
+    else:
+        p = check_path(path)
+        try:
+            with Image.open(p) as img:
+                cols, rows = img.size
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            reason = "truncated" if "truncated" in str(exc).lower() else "unreadable"
+            raise ReadError(reason, f"{p}: not a readable image ({exc}); check the file type.") from exc
+        check_size(rows, cols, p)
+    record = dict.fromkeys(("study_uid", "series_uid", "sop_uid", "accession", "patient_id", "view"))
+    return record | {"image_path": str(path), "modality": modality, "rows": int(rows), "columns": int(cols)} | ids
+
+
+def view_name(value: object) -> str | None:
+    """A table's view value ("pa", "Postero-Anterior", "LL") as the DICOM layout names it (PA, AP, LATERAL)."""
+    view = str(value or "").strip().upper()
+    return VIEW_ALIASES.get(view, view) or None
+
+
+def try_record(scan: ArchiveScan, path: Path, reject_path: str | None = None, **kwargs) -> None:
+    """Append :func:`image_record` of ``path`` to ``scan``, or its reject (under ``reject_path`` if given)."""
+    try:
+        scan.images.append(image_record(path, **kwargs))
+    except ReadError as exc:
+        scan.rejects.append(reject(reject_path or path, exc.reason, exc.detail))

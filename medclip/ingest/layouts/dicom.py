@@ -1,0 +1,65 @@
+"""The ``dicom`` archive layout: any nesting of DICOM files, with reports as ``.txt`` files or a report table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from medclip.ingest.archive import (
+    LAYOUTS,
+    SIDECAR_NAMES,
+    SIDECAR_SUFFIXES,
+    ArchiveScan,
+    add_reports,
+    reject,
+    walk_files,
+)
+from medclip.io.dicom import ReadError, load_image, read_header
+
+
+@LAYOUTS.register("dicom")
+def scan_dicom(
+    root: Path,
+    *,
+    modalities: tuple[str, ...] | None = None,
+    verify_pixels: bool = True,
+    show_progress: bool = True,
+    reports: Path | None = None,
+) -> ArchiveScan:
+    """Any nesting of DICOM files; ``.txt`` files named by AccessionNumber or StudyInstanceUID are reports.
+
+    With ``verify_pixels`` every image is decoded once, so a corrupt pixel stream is rejected here rather than
+    failing a training run hours later. ``reports`` adds a CSV/JSONL table (study key + text) or a folder of
+    ``.txt`` files (see :func:`medclip.ingest.layouts.public.add_reports`).
+    """
+    if not Path(root).is_dir():
+        raise NotADirectoryError(f"dicom layout needs a folder, got {root}")
+    scan = ArchiveScan(inputs=0)
+    files = walk_files(root)
+    for path in tqdm(files, desc="scan", unit="file", disable=not show_progress, leave=False):
+        suffix, lname = path.suffix.lower(), path.name.lower()
+        if suffix == ".txt" and lname not in SIDECAR_NAMES:
+            scan.add_report(path.stem, path)
+            continue
+        if suffix in SIDECAR_SUFFIXES or lname in SIDECAR_NAMES:
+            scan.skipped += 1
+            continue
+        scan.inputs += 1
+        try:
+            header = read_header(path)
+            if verify_pixels and (not modalities or header.get("modality") in modalities):
+                load_image(path)
+        except ReadError as exc:
+            scan.rejects.append(reject(path, exc.reason, exc.detail))
+            continue
+        if modalities and header.get("modality") not in modalities:
+            scan.rejects.append(
+                reject(path, "modality", f"{path}: modality {header.get('modality')} is not one of {modalities}")
+            )
+            continue
+        header["image_path"] = str(path)
+        scan.images.append(header)
+    if reports is not None:
+        add_reports(scan, Path(reports))
+    return scan

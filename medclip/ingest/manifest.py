@@ -1,0 +1,267 @@
+"""Manifest: one row per kept image, a rejects table with one row per rejected input, and a meta file.
+
+Patient identifiers never reach disk raw: ``patient_key`` is a salted SHA-256 of the PatientID. Splits are by
+patient, from a hash of the key, so they are deterministic and stay put when the archive grows. Every input the
+layout saw is either a manifest row or a rejects row (:func:`reconcile` checks it); reason codes are in
+:data:`REJECT_REASONS` (image readers) and :data:`medclip.io.dicom.REASONS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from medclip.config import ManifestCfg
+from medclip.errors import InputError
+from medclip.ingest.archive import ArchiveScan, InlineReport, reject
+from medclip.ingest.layouts import LAYOUTS
+from medclip.ingest.layouts.csv_table import parse_column_roles
+from medclip.ingest.splits import SPLITS, assign_split, check_splits_disjoint, default_salt, patient_key
+from medclip.reports.sections import parse_sections, report_text
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME, META_NAME, REJECTS_NAME = "manifest.parquet", "manifest.meta.json", "rejects.parquet"
+COLUMNS = (
+    "row_id", "image_path", "study_id", "series_id", "sop_uid", "accession", "patient_key", "split", "modality",
+    "view", "rows", "columns", "findings", "impression", "text",
+)  # fmt: skip
+REJECT_COLUMNS = ("path", "kind", "reason", "detail")
+DEFAULT_MODALITIES = ("CR", "DX", "DR")  # radiographs; a layout of other images names its own below
+LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {"dicom-ct": ("CT",)}
+# Reject reasons added by layouts and pairing, on top of the image readers' medclip.io.dicom.REASONS.
+REJECT_REASONS: dict[str, str] = {
+    "no_report": "image: no report for its study (or no XML/CSV row lists it)",
+    "report_rejected": "image: its study's report was rejected (see that report's own row)",
+    "duplicate_sop": "image: SOPInstanceUID (or image id / path) already seen; the first copy is kept",
+    "patient_conflict": "image: its StudyInstanceUID was already seen under another PatientID",
+    "no_patient": "image: no PatientID (subject / patient column), so it cannot be split by patient",
+    "no_image": "image: a CSV row without any image path",
+    "layout_path": "image: not where the layout puts images (e.g. MIMIC files/pNN/p<subject>/s<study>/)",
+    "metadata_conflict": "image: the dataset's metadata CSV disagrees with the path about subject/study",
+    "empty_report": "report: no findings or impression text (blank, or headers only)",
+    "report_encoding": "report: not UTF-8 text",
+    "report_unreadable": "report: the file cannot be read (missing, permissions)",
+    "orphan_report": "report: no image of its study (or an Open-i XML listing no image)",
+    "duplicate_report": "report: a second report for a study that already has one",
+    "malformed_report": "report: a report-table line that is not a JSON object or has no study key",
+    "malformed_xml": "report: an Open-i XML file that does not parse",
+}
+
+
+@dataclass
+class ManifestResult:
+    manifest: pd.DataFrame
+    rejects: pd.DataFrame
+    meta: dict
+
+
+def _source_id(source: Path | InlineReport) -> str:
+    return source.id if isinstance(source, InlineReport) else str(source)
+
+
+def _read_report(source: Path | InlineReport) -> tuple[dict | None, dict | None]:
+    """A report file or inline text -> (sections, None) or (None, reject)."""
+    path = _source_id(source)
+    try:
+        # Tables are read with surrogateescape, so non-UTF-8 bytes in a cell fail to encode here.
+        raw = source.text.encode("utf-8") if isinstance(source, InlineReport) else source.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        return None, reject(path, "report_unreadable", f"{path}: {exc.strerror or exc}", kind="report")
+    except UnicodeError:
+        return None, reject(path, "report_encoding", f"{path}: not UTF-8 text; re-export as UTF-8", kind="report")
+    sections = parse_sections(text)
+    if not (sections.get("findings") or sections.get("impression")):
+        return None, reject(path, "empty_report", f"{path}: no findings or impression text", kind="report")
+    return sections, None
+
+
+def check_patients(images: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Reject images without a PatientID, and later images of a study already seen under another PatientID.
+
+    A study under two PatientIDs means a merge/anonymisation error: kept, it would put one study in two splits.
+    """
+    kept, rejects, owner = [], [], {}
+    for img in images:
+        path, patient, study = img["image_path"], img.get("patient_id"), img.get("study_uid")
+        if not patient or not str(patient).strip():
+            rejects.append(reject(path, "no_patient", f"{path}: no PatientID; fill it so splits can be by patient"))
+            continue
+        first = owner.setdefault(study, patient) if study else patient
+        if first != patient:
+            detail = f"{path}: study {study} already seen under another PatientID; fix the IDs at the source"
+            rejects.append(reject(path, "patient_conflict", detail))
+            continue
+        kept.append(img)
+    return kept, rejects
+
+
+def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], list[dict], set[str]]:
+    kept, rejects, used, parsed = [], [], set(), {}
+    seen_sop: set[str] = set()
+    images, rejects = check_patients(scan.images)
+    for img in images:
+        if (img.get("sop_uid") or img["image_path"]) in seen_sop:
+            detail = f"{img['image_path']}: SOPInstanceUID (or image id / path) repeated; the first copy is kept"
+            rejects.append(reject(img["image_path"], "duplicate_sop", detail))
+            continue
+        seen_sop.add(img.get("sop_uid") or img["image_path"])
+        key = next((k for k in (img.get("accession"), img.get("study_uid")) if k and k in scan.reports), None)
+        if key is None:
+            rejects.append(reject(img["image_path"], "no_report", f"{img['image_path']}: no report for its study"))
+            continue
+        if key not in parsed:
+            parsed[key] = _read_report(scan.reports[key])
+        sections, bad = parsed[key]
+        used.add(key)
+        if bad is not None:
+            detail = f"{img['image_path']}: its report {bad['path']} was rejected ({bad['reason']})"
+            rejects.append(reject(img["image_path"], "report_rejected", detail))
+            continue
+        kept.append({**img, "findings": sections["findings"], "impression": sections["impression"],
+                     "text": report_text(sections, text_policy)})  # fmt: skip
+    rejects += [v[1] for k, v in parsed.items() if v[1] is not None]
+    return kept, rejects, used
+
+
+def build_manifest(
+    root: str | Path,
+    *,
+    layout: str = "dicom",
+    salt: str | None = None,
+    text_policy: str = "findings_impression",
+    modalities: tuple[str, ...] | None = DEFAULT_MODALITIES,
+    verify_pixels: bool = True,
+    show_progress: bool = True,
+    reports: str | Path | None = None,
+    layout_options: dict | None = None,
+    label_set: str | None = None,
+) -> ManifestResult:
+    """Scan an archive and build the manifest, the rejects and the meta (counts reconcile).
+
+    Args:
+        root: the archive folder (for ``layout="csv"`` also the CSV file itself).
+        layout: a name in ``LAYOUTS`` (dicom, mimic-cxr-jpg, openi, csv).
+        reports: extra reports: a CSV/JSONL table (study key + text columns) or a folder of ``<key>.txt``.
+        layout_options: layout-specific keywords, e.g. ``{"columns": {"image": "png"}}`` for csv.
+        label_set: attach rule-based report labels (``chexpert`` / ``chestxray14``) as manifest columns.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"archive folder not found: {root} (for --layout csv: the CSV file)")
+    scan: ArchiveScan = LAYOUTS.get(layout)(
+        root, modalities=modalities, verify_pixels=verify_pixels, show_progress=show_progress,
+        reports=Path(reports) if reports is not None else None, **(layout_options or {}),
+    )  # fmt: skip
+    salt = salt or default_salt()
+    kept, report_rejects, used = _attach_reports(scan, text_policy)
+    orphan = [reject(_source_id(p), "orphan_report", f"{_source_id(p)}: no image of this study", kind="report")
+              for k, p in sorted(scan.reports.items()) if k not in used]  # fmt: skip
+    rejects = pd.DataFrame(scan.rejects + report_rejects + orphan, columns=list(REJECT_COLUMNS))
+    df = pd.DataFrame(kept)
+    if df.empty:
+        df = pd.DataFrame(columns=list(COLUMNS))
+    else:
+        df["study_id"] = df["study_uid"]
+        df["series_id"] = df["series_uid"]
+        df["patient_key"] = [patient_key(str(p), salt) for p in df["patient_id"]]
+        df["split"] = [assign_split(k) for k in df["patient_key"]]
+        df = df.sort_values(["patient_key", "study_id", "image_path"]).reset_index(drop=True)
+        df["row_id"] = range(len(df))
+        df = df[list(COLUMNS)]  # drops raw patient_id and any other header facts that could identify a person
+        check_splits_disjoint(df)
+        if label_set:
+            from medclip.reports.label_io import label_dataframe
+
+            # Labels extracted from the report text, one column per label (1 / 0 / -1 / NaN blank).
+            df = pd.concat([df, label_dataframe(df, label_set=label_set)], axis=1)
+    meta = _meta(root, layout, df, rejects, scan)
+    meta["label_set"] = label_set
+    reconcile(meta)
+    return ManifestResult(df, rejects, meta)
+
+
+def reconcile(meta: dict) -> None:
+    """Raise RuntimeError unless every image input is kept or rejected: ``inputs = kept + rejected``."""
+    c = meta["counts"]
+    if c["inputs"] != c["kept"] + c["rejected"]:
+        raise RuntimeError(
+            f"manifest does not reconcile: {c['inputs']} inputs != {c['kept']} kept + {c['rejected']} rejected; "
+            "a layout lost or double-counted inputs (please report this as a bug)"
+        )
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    cols = ["image_path", "study_id", "patient_key", "split", "text"]
+    payload = df[cols].to_csv(index=False).encode() if len(df) else b""
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _meta(root: Path, layout: str, df: pd.DataFrame, rejects: pd.DataFrame, scan: ArchiveScan) -> dict:
+    image_rejects = rejects[rejects["kind"] == "image"]
+    scan_kinds = pd.Series([r["kind"] for r in scan.rejects], dtype=object)
+    report_rejects = rejects[rejects["kind"] == "report"]
+    counts = {
+        "inputs": scan.inputs if scan.inputs is not None else len(scan.images) + int((scan_kinds == "image").sum()),
+        "kept": len(df),
+        "rejected": len(image_rejects),
+        "reports_found": len(scan.reports),
+        "reports_rejected": len(report_rejects),
+        "sidecar_files_skipped": scan.skipped,
+        "studies": int(df["study_id"].nunique()) if len(df) else 0,
+        "patients": int(df["patient_key"].nunique()) if len(df) else 0,
+        "splits": {s: int((df["split"] == s).sum()) for s in SPLITS} if len(df) else {},
+        "reject_reasons": dict(Counter(rejects["reason"])),
+    }
+    return {"schema_version": SCHEMA_VERSION, "source": str(root.resolve()), "layout": layout,
+            "counts": counts, "content_hash": content_hash(df)}  # fmt: skip
+
+
+def write_manifest(result: ManifestResult, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.manifest.to_parquet(out / MANIFEST_NAME, index=False)
+    result.rejects.to_parquet(out / REJECTS_NAME, index=False)
+    (out / META_NAME).write_text(json.dumps(result.meta, indent=2))
+    return out
+
+
+def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """A manifest directory (or its parquet file) -> (rows, meta)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / MANIFEST_NAME).is_file():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {folder}; build one with `medclip manifest ARCHIVE --out DIR`")
+    df = pd.read_parquet(folder / MANIFEST_NAME)
+    meta_path = folder / META_NAME
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return df, meta
+
+
+def default_modalities(layout: str) -> tuple[str, ...]:
+    """The modalities a layout keeps unless told otherwise (CR/DX/DR radiographs; CT for ``dicom-ct``)."""
+    return LAYOUT_MODALITIES.get(layout, DEFAULT_MODALITIES)
+
+
+def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> ManifestResult:
+    """:func:`build_manifest` for a ``medclip manifest`` configuration."""
+    if not cfg.source:
+        raise InputError("manifest needs a source: an archive folder (or the CSV file of the csv layout)")
+    options = {}
+    if cfg.columns:
+        if cfg.layout != "csv":
+            raise InputError(f"columns (--column) apply to the csv layout only, not {cfg.layout}")
+        options["columns"] = parse_column_roles(cfg.columns)
+    modalities = tuple(m.strip().upper() for m in cfg.modalities if m.strip()) or default_modalities(cfg.layout)
+    return build_manifest(cfg.source, layout=cfg.layout, salt=cfg.salt or None, text_policy=cfg.text_policy,
+                          modalities=modalities, verify_pixels=cfg.verify_pixels, show_progress=show_progress,
+                          reports=cfg.reports or None, layout_options=options,
+                          label_set=cfg.labels or None)  # fmt: skip
