@@ -74,6 +74,9 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
     spec = DEMOS.get(cfg.modality)
     out = demo_out_dir(cfg)
     seed = cfg.seed
+    # The training config first: a mistyped override fails before minutes of synthesis, not after.
+    run_cfg = load_config(spec.config, [f"data.manifest={out / 'manifest'}", f"train.out_dir={out / 'train'}",
+                                        f"train.seed={seed}", *overrides])  # fmt: skip
     timings: dict[str, float] = {}
     t = time.perf_counter()
     archive = out / "archive"
@@ -92,8 +95,6 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
                 c["splits"])  # fmt: skip
 
     t = time.perf_counter()
-    run_cfg = load_config(spec.config, [f"data.manifest={out / 'manifest'}", f"train.out_dir={out / 'train'}",
-                                        f"train.seed={seed}", *overrides])  # fmt: skip
     logger.info("[3/4] training %s + %s for %d epochs", run_cfg.model.image.name, run_cfg.model.text.name,
                 run_cfg.train.epochs)  # fmt: skip
     final = train(run_cfg, show_progress=show_progress)

@@ -81,7 +81,20 @@ def test_manifest_on_a_folder_without_dicom_rejects_and_counts(tmp_path, capsys)
 
 
 def test_end_to_end_smoke_through_the_console_script(tiny_archive, tmp_path):
-    """synth archive -> manifest -> train (tiny preset) -> eval, each through the installed CLI."""
+    """synth archive -> manifest -> train (tiny preset) -> eval, each through the installed CLI.
+
+    Four training steps give no better-than-chance model, so this checks what the pipeline must get right whatever
+    the model: every image and study of the manifest evaluated, each finding's label counts from labels.csv, the
+    train / test rows of the probe, consistent metrics, the plots on disk and the printed table equal to results.json.
+    """
+    import re
+
+    import numpy as np
+    import pandas as pd
+
+    from medclip.ingest.tables import finding_key
+    from medclip.text.prompts import load_prompts
+
     env_python = [sys.executable, "-m", "medclip.cli", "-q"]
     run = lambda *a: subprocess.run([*env_python, *a], capture_output=True, text=True, timeout=120)  # noqa: E731
     r = run("manifest", str(tiny_archive), "--out", str(tmp_path / "m"), "--salt", "s")
@@ -92,7 +105,54 @@ def test_end_to_end_smoke_through_the_console_script(tiny_archive, tmp_path):
             "--labels", str(tiny_archive / "labels.csv"), "--split", "all", "--out", str(tmp_path / "ev"))  # fmt: skip
     assert r.returncode == 0, r.stderr
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
-    assert 0.0 <= results["zero_shot"]["macro_auroc"] <= 1.0
-    assert set(results["retrieval"]["image_to_text"]) >= {"R@1", "R@5", "R@10", "MRR"}
-    assert (tmp_path / "ev" / "results.md").read_text().startswith("# ")
-    assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "metrics.jsonl").is_file()
+    manifest = pd.read_parquet(tmp_path / "m" / "manifest.parquet")
+    meta = json.loads((tmp_path / "m" / "manifest.meta.json").read_text())
+    labels_csv = pd.read_csv(tiny_archive / "labels.csv", dtype={"study_id": str})
+
+    # provenance and counts: the whole manifest, and the checkpoint trained on it
+    assert results["split"] == "all" and results["n_images"] == len(manifest)
+    assert results["n_studies"] == manifest["study_id"].nunique()
+    assert results["train_manifest_hash"] == meta["content_hash"]
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1]["step"] == 4 and np.isfinite(steps[-1]["loss"])  # the tiny preset's max_steps
+
+    # zero-shot: one entry per prompt finding with labels, counted from labels.csv over the manifest's images
+    zs = results["zero_shot"]
+    findings = {finding_key(f) for f in load_prompts("cxr_demo")} & set(labels_csv.columns)
+    assert findings and set(zs["per_finding"]) == findings and set(results["labels"]) >= findings
+    per_image = manifest[["study_id"]].merge(labels_csv, on="study_id", how="left")
+    for finding, m in zs["per_finding"].items():
+        y = per_image[finding]
+        assert m["n"] == int(y.isin([0, 1]).sum()) and m["positives"] == int((y == 1).sum()), finding
+        assert 0 < m["positives"] < m["n"]
+        assert 0.0 <= m["auroc_ci"][0] <= m["auroc"] <= m["auroc_ci"][1] <= 1.0, finding
+        assert 0.0 <= m["auprc_ci"][0] <= m["auprc"] <= m["auprc_ci"][1] <= 1.0, finding
+    aurocs = [m["auroc"] for m in zs["per_finding"].values()]
+    assert zs["macro_auroc"] == pytest.approx(float(np.mean(aurocs)))
+    assert set(zs["polarity_warnings"]) == {f for f, m in zs["per_finding"].items() if m["auroc"] < 0.5}
+
+    # retrieval: every image, one text per study; recall grows with k
+    for direction in ("image_to_text", "text_to_image"):
+        rec = results["retrieval"][direction]
+        assert 0.0 <= rec["R@1"] <= rec["R@5"] <= rec["R@10"] <= 1.0 and 0.0 < rec["MRR"] <= 1.0, direction
+    assert results["retrieval"]["n_images"] == len(manifest)
+    assert results["retrieval"]["n_texts"] == manifest["study_id"].nunique()
+
+    # the linear probe trains on the train split and scores the test split
+    split_sizes = manifest["split"].value_counts()
+    probe = results["probe"]
+    assert (probe["n_train"], probe["n_test"]) == (split_sizes["train"], split_sizes["test"])
+    assert probe["eval_split"] == "test" and set(probe["zero_shot_auroc"]) <= findings
+
+    # the plots exist as PNG files
+    assert set(results["plots"]) == {"roc_curves", "retrieval_grid", "probe", "training_curves"}
+    for name in results["plots"].values():
+        assert (tmp_path / "ev" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    # what was printed (and written to results.md) is results.json
+    printed = dict(re.findall(r"^\| (\w+) \| ([0-9.]+) \[", r.stdout, flags=re.M))
+    assert printed == {f: f"{m['auroc']:.3f}" for f, m in zs["per_finding"].items()}
+    assert f"**{zs['macro_auroc']:.3f}**" in r.stdout
+    md = (tmp_path / "ev" / "results.md").read_text()
+    assert md.startswith("# ") and all(f"| {f} | {a} [" in md for f, a in printed.items())
+    assert (tmp_path / "run" / "config.yaml").is_file()
