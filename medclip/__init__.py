@@ -113,8 +113,14 @@ def build_index(
     from medclip.eval.index import build_case_index
 
     checkpoint = model if isinstance(model, str | Path) else model.checkpoint
-    cfg = IndexBuildCfg(checkpoint=str(checkpoint), out=str(out), manifest=str(manifest or ""), csv=str(csv or ""),
-                        split=split, params=IndexParams(**params))  # fmt: skip
+    cfg = IndexBuildCfg(
+        checkpoint=str(checkpoint),
+        out=str(out),
+        manifest=str(manifest or ""),
+        csv=str(csv or ""),
+        split=split,
+        params=IndexParams(**params),
+    )
     return build_case_index(cfg, show_progress=False)
 
 

@@ -40,17 +40,34 @@ class DemoSpec:
 # modality -> its demo; `medclip demo --modality` and `medclip synth` offer these names.
 DEMOS: Registry[DemoSpec] = Registry("demo modality")
 DEMOS.register("cxr")(
-    DemoSpec(lambda out, n, seed: synth_cxr(out, studies=n, seed=seed), "demo_cxr", "dicom",
-             "synthetic chest X-ray archive", 2000)
-)  # fmt: skip
+    DemoSpec(
+        lambda out, n, seed: synth_cxr(out, studies=n, seed=seed),
+        "demo_cxr",
+        "dicom",
+        "synthetic chest X-ray archive",
+        2000,
+    )
+)
 DEMOS.register("ct")(
-    DemoSpec(lambda out, n, seed: synth_ct(out, studies=n, seed=seed), "ct_demo", "dicom-ct",
-             "synthetic chest CT archive", 1500)
-)  # fmt: skip
+    DemoSpec(
+        lambda out, n, seed: synth_ct(out, studies=n, seed=seed),
+        "ct_demo",
+        "dicom-ct",
+        "synthetic chest CT archive",
+        1500,
+    )
+)
 DEMOS.register("sketch")(
-    DemoSpec(lambda out, n, seed: synth_sketch(out, n=n, seed=seed), "sketch", "csv", "synthetic body-map sketches",
-             1000, modalities=("SKETCH",), layout_options={"modality": "SKETCH"})
-)  # fmt: skip
+    DemoSpec(
+        lambda out, n, seed: synth_sketch(out, n=n, seed=seed),
+        "sketch",
+        "csv",
+        "synthetic body-map sketches",
+        1000,
+        modalities=("SKETCH",),
+        layout_options={"modality": "SKETCH"},
+    )
+)
 
 
 def demo_out_dir(cfg: DemoCfg) -> Path:
@@ -75,8 +92,10 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
     out = demo_out_dir(cfg)
     seed = cfg.seed
     # The training config first: a mistyped override fails before minutes of synthesis, not after.
-    run_cfg = load_config(spec.config, [f"data.manifest={out / 'manifest'}", f"train.out_dir={out / 'train'}",
-                                        f"train.seed={seed}", *overrides])  # fmt: skip
+    run_cfg = load_config(
+        spec.config,
+        [f"data.manifest={out / 'manifest'}", f"train.out_dir={out / 'train'}", f"train.seed={seed}", *overrides],
+    )
     timings: dict[str, float] = {}
     t = time.perf_counter()
     archive = out / "archive"
@@ -85,25 +104,42 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
     logger.info("[1/4] %s: %s -> %s", spec.title, {k: v for k, v in summary.items() if isinstance(v, int)}, archive)
 
     t = time.perf_counter()
-    result = build_manifest(archive, layout=spec.layout, salt=DEMO_SALT,
-                            modalities=spec.modalities or default_modalities(spec.layout),
-                            layout_options=spec.layout_options, show_progress=show_progress)  # fmt: skip
+    result = build_manifest(
+        archive,
+        layout=spec.layout,
+        salt=DEMO_SALT,
+        modalities=spec.modalities or default_modalities(spec.layout),
+        layout_options=spec.layout_options,
+        show_progress=show_progress,
+    )
     write_manifest(result, out / "manifest")
     c = result.meta["counts"]
     timings["manifest_s"] = time.perf_counter() - t
-    logger.info("[2/4] manifest: inputs %d = kept %d + rejected %d; splits %s", c["inputs"], c["kept"], c["rejected"],
-                c["splits"])  # fmt: skip
+    logger.info(
+        "[2/4] manifest: inputs %d = kept %d + rejected %d; splits %s",
+        c["inputs"],
+        c["kept"],
+        c["rejected"],
+        c["splits"],
+    )
 
     t = time.perf_counter()
-    logger.info("[3/4] training %s + %s for %d epochs", run_cfg.model.image.name, run_cfg.model.text.name,
-                run_cfg.train.epochs)  # fmt: skip
+    logger.info(
+        "[3/4] training %s + %s for %d epochs", run_cfg.model.image.name, run_cfg.model.text.name, run_cfg.train.epochs
+    )
     final = train(run_cfg, show_progress=show_progress)
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     # out_dir: cache embeddings there and draw the ROC, retrieval-grid and training-curve PNGs next to results.md
-    eval_cfg = replace(run_cfg.eval, checkpoint=str(final), manifest=str(out / "manifest"), csv="",
-                       labels=str(archive / "labels.csv"), out_dir=str(out))  # fmt: skip
+    eval_cfg = replace(
+        run_cfg.eval,
+        checkpoint=str(final),
+        manifest=str(out / "manifest"),
+        csv="",
+        labels=str(archive / "labels.csv"),
+        out_dir=str(out),
+    )
     results = evaluate(eval_cfg, show_progress=show_progress)
     timings["eval_s"] = time.perf_counter() - t
     results["timings"] = {k: round(v, 1) for k, v in timings.items()}

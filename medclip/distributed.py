@@ -85,8 +85,14 @@ def init_distributed(device_name: str = "auto", *, timeout_min: int = 30) -> tup
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if backend == "nccl" else {}
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_min), **kwargs)
-    logger.info("rank %d/%d (local %d) joined the %s process group on %s", info.rank, info.world_size,
-                info.local_rank, backend, device)  # fmt: skip
+    logger.info(
+        "rank %d/%d (local %d) joined the %s process group on %s",
+        info.rank,
+        info.world_size,
+        info.local_rank,
+        backend,
+        device,
+    )
     return info, device
 
 

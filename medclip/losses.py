@@ -62,8 +62,11 @@ class ContrastiveLoss(nn.Module):
 
     @classmethod
     def from_cfg(cls, cfg: LossCfg) -> ContrastiveLoss:
-        return cls(duplicate_texts_positive=cfg.duplicate_texts_positive, study_positives=cfg.study_positives,
-                   local_loss=cfg.local_loss)  # fmt: skip
+        return cls(
+            duplicate_texts_positive=cfg.duplicate_texts_positive,
+            study_positives=cfg.study_positives,
+            local_loss=cfg.local_loss,
+        )
 
     def forward(
         self,
@@ -134,8 +137,13 @@ class LabelSoftClipLoss(ClipLoss):
 
     @classmethod
     def from_cfg(cls, cfg: LossCfg) -> LabelSoftClipLoss:
-        return cls(duplicate_texts_positive=cfg.duplicate_texts_positive, study_positives=cfg.study_positives,
-                   local_loss=cfg.local_loss, label_weight=cfg.label_weight, label_temperature=cfg.label_temperature)  # fmt: skip
+        return cls(
+            duplicate_texts_positive=cfg.duplicate_texts_positive,
+            study_positives=cfg.study_positives,
+            local_loss=cfg.local_loss,
+            label_weight=cfg.label_weight,
+            label_temperature=cfg.label_temperature,
+        )
 
     def targets(self, pos, labels, rows, dtype) -> torch.Tensor:
         hard = super().targets(pos, None, rows, dtype)

@@ -24,8 +24,16 @@ import numpy as np
 from medclip.eval.index import COMPRESSIONS, KINDS, IndexParams, build_faiss, choose_kind
 
 
-def make_data(n: int, *, dim: int = 512, latent: int = 64, centres: int = 2000, queries: int = 200, seed: int = 0,
-              chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def make_data(
+    n: int,
+    *,
+    dim: int = 512,
+    latent: int = 64,
+    centres: int = 2000,
+    queries: int = 200,
+    seed: int = 0,
+    chunk: int = 100_000,
+) -> tuple[np.ndarray, np.ndarray]:
     """-> (points [n, dim], queries [queries, dim]) float32, unit norm; generated in chunks to bound memory."""
     rng = np.random.default_rng(seed)
     centre = rng.standard_normal((centres, latent))
@@ -82,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     x, q = make_data(args.n, queries=args.queries, seed=args.seed)
     data_s = time.perf_counter() - t
     truth = exact_neighbours(x, q, args.k)
-    params = IndexParams(kind=args.kind, compression=args.compression, nlist=args.nlist, nprobe=args.nprobe,
-                         ef_search=args.ef_search, seed=args.seed)  # fmt: skip
+    params = IndexParams(
+        kind=args.kind,
+        compression=args.compression,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+        seed=args.seed,
+    )
     t = time.perf_counter()
     index = build_faiss(x, params)
     build_s = time.perf_counter() - t
@@ -94,19 +108,35 @@ def main(argv: list[str] | None = None) -> int:
     nbytes = int(faiss.serialize_index(index).nbytes)
     inner = faiss.downcast_index(index)
     result = {
-        "n": args.n, "dim": q.shape[1], "queries": args.queries, "k": args.k,
-        "kind": choose_kind(args.n, args.kind), "compression": args.compression, "index": type(inner).__name__,
-        "nlist": getattr(inner, "nlist", None), "nprobe": getattr(inner, "nprobe", None),
-        "threads": args.threads, "data_s": round(data_s, 1), "build_s": round(build_s, 2),
-        "bytes_per_vector": round(nbytes / args.n, 1), "index_mb": round(nbytes / 2**20, 1),
+        "n": args.n,
+        "dim": q.shape[1],
+        "queries": args.queries,
+        "k": args.k,
+        "kind": choose_kind(args.n, args.kind),
+        "compression": args.compression,
+        "index": type(inner).__name__,
+        "nlist": getattr(inner, "nlist", None),
+        "nprobe": getattr(inner, "nprobe", None),
+        "threads": args.threads,
+        "data_s": round(data_s, 1),
+        "build_s": round(build_s, 2),
+        "bytes_per_vector": round(nbytes / args.n, 1),
+        "index_mb": round(nbytes / 2**20, 1),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 3),
         f"recall@{args.k}": round(recall, 4),
-        "targets_met": {"p50_le_2ms": bool(np.percentile(lat, 50) <= 2.0), "recall_ge_0.98": recall >= 0.98,
-                        "build_le_180s": build_s <= 180},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "faiss": faiss.__version__,
-                    "load_avg_1m_at_start": load},
-    }  # fmt: skip
+        "targets_met": {
+            "p50_le_2ms": bool(np.percentile(lat, 50) <= 2.0),
+            "recall_ge_0.98": recall >= 0.98,
+            "build_le_180s": build_s <= 180,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "faiss": faiss.__version__,
+            "load_avg_1m_at_start": load,
+        },
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

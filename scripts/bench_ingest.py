@@ -55,8 +55,15 @@ def _loader_rate(dataset, texts: list[str], *, batch_size: int, min_images: int,
     """Images/s through a shuffled DataLoader (same collator as training) and ``augment`` on each batch (as the
     trainer applies it), for at least ``min_images`` images."""
     collate = PairCollator(None, texts, max_length=0, tokenize_text=False)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(0), num_workers=0)  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+        num_workers=0,
+    )
     seen, start = 0, time.perf_counter()
     while seen < min_images:
         for batch in loader:
@@ -121,22 +128,40 @@ def main() -> None:
         no_aug = _loader_rate(plain, texts, min_images=4 * args.min_images, **kw)
         costs = _transform_costs(store.get(pairs[0]["row_id"]), cfg)
     result = {
-        "image_size": args.image_size, "batch_size": kw["batch_size"], "images_in_archive": len(pairs),
-        "cores": 1, "pinned_core": core, "torch_threads": torch.get_num_threads(),
-        "naive": naive, "shards": shards, "shards_monai_aug": monai_aug, "shards_no_aug": no_aug,
+        "image_size": args.image_size,
+        "batch_size": kw["batch_size"],
+        "images_in_archive": len(pairs),
+        "cores": 1,
+        "pinned_core": core,
+        "torch_threads": torch.get_num_threads(),
+        "naive": naive,
+        "shards": shards,
+        "shards_monai_aug": monai_aug,
+        "shards_no_aug": no_aug,
         "ratio": round(shards["images_per_s"] / naive["images_per_s"], 1),
         "ratio_monai_aug": round(monai_aug["images_per_s"] / naive["images_per_s"], 1),
         "ratio_no_aug": round(no_aug["images_per_s"] / naive["images_per_s"], 1),
-        "per_core_images_per_s": {"naive": naive["images_per_s"], "shards": shards["images_per_s"],
-                                  "shards_monai_aug": monai_aug["images_per_s"], "shards_no_aug": no_aug["images_per_s"]},
+        "per_core_images_per_s": {
+            "naive": naive["images_per_s"],
+            "shards": shards["images_per_s"],
+            "shards_monai_aug": monai_aug["images_per_s"],
+            "shards_no_aug": no_aug["images_per_s"],
+        },
         "monai_random_transform_images_per_s": costs,
         "prepare": {"workers": args.workers, "images_per_s": prep["images_per_s"], "seconds": prep["seconds"]},
-        "target": {"ratio": TARGET_RATIO, "per_core": TARGET_PER_CORE,
-                   "met_ratio": shards["images_per_s"] >= TARGET_RATIO * naive["images_per_s"],
-                   "met_per_core": shards["images_per_s"] >= TARGET_PER_CORE},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                    "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__},
-    }  # fmt: skip
+        "target": {
+            "ratio": TARGET_RATIO,
+            "per_core": TARGET_PER_CORE,
+            "met_ratio": shards["images_per_s"] >= TARGET_RATIO * naive["images_per_s"],
+            "met_per_core": shards["images_per_s"] >= TARGET_PER_CORE,
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "torch": torch.__version__,
+        },
+    }
     print(json.dumps(result, indent=2))
 
 

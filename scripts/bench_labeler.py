@@ -112,16 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, texts in corpora
         if texts
     ]
-    print(json.dumps({
-        "label_set": rules.name,
-        "sections": list(sections),
-        "rules_compile_s": round(compile_s, 4),
-        "pinned_core": core,
-        "python": platform.python_version(),
-        "target_reports_per_s": TARGET,
-        "openi": "used" if openi else ("skipped" if args.no_openi else "torchxrayvision not installed"),
-        "results": results,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "label_set": rules.name,
+                "sections": list(sections),
+                "rules_compile_s": round(compile_s, 4),
+                "pinned_core": core,
+                "python": platform.python_version(),
+                "target_reports_per_s": TARGET,
+                "openi": "used" if openi else ("skipped" if args.no_openi else "torchxrayvision not installed"),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -63,8 +63,13 @@ def report_texts(n: int) -> tuple[list[str], str]:
             texts.append(text)
     if texts:
         return (texts * (n // len(texts) + 1))[:n], "openi (torchxrayvision/data/NLMCXR_reports.tgz)"
-    findings = ["The heart size is normal.", "Small left pleural effusion.", "Mild pulmonary vascular congestion.",
-                "No focal consolidation, pneumothorax or effusion.", "Right lower lobe opacity."]  # fmt: skip
+    findings = [
+        "The heart size is normal.",
+        "Small left pleural effusion.",
+        "Mild pulmonary vascular congestion.",
+        "No focal consolidation, pneumothorax or effusion.",
+        "Right lower lobe opacity.",
+    ]
     return [" ".join(findings[(i + k) % 5] for k in range(1 + i % 4)) for i in range(n)], "synthetic"
 
 
@@ -103,15 +108,26 @@ class MedclipTrainer:
         self.tokenizer, self.device, self.max_len = load_tokenizer(args.text_tower), device, args.max_text_tokens
         self.unique = {normalize_text(t): i for i, t in enumerate(dict.fromkeys(texts))}
         t0 = time.perf_counter()
-        self.cached = text_features(self.model, self.tokenizer, list(dict.fromkeys(texts)), max_length=self.max_len,
-                                    device=device) if locked else None  # fmt: skip
+        self.cached = (
+            text_features(
+                self.model, self.tokenizer, list(dict.fromkeys(texts)), max_length=self.max_len, device=device
+            )
+            if locked
+            else None
+        )
         self.cache_s = time.perf_counter() - t0 if locked else 0.0
         optim = OptimCfg(lr=1e-4, text_tower_lr=1e-5, warmup_steps=0)
         opt = create_optimizer(self.model, optim)
-        self.parts = StepParts(model=self.model, forward_model=self.model, loss_fn=loss_from_cfg(LossCfg()),
-                               optimizer=opt, scheduler=create_scheduler(opt, optim, 10**6),
-                               scaler=torch.amp.GradScaler(device.type, enabled=False),
-                               autocast=autocast_factory(device, precision), grad_clip=1.0)  # fmt: skip
+        self.parts = StepParts(
+            model=self.model,
+            forward_model=self.model,
+            loss_fn=loss_from_cfg(LossCfg()),
+            optimizer=opt,
+            scheduler=create_scheduler(opt, optim, 10**6),
+            scaler=torch.amp.GradScaler(device.type, enabled=False),
+            autocast=autocast_factory(device, precision),
+            grad_clip=1.0,
+        )
         self.state = {"step": 0, "bad_steps": 0, "skipped": 0}
 
     def batch(self, images: torch.Tensor, texts: list[str]) -> tuple[dict, dict]:
@@ -139,12 +155,22 @@ class OpenClipTrainer:
         # timm_pool "": the trunk's own pooling (avg for ResNets, class token for ViTs), as medclip's tower uses
         model_cfg = {
             "embed_dim": args.embed_dim,
-            "vision_cfg": {"timm_model_name": args.image_tower, "timm_model_pretrained": False, "timm_pool": "",
-                           "timm_proj": "linear", "image_size": args.image_size},
-            "text_cfg": {"hf_model_name": path, "hf_tokenizer_name": path, "hf_proj_type": "linear",
-                         "hf_pooler_type": "mean_pooler", "hf_model_pretrained": True,  # a local dir: offline
-                         "context_length": args.max_text_tokens},
-        }  # fmt: skip
+            "vision_cfg": {
+                "timm_model_name": args.image_tower,
+                "timm_model_pretrained": False,
+                "timm_pool": "",
+                "timm_proj": "linear",
+                "image_size": args.image_size,
+            },
+            "text_cfg": {
+                "hf_model_name": path,
+                "hf_tokenizer_name": path,
+                "hf_proj_type": "linear",
+                "hf_pooler_type": "mean_pooler",
+                "hf_model_pretrained": True,  # a local dir: offline
+                "context_length": args.max_text_tokens,
+            },
+        }
         self.model = open_clip.CustomTextCLIP(**model_cfg, output_dict=True).to(device)
         if locked:
             self.model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
@@ -256,14 +282,18 @@ def time_steps(trainer, batches: list, steps: int, device: torch.device) -> floa
 def compare(args, *, locked: bool, precision: str, data, device, peak: float) -> dict:
     """Alternate the two trainers for ``args.rounds`` rounds on the same batches; medians and ratio."""
     images, texts = data
-    trainers = [cls(args, locked=locked, precision=precision, texts=texts, device=device)
-                for cls in (MedclipTrainer, OpenClipTrainer)]  # fmt: skip
+    trainers = [
+        cls(args, locked=locked, precision=precision, texts=texts, device=device)
+        for cls in (MedclipTrainer, OpenClipTrainer)
+    ]
     chunks = [(images[i], texts[i * args.batch : (i + 1) * args.batch]) for i in range(len(images))]
     batches = {t.name: [t.batch(img, txt) for img, txt in chunks] for t in trainers}
     out = {}
     for t in trainers:
-        out[t.name] = {"flops_per_step": step_flops(t, batches[t.name][0]),
-                       "dispatched_ops_per_step": dispatched_ops(t, batches[t.name][0])}  # fmt: skip
+        out[t.name] = {
+            "flops_per_step": step_flops(t, batches[t.name][0]),
+            "dispatched_ops_per_step": dispatched_ops(t, batches[t.name][0]),
+        }
         time_steps(t, batches[t.name], args.warmup, device)
         if device.type == "cuda":
             out[t.name]["host_syncs_per_step"] = host_syncs(t, batches[t.name][0])
@@ -278,8 +308,12 @@ def compare(args, *, locked: bool, precision: str, data, device, peak: float) ->
     for t in trainers:
         pairs_s = statistics.median(rates[t.name])
         tflops = out[t.name]["flops_per_step"] * pairs_s / args.batch
-        out[t.name].update(pairs_per_s=round(pairs_s, 2), rounds=[round(x, 2) for x in rates[t.name]],
-                           achieved_tflops=round(tflops / 1e12, 4), fraction_of_matmul_peak=round(tflops / peak, 4))  # fmt: skip
+        out[t.name].update(
+            pairs_per_s=round(pairs_s, 2),
+            rounds=[round(x, 2) for x in rates[t.name]],
+            achieved_tflops=round(tflops / 1e12, 4),
+            fraction_of_matmul_peak=round(tflops / peak, 4),
+        )
     out["ratio_medclip_over_open_clip"] = round(out["medclip"]["pairs_per_s"] / out["open_clip"]["pairs_per_s"], 3)
     # A round's two timings are seconds apart: their ratio cancels most of a shared machine's drift over the run
     paired = [m / o for m, o in zip(rates["medclip"], rates["open_clip"], strict=True)]
@@ -293,8 +327,9 @@ def compare(args, *, locked: bool, precision: str, data, device, peak: float) ->
         out["medclip"]["text_cache_s"] = round(trainers[0].cache_s, 2)
     if not locked:  # tokens per report through the text layers (packed: the real ones; attention pads per bucket)
         masks = [b[0]["attention_mask"] for b in batches["medclip"]]
-        widths = [float(m.sum(1).float().mean()) if args.packing else padded_tokens(m, args.length_buckets)
-                  for m in masks]  # fmt: skip
+        widths = [
+            float(m.sum(1).float().mean()) if args.packing else padded_tokens(m, args.length_buckets) for m in masks
+        ]
         out["medclip"]["mean_text_tokens"] = round(statistics.mean(widths), 1)
         out["open_clip"]["mean_text_tokens"] = args.max_text_tokens
     return out
@@ -343,8 +378,13 @@ def estimate_peak_memory(args, *, locked: bool, batch: int, micro: int) -> float
             inputs["input_ids"] = torch.randint(0, 1000, (batch, args.max_text_tokens))
             inputs["attention_mask"] = torch.ones(batch, args.max_text_tokens, dtype=torch.long)
         set_train_mode(model)
-        cache = GradCache(model, forward_model=model, micro_batch=micro, autocast=contextlib.nullcontext,
-                          trim_padding=False) if micro else None  # fmt: skip
+        cache = (
+            GradCache(
+                model, forward_model=model, micro_batch=micro, autocast=contextlib.nullcontext, trim_padding=False
+            )
+            if micro
+            else None
+        )
         out = cache.embed(inputs) if cache else model(**inputs)
         loss = loss_fn(out["image_emb"], out["text_emb"], out["logit_scale"], text_keys=torch.arange(batch))
         cache.backward(loss) if cache else loss.backward()
@@ -361,8 +401,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--embed-dim", type=int, default=256)
     p.add_argument("--length-buckets", type=int, default=4, help="medclip's model.text.length_buckets (1: off)")
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True, help="model.text.packing")
-    p.add_argument("--varlen-attention", action="store_true",
-                   help="model.text.varlen_attention: FlashAttention's variable-length kernel (CUDA, bf16/fp16)")  # fmt: skip
+    p.add_argument(
+        "--varlen-attention",
+        action="store_true",
+        help="model.text.varlen_attention: FlashAttention's variable-length kernel (CUDA, bf16/fp16)",
+    )
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--setups", default="trainable,locked")
     p.add_argument("--steps", type=int, default=3, help="timed steps per trainer per round")
@@ -400,14 +443,30 @@ def main(argv=None) -> int:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     n = 8192 if device.type == "cuda" else 2048
     peaks = {p: matmul_peak(device, dtypes[p], n=n) for p in args.precisions.split(",")}
-    result = {"device": str(device), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "python": sys.version.split()[0],
-              "towers": {"image": args.image_tower, "text": args.text_tower, "image_size": args.image_size,
-                         "batch": args.batch, "max_text_tokens": args.max_text_tokens},
-              "medclip_options": {"model.text.length_buckets": args.length_buckets, "model.text.packing": args.packing,
-                                  "model.text.varlen_attention": args.varlen_attention,
-                                  "train.channels_last": True, "optimizer": "AdamW fused"},
-              "texts": source, "matmul_peak_tflops": {p: round(v / 1e12, 4) for p, v in peaks.items()}, "setups": {}}  # fmt: skip
+    result = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "towers": {
+            "image": args.image_tower,
+            "text": args.text_tower,
+            "image_size": args.image_size,
+            "batch": args.batch,
+            "max_text_tokens": args.max_text_tokens,
+        },
+        "medclip_options": {
+            "model.text.length_buckets": args.length_buckets,
+            "model.text.packing": args.packing,
+            "model.text.varlen_attention": args.varlen_attention,
+            "train.channels_last": True,
+            "optimizer": "AdamW fused",
+        },
+        "texts": source,
+        "matmul_peak_tflops": {p: round(v / 1e12, 4) for p, v in peaks.items()},
+        "setups": {},
+    }
     with contextlib.suppress(ImportError):
         import open_clip
 
@@ -418,10 +477,11 @@ def main(argv=None) -> int:
         result["process"] = {"keep_freed_memory": kept, "applies_to": "both trainers"}
         for setup in args.setups.split(","):
             result["setups"][setup] = {
-                p: compare(args, locked=setup == "locked", precision=p, data=(images, texts), device=device,
-                           peak=peaks[p])
+                p: compare(
+                    args, locked=setup == "locked", precision=p, data=(images, texts), device=device, peak=peaks[p]
+                )
                 for p in args.precisions.split(",")
-            }  # fmt: skip
+            }
     # Measured again at the end (a shared machine's load changes); the higher figure is the peak.
     peaks = {p: max(v, matmul_peak(device, dtypes[p], n=n)) for p, v in peaks.items()}
     for setup in result["setups"].values():
@@ -431,12 +491,21 @@ def main(argv=None) -> int:
     result["matmul_peak_tflops"] = {p: round(v / 1e12, 4) for p, v in peaks.items()}
     if args.memory_batch:
         result["peak_memory_gib"] = {
-            "effective_batch": args.memory_batch, "micro_batch": args.memory_micro_batch, "precision": "fp32",
-            **{setup: {"without_grad_cache": estimate_peak_memory(args, locked=setup == "locked", batch=args.memory_batch, micro=0),
-                       "with_grad_cache": estimate_peak_memory(args, locked=setup == "locked", batch=args.memory_batch,
-                                                               micro=args.memory_micro_batch)}
-               for setup in args.setups.split(",")},
-        }  # fmt: skip
+            "effective_batch": args.memory_batch,
+            "micro_batch": args.memory_micro_batch,
+            "precision": "fp32",
+            **{
+                setup: {
+                    "without_grad_cache": estimate_peak_memory(
+                        args, locked=setup == "locked", batch=args.memory_batch, micro=0
+                    ),
+                    "with_grad_cache": estimate_peak_memory(
+                        args, locked=setup == "locked", batch=args.memory_batch, micro=args.memory_micro_batch
+                    ),
+                }
+                for setup in args.setups.split(",")
+            },
+        }
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

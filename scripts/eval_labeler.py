@@ -57,9 +57,12 @@ def _score(pred: pd.Series, gold: pd.Series, uncertain_positive: bool) -> dict:
         "support": int(g_pos.sum()),
         "predicted": int(p_pos.sum()),
         **_prf(tp, fp, fn),
-        "mention": {**mention, "value_agreement": round(float((pred[both] == gold[both]).mean()), 4) if both.any() else None},
+        "mention": {
+            **mention,
+            "value_agreement": round(float((pred[both] == gold[both]).mean()), 4) if both.any() else None,
+        },
         "confusion": confusion,
-    }  # fmt: skip
+    }
 
 
 def _macro(per_label: dict[str, dict], key: str = "f1", skip: tuple[str, ...] = ()) -> float | None:
@@ -74,8 +77,10 @@ def evaluate(pred_path: Path, gold_path: Path, *, uncertain: str = "positive", i
     if id_column is None:
         id_column = next((c for c in pred.columns if c in gold.columns), None)
     if id_column is None or id_column not in pred.columns or id_column not in gold.columns:
-        raise SystemExit(f"no shared id column: {pred_path} has {list(pred.columns)}, {gold_path} has "
-                         f"{list(gold.columns)}; pass --id-column")  # fmt: skip
+        raise SystemExit(
+            f"no shared id column: {pred_path} has {list(pred.columns)}, {gold_path} has "
+            f"{list(gold.columns)}; pass --id-column"
+        )
     labels = [c for c in pred.columns if c in gold.columns and c != id_column]
     if not labels:
         raise SystemExit(f"no label columns shared by {pred_path} and {gold_path}")
@@ -94,7 +99,7 @@ def evaluate(pred_path: Path, gold_path: Path, *, uncertain: str = "positive", i
             "scored": len(merged),
             "missing_in_pred": int((~gold[id_column].isin(pred[id_column])).sum()),
             "missing_in_gold": int((~pred[id_column].isin(gold[id_column])).sum()),
-        },  # fmt: skip
+        },
         "uncertain_as": uncertain,
         "notes": [
             f"positive class = 1{' or -1' if uncertain == 'positive' else ''}; blank (not mentioned), 0"
@@ -113,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pred", type=Path, help="labels CSV from medclip label")
     ap.add_argument("gold", type=Path, help="gold-standard labels CSV, same columns")
-    ap.add_argument("--uncertain", choices=("positive", "negative"), default="positive",
-                    help="count uncertain (-1) as positive or negative for precision / recall / F1")  # fmt: skip
+    ap.add_argument(
+        "--uncertain",
+        choices=("positive", "negative"),
+        default="positive",
+        help="count uncertain (-1) as positive or negative for precision / recall / F1",
+    )
     ap.add_argument("--id-column", default=None, help="id column shared by both files (default: first shared)")
     args = ap.parse_args(argv)
     for path in (args.pred, args.gold):

@@ -65,7 +65,14 @@ def report_batch() -> dict:
     packing and the training step are tested on it."""
     from medclip.text.tokenizer import load_tokenizer, tokenize
 
-    texts = ["No acute disease.", "Small left pleural effusion with adjacent atelectasis. " * 6, "Normal.",
-             "Mild cardiomegaly without edema.", "Right upper lobe opacity.", "Stable chest.",
-             "Left basilar atelectasis. No pneumothorax. " * 3, "Clear lungs."]  # fmt: skip
+    texts = [
+        "No acute disease.",
+        "Small left pleural effusion with adjacent atelectasis. " * 6,
+        "Normal.",
+        "Mild cardiomegaly without edema.",
+        "Right upper lobe opacity.",
+        "Stable chest.",
+        "Left basilar atelectasis. No pneumothorax. " * 3,
+        "Clear lungs.",
+    ]
     return tokenize(load_tokenizer("minilm"), texts, max_length=128)

@@ -16,8 +16,16 @@ def test_all_names_the_public_functions():
     assert len(medclip.__all__) == len(set(medclip.__all__))
     for name in medclip.__all__:
         assert hasattr(medclip, name), name
-    assert {"load", "encode_images", "encode_texts", "zero_shot_scores", "build_index", "query_index",
-            "parse_sections", "label_report"} <= set(medclip.__all__)  # fmt: skip
+    assert {
+        "load",
+        "encode_images",
+        "encode_texts",
+        "zero_shot_scores",
+        "build_index",
+        "query_index",
+        "parse_sections",
+        "label_report",
+    } <= set(medclip.__all__)
 
 
 def test_import_medclip_stays_light():

@@ -46,8 +46,11 @@ def _batch(n: int) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(1)
     inputs = {"image": torch.randn(n, 1, 64, 64, generator=g), "text_features": torch.randn(n, 384, generator=g)}
     # rows 1 and 6 share a report (on different ranks); rows 2, 3 are two views of one study
-    keys = {"text_keys": torch.tensor([0, 1, 2, 3, 4, 5, 1, 7]), "study_keys": torch.tensor([0, 1, 2, 2, 3, 4, 5, 6]),
-            "labels": (torch.rand(n, 5, generator=g) > 0.5).float()}  # fmt: skip
+    keys = {
+        "text_keys": torch.tensor([0, 1, 2, 3, 4, 5, 1, 7]),
+        "study_keys": torch.tensor([0, 1, 2, 2, 3, 4, 5, 6]),
+        "labels": (torch.rand(n, 5, generator=g) > 0.5).float(),
+    }
     return inputs, keys
 
 
@@ -67,9 +70,16 @@ def run_variant(overrides: list[str], micro: int, *, rank: int = 0, world: int =
     if world > 1:
         forward_model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = create_optimizer(model, cfg.optim)
-    parts = StepParts(model=model, forward_model=forward_model, loss_fn=loss_from_cfg(cfg.loss), optimizer=optimizer,
-                      scheduler=create_scheduler(optimizer, cfg.optim, 10), scaler=torch.amp.GradScaler("cpu", enabled=False),
-                      autocast=autocast_factory(torch.device("cpu"), "fp32"), micro_batch=micro)  # fmt: skip
+    parts = StepParts(
+        model=model,
+        forward_model=forward_model,
+        loss_fn=loss_from_cfg(cfg.loss),
+        optimizer=optimizer,
+        scheduler=create_scheduler(optimizer, cfg.optim, 10),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        autocast=autocast_factory(torch.device("cpu"), "fp32"),
+        micro_batch=micro,
+    )
     inputs, keys = _batch(GLOBAL_BATCH)
     share = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
     set_train_mode(model)
@@ -91,8 +101,15 @@ def two_rank_results(tmp_path_factory) -> list[dict]:
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
         cmd = [sys.executable, str(script), "unused", str(out), str(Path(__file__).parent)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [p.communicate(timeout=300)[0] for p in procs]
@@ -133,9 +150,26 @@ def test_torchrun_environment_is_read(monkeypatch):
 def test_torchrun_trains_with_two_processes(tiny_manifest, tmp_path):
     """End to end: ``torchrun --nproc-per-node 2 -m medclip.cli train``; rank 0 alone writes the run dir."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-           "-m", "medclip.cli", "--quiet", "train", "tiny", f"data.manifest={tiny_manifest}", f"train.out_dir={out}",
-           "train.max_steps=3", "train.batch_size=4", "train.checkpoint_every=2", "train.device=cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "medclip.cli",
+        "--quiet",
+        "train",
+        "tiny",
+        f"data.manifest={tiny_manifest}",
+        f"train.out_dir={out}",
+        "train.max_steps=3",
+        "train.batch_size=4",
+        "train.checkpoint_every=2",
+        "train.device=cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

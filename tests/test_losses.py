@@ -36,7 +36,11 @@ def test_identical_texts_are_not_negatives():
     # over both images, instead of treating the twin as a negative.
     keys = torch.tensor([7, 7, 1, 2])
     assert positive_mask(keys, 4, torch.device("cpu")).int().tolist() == [
-        [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]  # fmt: skip
+        [1, 1, 0, 0],
+        [1, 1, 0, 0],
+        [0, 0, 1, 0],
+        [0, 0, 0, 1],
+    ]
     img, txt, scale = _emb(4, seed=4), _emb(4, seed=5), torch.tensor(10.0)
     logits = scale * img @ txt.t()
     targets = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])

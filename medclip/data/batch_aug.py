@@ -150,8 +150,13 @@ class BatchAugment:
                 warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             else:  # volumes: the same in-plane warp on every slice (one 2-D pass over C x D planes), then a shift
                 n, c, d = src.shape[:3]  # along the slice axis; trilinear sampling is separable, so this equals it
-                planes = F.grid_sample(src.reshape(n, c * d, *src.shape[-2:]), grid, mode="bilinear",
-                                       padding_mode="zeros", align_corners=False)  # fmt: skip
+                planes = F.grid_sample(
+                    src.reshape(n, c * d, *src.shape[-2:]),
+                    grid,
+                    mode="bilinear",
+                    padding_mode="zeros",
+                    align_corners=False,
+                )
                 warped = _shift_slices(planes.view(src.shape), p["shift_z"][warp] * d / 2)
             put(index, warped.add_(self.black))
         pick = p["contrast"]

@@ -153,13 +153,15 @@ def _write_block(out: Path, k: int, block: pd.DataFrame, results: list[tuple], s
 
     _atomic_write(out / f"{_block_name(k)}.npy", save)
     ok = np.array([r[1] is not None for r in results], dtype=bool)
-    rows = pd.DataFrame({
-        "row_id": [r[0] for r in results],
-        "image_path": block["image_path"].astype(str).tolist(),
-        "offset": np.where(ok, np.cumsum(ok) - 1, -1),
-        "reason": [r[2] for r in results],
-        "detail": [r[3] for r in results],
-    })  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "row_id": [r[0] for r in results],
+            "image_path": block["image_path"].astype(str).tolist(),
+            "offset": np.where(ok, np.cumsum(ok) - 1, -1),
+            "reason": [r[2] for r in results],
+            "detail": [r[3] for r in results],
+        }
+    )
     _atomic_write(out / f"{_block_name(k)}.rows.parquet", lambda p: rows.to_parquet(p, index=False))
     return int(ok.sum())
 
@@ -172,9 +174,18 @@ def _plan(df: pd.DataFrame, meta: dict, preprocess: PreprocessCfg, rows_per_shar
 
     if rows_per_shard <= 0:
         rows_per_shard = max(1, SHARD_BYTES // (2 * preprocess.channels * preprocess.image_size**2))
-    return {"format": FORMAT, "version": FORMAT_VERSION, "recipe": recipe_of(preprocess), "dtype": "uint16",
-            "scale": SCALE, "manifest_hash": meta.get("content_hash") or content_hash(df), "rows": len(df),
-            "rows_per_shard": rows_per_shard, "num_shards": -(-len(df) // rows_per_shard), "complete": False}  # fmt: skip
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "recipe": recipe_of(preprocess),
+        "dtype": "uint16",
+        "scale": SCALE,
+        "manifest_hash": meta.get("content_hash") or content_hash(df),
+        "rows": len(df),
+        "rows_per_shard": rows_per_shard,
+        "num_shards": -(-len(df) // rows_per_shard),
+        "complete": False,
+    }
 
 
 def _claim(out: Path, plan: dict, *, adopt_rows_per_shard: bool) -> dict:
@@ -195,8 +206,10 @@ def _claim(out: Path, plan: dict, *, adopt_rows_per_shard: bool) -> dict:
     if diff:
         theirs = ", ".join(f"{k}={info.get(k)}" for k in diff)
         ours = ", ".join(f"{k}={plan[k]}" for k in diff)
-        raise InputError(f"{out} holds shards of another recipe or manifest ({theirs}; this run: {ours}); "
-                         "use a new --out folder or delete the old one")  # fmt: skip
+        raise InputError(
+            f"{out} holds shards of another recipe or manifest ({theirs}; this run: {ours}); "
+            "use a new --out folder or delete the old one"
+        )
     return info
 
 
@@ -265,10 +278,17 @@ def prepare_shards(
     n_tasks = kept + rejected
     info = _finalise(out, plan)
     seconds = time.perf_counter() - t0
-    summary = {"out": str(out), "shards_total": plan["num_shards"], "shards_written": len(todo),
-               "shards_skipped": sum(k % n == i for k in range(plan["num_shards"])) - len(todo), "rows_kept": kept,
-               "rows_rejected": rejected, "complete": info["complete"], "seconds": round(seconds, 2),
-               "images_per_s": round(n_tasks / seconds, 1) if n_tasks else 0.0}  # fmt: skip
+    summary = {
+        "out": str(out),
+        "shards_total": plan["num_shards"],
+        "shards_written": len(todo),
+        "shards_skipped": sum(k % n == i for k in range(plan["num_shards"])) - len(todo),
+        "rows_kept": kept,
+        "rows_rejected": rejected,
+        "complete": info["complete"],
+        "seconds": round(seconds, 2),
+        "images_per_s": round(n_tasks / seconds, 1) if n_tasks else 0.0,
+    }
     if rejected:
         logger.warning("%d of %d rows failed to decode; see %s", rejected, n_tasks, out / REJECTS_NAME)
     return summary
@@ -294,8 +314,12 @@ def _finalise(out: Path, plan: dict) -> dict:
     _atomic_write(out / INDEX_NAME, lambda p: index.to_parquet(p, index=False))
     rejects = bad[["row_id", "path", "kind", "reason", "detail"]].reset_index(drop=True)
     _atomic_write(out / REJECTS_NAME, lambda p: rejects.to_parquet(p, index=False))
-    counts = {"rows": len(rows), "kept": int(ok.sum()), "rejected": int((~ok).sum()),
-              "reject_reasons": dict(Counter(bad["reason"]))}  # fmt: skip
+    counts = {
+        "rows": len(rows),
+        "kept": int(ok.sum()),
+        "rejected": int((~ok).sum()),
+        "reject_reasons": dict(Counter(bad["reason"])),
+    }
     info = {**info, "complete": True, "counts": counts}
     _write_json(out / INFO_NAME, info)
     return info
@@ -314,12 +338,15 @@ class ShardStore:
         self.path = Path(path)
         info_path = self.path / INFO_NAME
         if not info_path.is_file():
-            raise FileNotFoundError(f"no {INFO_NAME} in {self.path}; build shards with `medclip prepare MANIFEST "
-                                    f"--out {self.path}`")  # fmt: skip
+            raise FileNotFoundError(
+                f"no {INFO_NAME} in {self.path}; build shards with `medclip prepare MANIFEST --out {self.path}`"
+            )
         self.info = json.loads(info_path.read_text())
         if not self.info.get("complete") or not (self.path / INDEX_NAME).is_file():
-            raise InputError(f"{self.path}: shards are incomplete; run `medclip prepare` for every --shard I/N part "
-                             "(or without --shard) to finish them")  # fmt: skip
+            raise InputError(
+                f"{self.path}: shards are incomplete; run `medclip prepare` for every --shard I/N part "
+                "(or without --shard) to finish them"
+            )
         index = pd.read_parquet(self.path / INDEX_NAME)
         locs = zip(index["shard"].tolist(), index["offset"].tolist(), strict=True)
         self._loc = dict(zip(index["row_id"].tolist(), locs, strict=True))
@@ -349,8 +376,10 @@ class ShardStore:
         try:
             shard, offset = self._loc[row_id]
         except KeyError:
-            raise KeyError(f"row_id {row_id} is not in {self.path} (rejected at prepare time, see "
-                           f"{REJECTS_NAME}, or not in the manifest the shards were made from)") from None  # fmt: skip
+            raise KeyError(
+                f"row_id {row_id} is not in {self.path} (rejected at prepare time, see "
+                f"{REJECTS_NAME}, or not in the manifest the shards were made from)"
+            ) from None
         return self._array(shard)[offset]
 
     def get(self, row_id: int) -> np.ndarray:
@@ -364,9 +393,11 @@ class ShardStore:
         diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
         if diff:
             said = ", ".join(f"{k}={a} in the shards but preprocess.{k}={b} in this run" for k, (a, b) in diff.items())
-            raise InputError(f"{self.path}: {said}; re-run `medclip prepare MANIFEST --out NEW_DIR --image-size "
-                             f"{preprocess.image_size}` (same window/channels) or point data.shards at matching "
-                             "shards")  # fmt: skip
+            raise InputError(
+                f"{self.path}: {said}; re-run `medclip prepare MANIFEST --out NEW_DIR --image-size "
+                f"{preprocess.image_size}` (same window/channels) or point data.shards at matching "
+                "shards"
+            )
 
     def select(self, pairs: list[dict]) -> list[dict]:
         """The pairs that have a prepared image; a pair whose path differs from the shard's is an error."""
@@ -376,14 +407,20 @@ class ShardStore:
             if path is None:
                 missing.append(pair["row_id"])
             elif path != str(pair["image"]):
-                raise InputError(f"{self.path}: row_id {pair['row_id']} is {path} in the shards but {pair['image']} "
-                                 "in the manifest; the shards were made from another manifest, re-run "
-                                 "`medclip prepare`")  # fmt: skip
+                raise InputError(
+                    f"{self.path}: row_id {pair['row_id']} is {path} in the shards but {pair['image']} "
+                    "in the manifest; the shards were made from another manifest, re-run "
+                    "`medclip prepare`"
+                )
             else:
                 kept.append(pair)
         if missing:
-            logger.warning("%d of %d rows have no prepared image (rejected at prepare time, see %s); skipped",
-                           len(missing), len(pairs), self.path / REJECTS_NAME)  # fmt: skip
+            logger.warning(
+                "%d of %d rows have no prepared image (rejected at prepare time, see %s); skipped",
+                len(missing),
+                len(pairs),
+                self.path / REJECTS_NAME,
+            )
         return kept
 
 

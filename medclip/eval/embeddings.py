@@ -77,8 +77,10 @@ def embed_image_paths(
     dataset = Dataset(items, transform=transform)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate)
     model.eval()
-    out = [model.encode_image(b.to(device)).float().cpu()
-           for b in tqdm(loader, desc="embed images", unit="batch", disable=not show_progress)]  # fmt: skip
+    out = [
+        model.encode_image(b.to(device)).float().cpu()
+        for b in tqdm(loader, desc="embed images", unit="batch", disable=not show_progress)
+    ]
     return torch.cat(out) if out else torch.empty(0, model.cfg.embed_dim)
 
 
@@ -87,15 +89,22 @@ def embed_images(
 ) -> torch.Tensor:
     """[N, D] image embeddings of manifest rows, in row order (kept for callers that hold manifest rows)."""
     pairs, _ = pairs_from_manifest(rows, text_policy=text_policy)
-    return embed_image_paths(model, [p["image"] for p in pairs], batch_size=batch_size, device=device,
-                             show_progress=show_progress)  # fmt: skip
+    return embed_image_paths(
+        model, [p["image"] for p in pairs], batch_size=batch_size, device=device, show_progress=show_progress
+    )
 
 
 @torch.no_grad()
 def embed_texts(
-    model: MedClip, tokenizer, texts: list[str], *, max_length: int, batch_size: int = 64, device="cpu",
+    model: MedClip,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int = 64,
+    device="cpu",
     show_progress: bool = False,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """[M, D] L2-normalised text embeddings."""
     model.eval()
     out = []
@@ -136,13 +145,18 @@ class SplitEmbeddings:
     def concat(parts: list[SplitEmbeddings], rows: pd.DataFrame) -> SplitEmbeddings:
         """Join per-split embeddings and put them in the order of ``rows`` (matched by row_id)."""
         offsets = np.cumsum([0] + [len(p.texts) for p in parts])[:-1]
-        text_index = np.concatenate([np.where(p.text_index >= 0, p.text_index + o, -1)
-                                     for p, o in zip(parts, offsets, strict=True)])  # fmt: skip
+        text_index = np.concatenate(
+            [np.where(p.text_index >= 0, p.text_index + o, -1) for p, o in zip(parts, offsets, strict=True)]
+        )
         row_ids = np.concatenate([p.rows["row_id"].to_numpy() for p in parts])
         position = np.array(pd.Series(np.arange(len(row_ids)), index=row_ids)[rows["row_id"].to_numpy()].to_list())
-        return SplitEmbeddings(rows, torch.cat([p.image_emb for p in parts])[position],
-                               torch.cat([p.text_emb for p in parts]), text_index[position],
-                               [t for p in parts for t in p.texts])  # fmt: skip
+        return SplitEmbeddings(
+            rows,
+            torch.cat([p.image_emb for p in parts])[position],
+            torch.cat([p.text_emb for p in parts]),
+            text_index[position],
+            [t for p in parts for t in p.texts],
+        )
 
 
 def unique_texts(reports: list[str]) -> tuple[list[str], np.ndarray]:
@@ -163,9 +177,15 @@ def unique_texts(reports: list[str]) -> tuple[list[str], np.ndarray]:
 def _save(path: Path, key: str, emb: SplitEmbeddings) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, key=np.array(key), image_emb=emb.image_emb.numpy(), text_emb=emb.text_emb.numpy(),
-                 text_index=emb.text_index, row_id=np.array(list(emb.rows["row_id"]), dtype=str),
-                 texts=np.array(emb.texts, dtype=str))  # fmt: skip
+        np.savez(
+            fh,
+            key=np.array(key),
+            image_emb=emb.image_emb.numpy(),
+            text_emb=emb.text_emb.numpy(),
+            text_index=emb.text_index,
+            row_id=np.array(list(emb.rows["row_id"]), dtype=str),
+            texts=np.array(emb.texts, dtype=str),
+        )
     os.replace(tmp, path)
 
 
@@ -175,17 +195,28 @@ def _load(path: Path, key: str, rows: pd.DataFrame) -> SplitEmbeddings | None:
     with np.load(path, allow_pickle=False) as z:
         if str(z["key"]) != key or list(z["row_id"]) != list(rows["row_id"]):
             return None
-        return SplitEmbeddings(rows, torch.from_numpy(z["image_emb"]), torch.from_numpy(z["text_emb"]),
-                               z["text_index"], [str(t) for t in z["texts"]])  # fmt: skip
+        return SplitEmbeddings(
+            rows,
+            torch.from_numpy(z["image_emb"]),
+            torch.from_numpy(z["text_emb"]),
+            z["text_index"],
+            [str(t) for t in z["texts"]],
+        )
 
 
 class Embedder:
     """A checkpoint, loaded on first use, that embeds table splits (cached) and free text (prompts, queries)."""
 
     def __init__(
-        self, checkpoint: str | Path, *, cache_dir: str | Path | None = None, batch_size: int = 64,
-        device: str = "cpu", show_progress: bool = True, shards: str | Path | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        checkpoint: str | Path,
+        *,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        show_progress: bool = True,
+        shards: str | Path | None = None,
+    ) -> None:
         self.checkpoint = Path(checkpoint)
         self.shards = ShardStore(shards) if shards else None  # prepared images (``medclip prepare``) to read
         self.meta = read_checkpoint_meta(checkpoint)
@@ -228,16 +259,29 @@ class Embedder:
         """[M, D] normalised embeddings of free text (prompts, queries); each distinct text is encoded once."""
         new = [t for t in dict.fromkeys(texts) if t not in self._texts]
         if new:
-            emb = embed_texts(self.model, self.tokenizer, new, max_length=self.max_length,
-                              batch_size=self.batch_size, device=self.device)  # fmt: skip
+            emb = embed_texts(
+                self.model,
+                self.tokenizer,
+                new,
+                max_length=self.max_length,
+                batch_size=self.batch_size,
+                device=self.device,
+            )
             self._texts.update(zip(new, emb, strict=True))
         return torch.stack([self._texts[t] for t in texts]) if texts else torch.empty(0, self.model.cfg.embed_dim)
 
     def encode_images(self, paths: list[str], row_ids: list[int] | None = None) -> torch.Tensor:
         """[N, D] image embeddings; with ``row_ids`` (manifest rows) and shards, prepared images are read."""
         shards = self.shards if row_ids is not None else None
-        return embed_image_paths(self.model, list(paths), batch_size=self.batch_size, device=self.device,
-                                 show_progress=self.show_progress, row_ids=row_ids, shards=shards)  # fmt: skip
+        return embed_image_paths(
+            self.model,
+            list(paths),
+            batch_size=self.batch_size,
+            device=self.device,
+            show_progress=self.show_progress,
+            row_ids=row_ids,
+            shards=shards,
+        )
 
     def embed(self, table: EvalTable, split: str) -> SplitEmbeddings:
         """Embeddings of one split of ``table`` ("all": every split, each cached on its own)."""
@@ -261,15 +305,22 @@ class Embedder:
             self.reused.append(split)
             return cached
         texts, text_index = unique_texts(list(part.rows["report"]))
-        text_emb = embed_texts(self.model, self.tokenizer, texts, max_length=self.max_length,
-                               batch_size=self.batch_size, device=self.device,
-                               show_progress=self.show_progress)  # fmt: skip
+        text_emb = embed_texts(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            device=self.device,
+            show_progress=self.show_progress,
+        )
         row_ids = list(part.rows["row_id"]) if self.shards is not None else None
         images = self.encode_images(list(part.rows["image_path"]), row_ids)
         emb = SplitEmbeddings(part.rows, images, text_emb, text_index, texts)
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             _save(path, key, emb)
-            logger.info("embeddings for split '%s' (%d images, %d texts) cached in %s", split, len(part.rows),
-                        len(texts), path)  # fmt: skip
+            logger.info(
+                "embeddings for split '%s' (%d images, %d texts) cached in %s", split, len(part.rows), len(texts), path
+            )
         return emb

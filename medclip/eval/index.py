@@ -127,8 +127,9 @@ class CaseIndex:
         return int(self.index.ntotal)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, entries: pd.DataFrame, *, params: IndexParams | None = None,
-              info: dict | None = None) -> CaseIndex:  # fmt: skip
+    def build(
+        cls, vectors: np.ndarray, entries: pd.DataFrame, *, params: IndexParams | None = None, info: dict | None = None
+    ) -> CaseIndex:
         """Index ``vectors`` [N, D] (L2-normalised); ``entries`` has N rows (study_id, image_path, snippet)."""
         params = params or IndexParams()
         if len(vectors) != len(entries):
@@ -138,11 +139,18 @@ class CaseIndex:
         t = time.perf_counter()
         index = build_faiss(vectors, params)
         kind = choose_kind(len(vectors), params.kind)
-        meta = {"n": len(vectors), "dim": int(vectors.shape[1]), "kind": kind, "compression": params.compression,
-                "params": {**params.__dict__, "kind": kind}, "build_s": round(time.perf_counter() - t, 3),
-                **(info or {})}  # fmt: skip
-        logger.info("case index: %d vectors, %s (%s), built in %.1fs", len(vectors), kind, params.compression,
-                    meta["build_s"])  # fmt: skip
+        meta = {
+            "n": len(vectors),
+            "dim": int(vectors.shape[1]),
+            "kind": kind,
+            "compression": params.compression,
+            "params": {**params.__dict__, "kind": kind},
+            "build_s": round(time.perf_counter() - t, 3),
+            **(info or {}),
+        }
+        logger.info(
+            "case index: %d vectors, %s (%s), built in %.1fs", len(vectors), kind, params.compression, meta["build_s"]
+        )
         return cls(index, entries, meta)
 
     def search(self, queries: np.ndarray, k: int = 10, *, unique_studies: bool = True) -> list[list[dict]]:
@@ -166,8 +174,15 @@ class CaseIndex:
             if unique and entry["study_id"] in seen:
                 continue
             seen.add(entry["study_id"])
-            rows.append({"rank": len(rows) + 1, "score": round(float(score), 4), "study_id": str(entry["study_id"]),
-                         "image_path": str(entry["image_path"]), "snippet": str(entry["snippet"])})  # fmt: skip
+            rows.append(
+                {
+                    "rank": len(rows) + 1,
+                    "score": round(float(score), 4),
+                    "study_id": str(entry["study_id"]),
+                    "image_path": str(entry["image_path"]),
+                    "snippet": str(entry["snippet"]),
+                }
+            )
             if len(rows) == k:
                 break
         return rows
@@ -184,8 +199,10 @@ class CaseIndex:
     def load(cls, path: str | Path, *, nprobe: int | None = None, ef_search: int | None = None) -> CaseIndex:
         path = Path(path)
         if not (path / INFO_FILE).is_file() or not (path / INDEX_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a case index (no {INFO_FILE} / {INDEX_FILE}); build one with "
-                                    "`medclip index build --checkpoint CKPT --manifest M --out IDX`")  # fmt: skip
+            raise FileNotFoundError(
+                f"{path} is not a case index (no {INFO_FILE} / {INDEX_FILE}); build one with "
+                "`medclip index build --checkpoint CKPT --manifest M --out IDX`"
+            )
         info = json.loads((path / INFO_FILE).read_text())
         index = _faiss().read_index(str(path / INDEX_FILE))
         stored = {k: v for k, v in info.get("params", {}).items() if k in IndexParams.__dataclass_fields__}
@@ -208,16 +225,37 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
     """
     if not cfg.checkpoint or not cfg.out:
         raise InputError("building a case index needs a checkpoint and an output directory")
-    embedder = Embedder(cfg.checkpoint, cache_dir=cfg.out, batch_size=cfg.batch_size, device=cfg.device,
-                        show_progress=show_progress, shards=cfg.shards or None)  # fmt: skip
-    table = load_table(manifest=cfg.manifest or None, csv=cfg.csv or None, text_policy=embedder.text_policy,
-                       image_col=cfg.image_col or None, text_col=cfg.text_col or None)  # fmt: skip
+    embedder = Embedder(
+        cfg.checkpoint,
+        cache_dir=cfg.out,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        show_progress=show_progress,
+        shards=cfg.shards or None,
+    )
+    table = load_table(
+        manifest=cfg.manifest or None,
+        csv=cfg.csv or None,
+        text_policy=embedder.text_policy,
+        image_col=cfg.image_col or None,
+        text_col=cfg.text_col or None,
+    )
     emb = embedder.embed(table, cfg.split)
-    entries = pd.DataFrame({"study_id": emb.rows["study_id"].astype(str), "image_path": emb.rows["image_path"],
-                            "snippet": [snippet(t) for t in emb.rows["report"]]})  # fmt: skip
+    entries = pd.DataFrame(
+        {
+            "study_id": emb.rows["study_id"].astype(str),
+            "image_path": emb.rows["image_path"],
+            "snippet": [snippet(t) for t in emb.rows["report"]],
+        }
+    )
     ckpt = Path(cfg.checkpoint).resolve()
-    info = {"checkpoint": str(ckpt), "checkpoint_fingerprint": embedder.fingerprint(),
-            "weights_stat": _weights_stat(ckpt), "source": table.source, "split": cfg.split}  # fmt: skip
+    info = {
+        "checkpoint": str(ckpt),
+        "checkpoint_fingerprint": embedder.fingerprint(),
+        "weights_stat": _weights_stat(ckpt),
+        "source": table.source,
+        "split": cfg.split,
+    }
     index = CaseIndex.build(emb.image_emb.numpy(), entries, params=cfg.params, info=info)
     index.save(cfg.out)
     return index
@@ -231,13 +269,16 @@ def load_case_index(path: str | Path, *, nprobe: int | None = None) -> CaseIndex
 def _query_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: str):
     ckpt = Path(checkpoint or index.info.get("checkpoint", ""))
     if not ckpt.is_dir():
-        raise FileNotFoundError(f"the index's checkpoint {ckpt} is gone; pass --checkpoint CKPT (the one it was built "
-                                "with)")  # fmt: skip
+        raise FileNotFoundError(
+            f"the index's checkpoint {ckpt} is gone; pass --checkpoint CKPT (the one it was built with)"
+        )
     same_file = checkpoint is None and _weights_stat(ckpt) == index.info.get("weights_stat")
     if not same_file and checkpoint_fingerprint(ckpt) != index.info.get("checkpoint_fingerprint"):
-        raise InputError(f"checkpoint {ckpt} is not the one this index was built with (fingerprint differs); "
-                         "its embeddings would not match - rebuild the index or pass the original "
-                         "--checkpoint")  # fmt: skip
+        raise InputError(
+            f"checkpoint {ckpt} is not the one this index was built with (fingerprint differs); "
+            "its embeddings would not match - rebuild the index or pass the original "
+            "--checkpoint"
+        )
     return Embedder(ckpt, device=device, show_progress=False)
 
 
@@ -260,17 +301,25 @@ def query_case_index(
     vec = embedder.encode_images([query]) if is_image else embedder.encode_text([query])  # [1, D]
     t = time.perf_counter()
     results = index.search(vec.numpy(), k, unique_studies=unique_studies)[0]
-    return {"query": query, "query_type": "image" if is_image else "text", "k": k, "results": results,
-            "search_ms": round((time.perf_counter() - t) * 1e3, 3),
-            "index": {key: index.info.get(key) for key in ("n", "kind", "compression", "checkpoint")}}  # fmt: skip
+    return {
+        "query": query,
+        "query_type": "image" if is_image else "text",
+        "k": k,
+        "results": results,
+        "search_ms": round((time.perf_counter() - t) * 1e3, 3),
+        "index": {key: index.info.get(key) for key in ("n", "kind", "compression", "checkpoint")},
+    }
 
 
 def results_table(answer: dict, *, width: int = 70) -> str:
     """A plain-text table of a query's results, for the console."""
     sw = min(max([len(r["study_id"]) for r in answer["results"]] + [5]), 64)
-    lines = [f"{answer['query_type']} query: {answer['query']!r} -> top {len(answer['results'])} of "
-             f"{answer['index']['n']} ({answer['index']['kind']})", "",
-             f"{'#':>3}  {'score':>6}  {'study':<{sw}}  report"]  # fmt: skip
+    lines = [
+        f"{answer['query_type']} query: {answer['query']!r} -> top {len(answer['results'])} of "
+        f"{answer['index']['n']} ({answer['index']['kind']})",
+        "",
+        f"{'#':>3}  {'score':>6}  {'study':<{sw}}  report",
+    ]
     for r in answer["results"]:
         text = r["snippet"] if len(r["snippet"]) <= width else r["snippet"][: width - 3] + "..."
         lines.append(f"{r['rank']:>3}  {r['score']:>6.3f}  {r['study_id'][:sw]:<{sw}}  {text}")

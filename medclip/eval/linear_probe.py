@@ -88,11 +88,16 @@ def _setting(index: int, pick, data: dict, findings: list[str], *, c_grid, n_boo
         if idx is None:
             per[f] = {"auroc": None, "auroc_ci": None, "n_train": 0, "note": "too few labelled training rows"}
             continue
-        model, c, val_auroc = fit_probe(data["train_x"][idx], y_tr[idx].astype(int), data["val_x"],
-                                        data["val_labels"][f], c_grid=c_grid)  # fmt: skip
-        per[f] = {**_score(model, data["test_x"], data["test_labels"][f], n_bootstrap=n_bootstrap, seed=seed),
-                  "C": c, "val_auroc": val_auroc, "n_train": int(len(idx)),
-                  "train_positives": int(y_tr[idx].sum())}  # fmt: skip
+        model, c, val_auroc = fit_probe(
+            data["train_x"][idx], y_tr[idx].astype(int), data["val_x"], data["val_labels"][f], c_grid=c_grid
+        )
+        per[f] = {
+            **_score(model, data["test_x"], data["test_labels"][f], n_bootstrap=n_bootstrap, seed=seed),
+            "C": c,
+            "val_auroc": val_auroc,
+            "n_train": int(len(idx)),
+            "train_positives": int(y_tr[idx].sum()),
+        }
     return {"per_finding": per, "macro_auroc": macro([m["auroc"] for m in per.values()])}
 
 
@@ -115,14 +120,26 @@ def linear_probe(
     findings = [f for f in test[1] if f in train[1] and f in val[1]]
     if not findings:
         raise InputError("linear probe: no finding is labelled in the train, val and test splits alike")
-    data = {"train_x": np.asarray(train[0]), "train_labels": train[1], "val_x": np.asarray(val[0]),
-            "val_labels": val[1], "test_x": np.asarray(test[0]), "test_labels": test[1]}  # fmt: skip
+    data = {
+        "train_x": np.asarray(train[0]),
+        "train_labels": train[1],
+        "val_x": np.asarray(val[0]),
+        "val_labels": val[1],
+        "test_x": np.asarray(test[0]),
+        "test_labels": test[1],
+    }
     regimes = [(f"{fr * 100:g}%", lambda y, rng, fr=fr: fraction_indices(y, fr, rng)) for fr in fractions]
     regimes += [(f"{k}-shot", lambda y, rng, k=k: shot_indices(y, k, rng)) for k in shots]
     settings = {}
     for i, (name, pick) in enumerate(regimes):
         settings[name] = _setting(i, pick, data, findings, c_grid=c_grid, n_bootstrap=n_bootstrap, seed=seed)
         logger.info("linear probe %s: macro AUROC %s", name, settings[name]["macro_auroc"])
-    return {"settings": settings, "findings": findings, "c_grid": list(c_grid), "seed": seed,
-            "n_train": int(len(data["train_x"])), "n_val": int(len(data["val_x"])),
-            "n_test": int(len(data["test_x"]))}  # fmt: skip
+    return {
+        "settings": settings,
+        "findings": findings,
+        "c_grid": list(c_grid),
+        "seed": seed,
+        "n_train": int(len(data["train_x"])),
+        "n_val": int(len(data["val_x"])),
+        "n_test": int(len(data["test_x"])),
+    }

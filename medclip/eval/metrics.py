@@ -109,8 +109,11 @@ def roc_band(
     tpr = curve(
         np.bincount(group, weights=y, minlength=n_groups), np.bincount(group, weights=1 - y, minlength=n_groups)
     )
-    curves = [curve(p, n) for pos, neg, _ in bootstrap_weights(y, score, n_resamples=n_resamples, seed=seed)
-              for p, n in zip(pos, neg, strict=True)]  # fmt: skip
+    curves = [
+        curve(p, n)
+        for pos, neg, _ in bootstrap_weights(y, score, n_resamples=n_resamples, seed=seed)
+        for p, n in zip(pos, neg, strict=True)
+    ]
     curves = np.array([c for c in curves if np.isfinite(c).all()]) if curves else np.empty((0, points))
     lo = np.quantile(curves, alpha / 2, axis=0) if len(curves) else tpr
     hi = np.quantile(curves, 1 - alpha / 2, axis=0) if len(curves) else tpr

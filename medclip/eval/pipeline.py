@@ -68,9 +68,11 @@ def run_zero_shot(run: EvalRun, cfg: EvalCfg) -> dict:
     threshold_metric = cfg.threshold_metric
     _, classes = prompt_classes(run, prompts)
     if not classes:
-        raise InputError(f"no labels for any prompt finding: prompt set '{prompts}' has "
-                         f"{sorted(load_prompts(prompts))}, the labels have {list(run.table.labels.columns)}; "
-                         "give a labels CSV (--labels) or label columns named like the prompt findings")  # fmt: skip
+        raise InputError(
+            f"no labels for any prompt finding: prompt set '{prompts}' has "
+            f"{sorted(load_prompts(prompts))}, the labels have {list(run.table.labels.columns)}; "
+            "give a labels CSV (--labels) or label columns named like the prompt findings"
+        )
     scale = run.embedder.logit_scale
     emb = run.embedder.embed(run.table, run.split)
     scores = scores_for_mode(emb.image_emb, classes, scale, mode=mode)
@@ -81,8 +83,16 @@ def run_zero_shot(run: EvalRun, cfg: EvalCfg) -> dict:
         val_scores = scores_for_mode(run.embedder.embed(run.table, "val").image_emb, classes, scale, mode=mode)
         val_labels = run.table.subset("val").label_dict(list(classes))
         threshold_split = "val" if run.split not in ("val", "all") else "val (overlaps the evaluated rows)"
-    out = evaluate_zero_shot(scores, labels, val_scores=val_scores, val_labels=val_labels, n_bootstrap=run.n_bootstrap,
-                             seed=run.seed, threshold_metric=threshold_metric, mode=mode)  # fmt: skip
+    out = evaluate_zero_shot(
+        scores,
+        labels,
+        val_scores=val_scores,
+        val_labels=val_labels,
+        n_bootstrap=run.n_bootstrap,
+        seed=run.seed,
+        threshold_metric=threshold_metric,
+        mode=mode,
+    )
     out.update(prompts=str(prompts), threshold_split=threshold_split)
     if sides := laterality(scores, labels):
         out["laterality"] = sides
@@ -146,8 +156,10 @@ def run_probe(run: EvalRun, cfg: EvalCfg) -> dict:
         raise InputError(f"{run.table.source}: the linear probe needs label columns (or --labels CSV)")
     present = set(run.table.rows["split"])
     if "train" not in present or eval_split not in present:
-        raise InputError(f"{run.table.source}: the linear probe needs 'train' and '{eval_split}' rows; splits here: "
-                         f"{sorted(present)}")  # fmt: skip
+        raise InputError(
+            f"{run.table.source}: the linear probe needs 'train' and '{eval_split}' rows; splits here: "
+            f"{sorted(present)}"
+        )
     parts = {}
     for s in ("train", "val", eval_split):
         if s == "val" and s not in present:  # nothing to choose C on: the probe falls back to C = 1
@@ -161,8 +173,9 @@ def run_probe(run: EvalRun, cfg: EvalCfg) -> dict:
     if "val" not in present:
         out["note"] = "no 'val' rows: C was not tuned (C = 1)"
     _, classes = prompt_classes(run, prompts, out["findings"])
-    zs_scores = scores_for_mode(run.embedder.embed(run.table, eval_split).image_emb, classes, run.embedder.logit_scale,
-                                mode=mode)  # fmt: skip
+    zs_scores = scores_for_mode(
+        run.embedder.embed(run.table, eval_split).image_emb, classes, run.embedder.logit_scale, mode=mode
+    )
     labels = parts[eval_split][1]
     out["zero_shot_auroc"] = {f: binary_metrics(labels[f], zs_scores[f])["auroc"] for f in zs_scores if f in labels}
     path = run.plot_path("probe")
@@ -211,20 +224,38 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
     if cfg.shards and not cfg.manifest:
         raise InputError("shards go with a manifest (shards are keyed by manifest row)")
     out = Path(cfg.out_dir) if cfg.out_dir else None
-    embedder = Embedder(cfg.checkpoint, cache_dir=out if cfg.cache else None, batch_size=cfg.batch_size,
-                        device=cfg.device, show_progress=show_progress, shards=cfg.shards or None)  # fmt: skip
-    table = load_table(manifest=cfg.manifest or None, csv=cfg.csv or None, text_policy=embedder.text_policy,
-                       labels_csv=cfg.labels or None, image_col=cfg.image_col or None,
-                       text_col=cfg.text_col or None, label_cols=list(cfg.label_cols) or None)  # fmt: skip
+    embedder = Embedder(
+        cfg.checkpoint,
+        cache_dir=out if cfg.cache else None,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        show_progress=show_progress,
+        shards=cfg.shards or None,
+    )
+    table = load_table(
+        manifest=cfg.manifest or None,
+        csv=cfg.csv or None,
+        text_policy=embedder.text_policy,
+        labels_csv=cfg.labels or None,
+        image_col=cfg.image_col or None,
+        text_col=cfg.text_col or None,
+        label_cols=list(cfg.label_cols) or None,
+    )
     rows = table.subset(cfg.split).rows
     if rows.empty:
         raise InputError(f"{table.source}: no rows in split '{cfg.split}'")
-    run = EvalRun(embedder, table, cfg.split, out, n_bootstrap=cfg.bootstrap, seed=cfg.seed,
-                  plots=cfg.plots and out is not None)  # fmt: skip
-    results: dict = {"checkpoint": str(cfg.checkpoint), "source": table.source, "split": cfg.split,
-                     "n_images": len(rows), "n_studies": int(rows["study_id"].nunique()),
-                     "labels": list(table.labels.columns),
-                     "train_manifest_hash": embedder.meta.get("manifest_hash")}  # fmt: skip
+    run = EvalRun(
+        embedder, table, cfg.split, out, n_bootstrap=cfg.bootstrap, seed=cfg.seed, plots=cfg.plots and out is not None
+    )
+    results: dict = {
+        "checkpoint": str(cfg.checkpoint),
+        "source": table.source,
+        "split": cfg.split,
+        "n_images": len(rows),
+        "n_studies": int(rows["study_id"].nunique()),
+        "labels": list(table.labels.columns),
+        "train_manifest_hash": embedder.meta.get("manifest_hash"),
+    }
     results.update(_run_tasks(run, cfg))
     results["embeddings"] = {"cache_dir": str(out) if out and cfg.cache else None, "reused_splits": embedder.reused}
     return results

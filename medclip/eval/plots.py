@@ -53,8 +53,14 @@ def plot_roc_curves(
         ax.fill_between(band["fpr"], band["lo"], band["hi"], alpha=0.25, color="tab:blue", linewidth=0)
         ax.plot(band["fpr"], band["tpr"], color="tab:blue", label=f"AUROC {auroc:.3f}")
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-        ax.set(title=f"{f} (n={len(y)}, +{int(y.sum())})", xlabel="false positive rate", ylabel="true positive rate",
-               xlim=(0, 1), ylim=(0, 1.01), aspect="equal")  # fmt: skip
+        ax.set(
+            title=f"{f} (n={len(y)}, +{int(y.sum())})",
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            aspect="equal",
+        )
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
     return _save(fig, out_path)

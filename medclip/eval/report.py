@@ -18,62 +18,92 @@ def _with_ci(value, ci) -> str:
 
 
 def _zero_shot_lines(zs: dict) -> list[str]:
-    lines = [f"## Zero-shot ({zs.get('mode', 'multilabel')}, held-out patients)", "",
-             "| finding | AUROC [95% CI] | AUPRC [95% CI] | F1 | MCC | n | positives |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"## Zero-shot ({zs.get('mode', 'multilabel')}, held-out patients)",
+        "",
+        "| finding | AUROC [95% CI] | AUPRC [95% CI] | F1 | MCC | n | positives |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for finding, m in zs["per_finding"].items():
-        lines.append(f"| {finding} | {_with_ci(m['auroc'], m.get('auroc_ci'))} | "
-                     f"{_with_ci(m['auprc'], m.get('auprc_ci'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('mcc'))} | "
-                     f"{m['n']} | {m['positives']} |")  # fmt: skip
-    lines += [f"| **macro** | **{_fmt(zs['macro_auroc'])}** | {_fmt(zs.get('macro_auprc'))} | "
-              f"{_fmt(zs.get('macro_f1'))} | {_fmt(zs.get('macro_mcc'))} | | |", ""]  # fmt: skip
+        lines.append(
+            f"| {finding} | {_with_ci(m['auroc'], m.get('auroc_ci'))} | "
+            f"{_with_ci(m['auprc'], m.get('auprc_ci'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('mcc'))} | "
+            f"{m['n']} | {m['positives']} |"
+        )
+    lines += [
+        f"| **macro** | **{_fmt(zs['macro_auroc'])}** | {_fmt(zs.get('macro_auprc'))} | "
+        f"{_fmt(zs.get('macro_f1'))} | {_fmt(zs.get('macro_mcc'))} | | |",
+        "",
+    ]
     if zs.get("threshold_split"):
-        lines.append(f"F1 / MCC at the threshold maximising {zs.get('threshold_metric', 'mcc').upper()} on the "
-                     f"'{zs['threshold_split']}' split; CIs from {zs.get('n_bootstrap', 0)} bootstrap resamples "
-                     f"(seed {zs.get('seed', 0)}).")  # fmt: skip
+        lines.append(
+            f"F1 / MCC at the threshold maximising {zs.get('threshold_metric', 'mcc').upper()} on the "
+            f"'{zs['threshold_split']}' split; CIs from {zs.get('n_bootstrap', 0)} bootstrap resamples "
+            f"(seed {zs.get('seed', 0)})."
+        )
     if zs.get("multiclass", {}).get("accuracy") is not None:
         mc = zs["multiclass"]
         lines.append(f"Multi-class top-1 accuracy {_fmt(mc['accuracy'])} over {mc['n']} single-finding images.")
     if zs.get("laterality"):
         lat = zs["laterality"]
         pairs = ", ".join(f"{k} {_fmt(v['auroc'])}" for k, v in lat["pairs"].items())
-        lines.append(f"Left vs right (AUROC of score(left) - score(right) on one-sided cases): {pairs}; "
-                     f"macro {_fmt(lat['macro_auroc'])}.")  # fmt: skip
-    messages = zs.get("polarity_messages") or [f"{f} has AUROC < 0.5; its prompts are probably inverted."
-                                               for f in zs.get("polarity_warnings", [])]  # fmt: skip
+        lines.append(
+            f"Left vs right (AUROC of score(left) - score(right) on one-sided cases): {pairs}; "
+            f"macro {_fmt(lat['macro_auroc'])}."
+        )
+    messages = zs.get("polarity_messages") or [
+        f"{f} has AUROC < 0.5; its prompts are probably inverted." for f in zs.get("polarity_warnings", [])
+    ]
     lines += [f"> warning: {m}" for m in messages]
     return lines + [""]
 
 
 def _retrieval_lines(rt: dict) -> list[str]:
-    lines = ["## Retrieval (hit = same study or identical report)", "",
-             "| direction | R@1 | R@5 | R@10 | MRR | median rank |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Retrieval (hit = same study or identical report)",
+        "",
+        "| direction | R@1 | R@5 | R@10 | MRR | median rank |",
+        "|---|---|---|---|---|---|",
+    ]
     for direction in ("image_to_text", "text_to_image"):
         m = rt[direction]
-        lines.append(f"| {direction} | {_fmt(m['R@1'])} | {_fmt(m['R@5'])} | {_fmt(m['R@10'])} | "
-                     f"{_fmt(m['MRR'])} | {m['median_rank']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {direction} | {_fmt(m['R@1'])} | {_fmt(m['R@5'])} | {_fmt(m['R@10'])} | "
+            f"{_fmt(m['MRR'])} | {m['median_rank']:.1f} |"
+        )
     lines.append(f"\n{rt['n_images']} images, {rt['n_texts']} report texts.")
     sc = rt.get("similar_cases")
     if sc and sc.get("P@1") is not None:
         ps = ", ".join(f"{k} {_fmt(v)}" for k, v in sc.items() if k.startswith("P@"))
-        lines.append(f"\nSimilar cases (image -> image, same findings, other studies): {ps}; "
-                     f"chance {_fmt(sc['chance'])} ({sc['n_queries']} queries).")  # fmt: skip
+        lines.append(
+            f"\nSimilar cases (image -> image, same findings, other studies): {ps}; "
+            f"chance {_fmt(sc['chance'])} ({sc['n_queries']} queries)."
+        )
     return lines + [""]
 
 
 def _probe_lines(pr: dict) -> list[str]:
     names = list(pr["settings"])
     zs = pr.get("zero_shot_auroc", {})
-    lines = [f"## Linear probe (AUROC on '{pr.get('eval_split', 'test')}', C chosen on val)", "",
-             "| finding | zero-shot | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
+    lines = [
+        f"## Linear probe (AUROC on '{pr.get('eval_split', 'test')}', C chosen on val)",
+        "",
+        "| finding | zero-shot | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 2) + "|",
+    ]
     for f in pr["findings"]:
         cells = [_fmt(pr["settings"][n]["per_finding"][f]["auroc"]) for n in names]
         lines.append(f"| {f} | {_fmt(zs.get(f))} | " + " | ".join(cells) + " |")
     macro_zs = [v for v in zs.values() if v is not None]
-    lines.append(f"| **macro** | **{_fmt(float(np.mean(macro_zs)) if macro_zs else None)}** | "
-                 + " | ".join(f"**{_fmt(pr['settings'][n]['macro_auroc'])}**" for n in names) + " |")  # fmt: skip
-    lines.append(f"\ntrain {pr['n_train']} / val {pr['n_val']} / test {pr['n_test']} images; per-finding 95% CIs "
-                 "in results.json.")  # fmt: skip
+    lines.append(
+        f"| **macro** | **{_fmt(float(np.mean(macro_zs)) if macro_zs else None)}** | "
+        + " | ".join(f"**{_fmt(pr['settings'][n]['macro_auroc'])}**" for n in names)
+        + " |"
+    )
+    lines.append(
+        f"\ntrain {pr['n_train']} / val {pr['n_val']} / test {pr['n_test']} images; per-finding 95% CIs "
+        "in results.json."
+    )
     return lines + [""]
 
 

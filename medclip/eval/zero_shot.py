@@ -101,9 +101,11 @@ def polarity_check(per_finding: dict[str, dict]) -> dict[str, str]:
             continue
         ci = m.get("auroc_ci")
         doubt = f" (its 95% CI reaches {ci[1]:.3f}, so it may also be chance)" if ci and ci[1] >= 0.5 else ""
-        warnings[finding] = (f"{finding}: AUROC {m['auroc']:.3f} < 0.5, below chance; its prompts are probably "
-                             f"inverted (positive and negative phrasings swapped) - check the prompt YAML"
-                             f"{doubt}")  # fmt: skip
+        warnings[finding] = (
+            f"{finding}: AUROC {m['auroc']:.3f} < 0.5, below chance; its prompts are probably "
+            f"inverted (positive and negative phrasings swapped) - check the prompt YAML"
+            f"{doubt}"
+        )
     return warnings
 
 
@@ -172,8 +174,10 @@ def evaluate_zero_shot(
     """
     findings = [f for f in scores if f in labels]
     thresholds = _thresholds(val_scores, val_labels or {}, findings, threshold_metric)
-    per = {f: binary_metrics(labels[f], scores[f], n_bootstrap=n_bootstrap, seed=seed, threshold=thresholds[f])
-           for f in findings}  # fmt: skip
+    per = {
+        f: binary_metrics(labels[f], scores[f], n_bootstrap=n_bootstrap, seed=seed, threshold=thresholds[f])
+        for f in findings
+    }
     warnings = polarity_check(per)
     for message in warnings.values():
         logger.warning("polarity check: %s", message)

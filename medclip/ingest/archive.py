@@ -31,8 +31,16 @@ LAYOUTS: Registry = Registry("archive layout")
 # Files a DICOM export carries besides images and reports; they are not inputs and are skipped.
 SIDECAR_SUFFIXES = {".csv", ".json", ".md", ".xml", ".html", ".pdf", ".parquet", ".yaml", ".yml", ".log"}
 SIDECAR_NAMES = {"readme", "readme.txt", "dicomdir", "license", "license.txt"}
-KEY_COLUMNS = ("accession", "accession_number", "accessionnumber", "study_uid", "studyinstanceuid",
-               "study_instance_uid", "study_id", "study")  # fmt: skip
+KEY_COLUMNS = (
+    "accession",
+    "accession_number",
+    "accessionnumber",
+    "study_uid",
+    "studyinstanceuid",
+    "study_instance_uid",
+    "study_id",
+    "study",
+)
 # An upper-case header word after a sentence end starts a new section in parse_sections ("... clear. IMPRESSION:");
 # inside one section given as a field (XML, table column) it is text, so it is written in title case, which the
 # parser leaves alone. The parser's own header vocabulary is used so the two cannot drift apart.
@@ -139,8 +147,13 @@ def _table_rows(path: Path) -> tuple[list[dict], list[dict]]:
         return rows, bad
     if not name.endswith((".csv", ".tsv", ".txt")):
         raise InputError(f"report table {path}: unknown format; use .csv, .tsv or .jsonl (optionally .gz)")
-    df = pd.read_csv(path, dtype=object, keep_default_na=False, sep="\t" if name.endswith(".tsv") else ",",
-                     encoding_errors="surrogateescape")  # fmt: skip
+    df = pd.read_csv(
+        path,
+        dtype=object,
+        keep_default_na=False,
+        sep="\t" if name.endswith(".tsv") else ",",
+        encoding_errors="surrogateescape",
+    )
     # Row ids count the header as line 1, so "#row=2" is the first data line as a spreadsheet shows it.
     return [row | {"_id": f"{path}#row={i + 2}"} for i, row in enumerate(df.to_dict("records"))], []
 

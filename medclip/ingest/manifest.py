@@ -126,8 +126,14 @@ def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], li
             detail = f"{img['image_path']}: its report {bad['path']} was rejected ({bad['reason']})"
             rejects.append(reject(img["image_path"], "report_rejected", detail))
             continue
-        kept.append({**img, "findings": sections["findings"], "impression": sections["impression"],
-                     "text": report_text(sections, text_policy)})  # fmt: skip
+        kept.append(
+            {
+                **img,
+                "findings": sections["findings"],
+                "impression": sections["impression"],
+                "text": report_text(sections, text_policy),
+            }
+        )
     rejects += [v[1] for k, v in parsed.items() if v[1] is not None]
     return kept, rejects, used
 
@@ -158,13 +164,20 @@ def build_manifest(
     if not root.exists():
         raise FileNotFoundError(f"archive folder not found: {root} (for --layout csv: the CSV file)")
     scan: ArchiveScan = LAYOUTS.get(layout)(
-        root, modalities=modalities, verify_pixels=verify_pixels, show_progress=show_progress,
-        reports=Path(reports) if reports is not None else None, **(layout_options or {}),
-    )  # fmt: skip
+        root,
+        modalities=modalities,
+        verify_pixels=verify_pixels,
+        show_progress=show_progress,
+        reports=Path(reports) if reports is not None else None,
+        **(layout_options or {}),
+    )
     salt = salt or default_salt()
     kept, report_rejects, used = _attach_reports(scan, text_policy)
-    orphan = [reject(_source_id(p), "orphan_report", f"{_source_id(p)}: no image of this study", kind="report")
-              for k, p in sorted(scan.reports.items()) if k not in used]  # fmt: skip
+    orphan = [
+        reject(_source_id(p), "orphan_report", f"{_source_id(p)}: no image of this study", kind="report")
+        for k, p in sorted(scan.reports.items())
+        if k not in used
+    ]
     rejects = pd.DataFrame(scan.rejects + report_rejects + orphan, columns=list(REJECT_COLUMNS))
     df = pd.DataFrame(kept)
     if df.empty:
@@ -221,8 +234,13 @@ def _meta(root: Path, layout: str, df: pd.DataFrame, rejects: pd.DataFrame, scan
         "splits": {s: int((df["split"] == s).sum()) for s in SPLITS} if len(df) else {},
         "reject_reasons": dict(Counter(rejects["reason"])),
     }
-    return {"schema_version": SCHEMA_VERSION, "source": str(root.resolve()), "layout": layout,
-            "counts": counts, "content_hash": content_hash(df)}  # fmt: skip
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": str(root.resolve()),
+        "layout": layout,
+        "counts": counts,
+        "content_hash": content_hash(df),
+    }
 
 
 def write_manifest(result: ManifestResult, out_dir: str | Path) -> Path:
@@ -261,7 +279,15 @@ def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> Man
             raise InputError(f"columns (--column) apply to the csv layout only, not {cfg.layout}")
         options["columns"] = parse_column_roles(cfg.columns)
     modalities = tuple(m.strip().upper() for m in cfg.modalities if m.strip()) or default_modalities(cfg.layout)
-    return build_manifest(cfg.source, layout=cfg.layout, salt=cfg.salt or None, text_policy=cfg.text_policy,
-                          modalities=modalities, verify_pixels=cfg.verify_pixels, show_progress=show_progress,
-                          reports=cfg.reports or None, layout_options=options,
-                          label_set=cfg.labels or None)  # fmt: skip
+    return build_manifest(
+        cfg.source,
+        layout=cfg.layout,
+        salt=cfg.salt or None,
+        text_policy=cfg.text_policy,
+        modalities=modalities,
+        verify_pixels=cfg.verify_pixels,
+        show_progress=show_progress,
+        reports=cfg.reports or None,
+        layout_options=options,
+        label_set=cfg.labels or None,
+    )

@@ -53,8 +53,9 @@ class EvalTable:
         if split == "all":
             return self
         mask = (self.rows["split"] == split).to_numpy()
-        return EvalTable(self.rows[mask].reset_index(drop=True), self.labels[mask].reset_index(drop=True),
-                         self.source, self.has_text)  # fmt: skip
+        return EvalTable(
+            self.rows[mask].reset_index(drop=True), self.labels[mask].reset_index(drop=True), self.source, self.has_text
+        )
 
     def label_dict(self, findings: list[str] | None = None) -> dict[str, np.ndarray]:
         cols = [f for f in (findings or list(self.labels.columns)) if f in self.labels.columns]
@@ -85,8 +86,10 @@ def _labels_frame(df: pd.DataFrame, cols: list[str], source: str) -> pd.DataFram
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise InputError(f"{source}: label columns collide after normalising names: {dup}; rename one of each pair")
-    labels = pd.DataFrame({k: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-                           for k, c in zip(keys, cols, strict=True)}, index=range(len(df)))  # fmt: skip
+    labels = pd.DataFrame(
+        {k: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) for k, c in zip(keys, cols, strict=True)},
+        index=range(len(df)),
+    )
     bad = [c for c, k in zip(cols, keys, strict=True) if not labels[k].dropna().isin((-1, 0, 1)).all()]
     if bad:
         raise InputError(f"{source}: label columns {bad} hold values other than 1 / 0 / -1 / blank")
@@ -105,8 +108,10 @@ def _resolve_paths(paths: pd.Series, base: Path, source: str) -> list[str]:
     resolved = [str(p if p.is_absolute() else base / p) for p in (Path(str(v)) for v in paths)]
     missing = [p for p in resolved if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"{source}: {len(missing)} of {len(resolved)} image files do not exist, e.g. "
-                                f"{missing[0]}; relative paths are read from the CSV's folder")  # fmt: skip
+        raise FileNotFoundError(
+            f"{source}: {len(missing)} of {len(resolved)} image files do not exist, e.g. "
+            f"{missing[0]}; relative paths are read from the CSV's folder"
+        )
     return resolved
 
 
@@ -151,13 +156,15 @@ def read_csv_table(
         if col not in df.columns:
             raise InputError(f"{source}: no label column '{col}'; columns are {list(df.columns)}")
     text = df[text_col].fillna("").astype(str) if text_col else pd.Series([""] * len(df))
-    rows = pd.DataFrame({
-        "row_id": [f"csv{i}" for i in range(len(df))],
-        "image_path": _resolve_paths(df[image_col], path.parent, source),
-        "study_id": list(studies),
-        "split": _splits(df, split_col, group, source),
-        "report": list(text),
-    })  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "row_id": [f"csv{i}" for i in range(len(df))],
+            "image_path": _resolve_paths(df[image_col], path.parent, source),
+            "study_id": list(studies),
+            "split": _splits(df, split_col, group, source),
+            "report": list(text),
+        }
+    )
     logger.info("%s: %d rows, label columns %s, text column %s", source, len(rows), cols, text_col)
     return EvalTable(rows, _labels_frame(df, list(cols), source), source, has_text=text_col is not None)
 
@@ -176,18 +183,27 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
     df, _ = read_manifest(manifest)
     if df.empty:
         raise InputError(f"{manifest}: the manifest has no rows")
-    rows = pd.DataFrame({
-        "row_id": df["row_id"].astype(str).to_numpy(), "image_path": df["image_path"].astype(str).to_numpy(),
-        "study_id": df["study_id"].astype(str).to_numpy(), "split": df["split"].astype(str).to_numpy(),
-        "report": [pair_text(r, text_policy) for r in df.itertuples(index=False)],
-    })  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "row_id": df["row_id"].astype(str).to_numpy(),
+            "image_path": df["image_path"].astype(str).to_numpy(),
+            "study_id": df["study_id"].astype(str).to_numpy(),
+            "split": df["split"].astype(str).to_numpy(),
+            "report": [pair_text(r, text_policy) for r in df.itertuples(index=False)],
+        }
+    )
     if labels_csv:
         table = read_labels_csv(labels_csv)
         merged = rows[["study_id"]].merge(table, on="study_id", how="left")
         unmatched = int(merged[table.columns[1:]].isna().all(1).sum()) if len(table.columns) > 1 else len(rows)
         if unmatched:
-            logger.warning("%s: %d of %d images have no row in %s (their labels are blank)", manifest, unmatched,
-                           len(rows), labels_csv)  # fmt: skip
+            logger.warning(
+                "%s: %d of %d images have no row in %s (their labels are blank)",
+                manifest,
+                unmatched,
+                len(rows),
+                labels_csv,
+            )
         labels = _labels_frame(merged, list(table.columns[1:]), str(labels_csv))
     else:
         labels = _labels_frame(df, label_columns(df, exclude=set(rows.columns) | {"text"}), str(manifest))
@@ -195,10 +211,15 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
 
 
 def load_table(
-    *, manifest: str | Path | None = None, csv: str | Path | None = None, text_policy: str = "findings_impression",
-    labels_csv: str | Path | None = None, image_col: str | None = None, text_col: str | None = None,
+    *,
+    manifest: str | Path | None = None,
+    csv: str | Path | None = None,
+    text_policy: str = "findings_impression",
+    labels_csv: str | Path | None = None,
+    image_col: str | None = None,
+    text_col: str | None = None,
     label_cols: list[str] | None = None,
-) -> EvalTable:  # fmt: skip
+) -> EvalTable:
     """Exactly one of a manifest directory or a CSV -> :class:`EvalTable`."""
     if bool(manifest) == bool(csv):
         raise InputError("give exactly one of a manifest (--manifest DIR) or a CSV (--csv FILE)")

@@ -60,8 +60,12 @@ class Dropout(nn.Dropout):
 
 def use_fast_dropout(module: nn.Module) -> int:
     """Replace every plain ``nn.Dropout`` inside ``module`` with :class:`Dropout`; returns how many."""
-    swaps = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-             if type(child) is nn.Dropout]  # fmt: skip
+    swaps = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.Dropout
+    ]
     for parent, name, child in swaps:
         setattr(parent, name, Dropout(child.p))
     return len(swaps)

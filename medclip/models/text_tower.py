@@ -39,8 +39,9 @@ def packed_attention(
     is Hugging Face's own SDPA attention.
     """
     if medclip_packing is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)  # fmt: skip
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, d]
     if medclip_packing.varlen and _flash_varlen_ok(q):
         return _flash_varlen(q, k, v, medclip_packing, dropout, scaling)[None], None
@@ -58,9 +59,15 @@ def _flash_varlen_ok(q: torch.Tensor) -> bool:
     head size a multiple of 8 up to 128 (BERT-family: 32-64; larger ones need more shared memory in the backward
     than some Ampere / Ada GPUs have), and flash SDPA neither missing from this build nor switched off."""
     d = q.shape[-1]
-    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 128
-            and torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.is_flash_attention_available()
-            and _compute_capability(q.device.index) >= (8, 0))  # fmt: skip
+    return (
+        q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and d % 8 == 0
+        and d <= 128
+        and torch.backends.cuda.flash_sdp_enabled()
+        and torch.backends.cuda.is_flash_attention_available()
+        and _compute_capability(q.device.index) >= (8, 0)
+    )
 
 
 @functools.cache
@@ -125,8 +132,15 @@ class PackedText:
         chunks = flat.to(device, non_blocking=True).split([t.numel() for t in parts])
         gather, positions, take, offsets, *rest = (c.view(t.shape) for c, t in zip(chunks, parts, strict=True))
         buckets = [(rest[i], rest[i + 1].bool()) for i in range(0, len(rest), 2)]
-        return PackedText(gather=gather, positions=positions, buckets=buckets, take=take, offsets=offsets.int(),
-                          max_len=self.max_len, varlen=self.varlen)  # fmt: skip
+        return PackedText(
+            gather=gather,
+            positions=positions,
+            buckets=buckets,
+            take=take,
+            offsets=offsets.int(),
+            max_len=self.max_len,
+            varlen=self.varlen,
+        )
 
 
 def packing_plan(lengths: list[int], width: int, buckets: int, *, varlen: bool = False) -> PackedText:
@@ -145,8 +159,15 @@ def packing_plan(lengths: list[int], width: int, buckets: int, *, varlen: bool =
         plan.append((index, valid))
         offset += valid.numel()
     offsets = torch.cat([starts, lengths_t.sum()[None]]).int()
-    return PackedText(gather=row * width + positions, positions=positions, buckets=plan, take=take, offsets=offsets,
-                      max_len=max(lengths), varlen=varlen)  # fmt: skip
+    return PackedText(
+        gather=row * width + positions,
+        positions=positions,
+        buckets=plan,
+        take=take,
+        offsets=offsets,
+        max_len=max(lengths),
+        varlen=varlen,
+    )
 
 
 class AttentionPool(nn.Module):
@@ -245,8 +266,10 @@ class HFTextTower(nn.Module):
     def _use_packed_attention(self) -> bool:
         model_type = getattr(self.encoder.config, "model_type", "")
         if int(transformers.__version__.split(".")[0]) < 5:  # before 5.0, BERT's layers bypass AttentionInterface
-            logger.info("text packing needs transformers >= 5.0 (found %s); padding each batch instead",
-                        transformers.__version__)  # fmt: skip
+            logger.info(
+                "text packing needs transformers >= 5.0 (found %s); padding each batch instead",
+                transformers.__version__,
+            )
             return False
         if model_type not in PACKABLE_MODEL_TYPES or not self.encoder._can_set_attn_implementation():
             logger.info("text packing: not supported for model type '%s'; padding each batch instead", model_type)
@@ -291,8 +314,13 @@ class HFTextTower(nn.Module):
         # A ready-made 4-D mask passes through Hugging Face's mask building untouched (packed_attention ignores it):
         # with none, transformers >= 5.x looks for packed texts in the position ids itself, reading the device
         no_mask = ids.new_ones((1, 1, 1, 1), dtype=torch.bool)
-        hidden = self.encoder(input_ids=ids, attention_mask=no_mask, position_ids=plan.positions[None],
-                              token_type_ids=torch.zeros_like(ids), medclip_packing=plan).last_hidden_state[0]  # fmt: skip
+        hidden = self.encoder(
+            input_ids=ids,
+            attention_mask=no_mask,
+            position_ids=plan.positions[None],
+            token_type_ids=torch.zeros_like(ids),
+            medclip_packing=plan,
+        ).last_hidden_state[0]
         padded = hidden.new_zeros(batch * width, hidden.shape[-1]).index_copy(0, plan.gather, hidden)
         return self.pool(padded.view(batch, width, -1), attention_mask)
 

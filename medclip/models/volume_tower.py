@@ -128,8 +128,13 @@ class Depth2SafeConv3d(nn.Conv3d):
     """
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.shape[2] == 2 and self.kernel_size[0] > 1
-                and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") != torch.float32):  # fmt: skip
+        if (
+            x.device.type == "cpu"
+            and x.shape[2] == 2
+            and self.kernel_size[0] > 1
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") != torch.float32
+        ):
             with torch.autocast("cpu", enabled=False):
                 return super()._conv_forward(x.float(), weight.float(), None if bias is None else bias.float())
         return super()._conv_forward(x, weight, bias)
@@ -398,8 +403,9 @@ def resnet10_3d_small(*, in_chans: int = 1, pretrained: str = "", drop_path: flo
 @IMAGE_TOWERS.register("resnet10_3d_small_avgmax")
 def resnet10_3d_small_avgmax(*, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0) -> ResNet3DTower:
     """``resnet10_3d_small`` pooled by average and max concatenated (256 features)."""
-    return ResNet3DTower(10, in_chans=in_chans, pretrained=pretrained, drop_path=drop_path, widen_factor=0.25,
-                         pool="avgmax")  # fmt: skip
+    return ResNet3DTower(
+        10, in_chans=in_chans, pretrained=pretrained, drop_path=drop_path, widen_factor=0.25, pool="avgmax"
+    )
 
 
 @IMAGE_TOWERS.register("resnet18_3d")

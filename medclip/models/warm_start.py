@@ -82,8 +82,13 @@ def load_warm_start(model: nn.Module, path: str | Path) -> dict[str, int]:
         raise InputError(f"model.init_from: no tensor of {path} matches this model's names and shapes")
     model.load_state_dict(matched, strict=False)
     counts = {"loaded": len(matched), "skipped": len(skipped), "untouched": len(own) - len(matched)}
-    logger.info("warm start from %s: %d tensors loaded, %d skipped (no match), %d of the model's kept their init",
-                path, counts["loaded"], counts["skipped"], counts["untouched"])  # fmt: skip
+    logger.info(
+        "warm start from %s: %d tensors loaded, %d skipped (no match), %d of the model's kept their init",
+        path,
+        counts["loaded"],
+        counts["skipped"],
+        counts["untouched"],
+    )
     if skipped:
         logger.debug("warm start skipped: %s", ", ".join(skipped[:20]))
     return counts

@@ -106,8 +106,14 @@ def _read_csv(path: Path, header: str | None) -> pd.DataFrame:
     except UnicodeDecodeError:
         # Bad bytes become U+FFFD and only the rows holding them are rejected, not the whole file.
         text, bad = raw.decode("utf-8", errors="replace"), True
-    df = pd.read_csv(io.StringIO(text), sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                     keep_default_na=False, header=header, names=None if header else ["text"])  # fmt: skip
+    df = pd.read_csv(
+        io.StringIO(text),
+        sep="\t" if path.suffix.lower() == ".tsv" else ",",
+        dtype=str,
+        keep_default_na=False,
+        header=header,
+        names=None if header else ["text"],
+    )
     df.attrs["bad_bytes"] = bad
     return df
 
@@ -160,8 +166,10 @@ def _table_records(path: Path, id_column: str | None, text_column: str | None) -
             f"{', '.join(PATH_COLUMNS)}); columns are: {', '.join(map(str, columns))}. Pass text_column="
         )
     if id_col is None and len(columns) > 1:
-        raise InputError(f"{path}: no report id column found (looked for {', '.join(ID_COLUMNS)}); columns are: "
-                         f"{', '.join(map(str, columns))}. Pass id_column=")  # fmt: skip
+        raise InputError(
+            f"{path}: no report id column found (looked for {', '.join(ID_COLUMNS)}); columns are: "
+            f"{', '.join(map(str, columns))}. Pass id_column="
+        )
     records = list(rejects)
     lines = df["_line"].tolist() if "_line" in df.columns else range(2, len(df) + 2)
     ids = df[id_col].map(_cell).tolist() if id_col else [str(i) for i in range(len(df))]
@@ -191,8 +199,10 @@ def _read_records(path: Path, id_column: str | None, text_column: str | None) ->
     if path.is_dir():
         return _read_folder(path)
     if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise InputError(f"{path}: unsupported report file type '{path.suffix}'; use one of "
-                         f"{', '.join(TABLE_SUFFIXES)} or a folder of .txt reports")  # fmt: skip
+        raise InputError(
+            f"{path}: unsupported report file type '{path.suffix}'; use one of "
+            f"{', '.join(TABLE_SUFFIXES)} or a folder of .txt reports"
+        )
     return _table_records(path, id_column, text_column)
 
 

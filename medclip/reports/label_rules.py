@@ -24,8 +24,19 @@ __all__ = ["LABEL_SETS", "RULES_DIR", "TRIGGER_KINDS", "Rules", "load_rules"]
 
 RULES_DIR = Path(__file__).with_name("rules")
 LABEL_SETS = ("chexpert", "chestxray14")
-TRIGGER_KINDS = ("negation.pre", "negation.post", "negation.near", "uncertain.pre", "uncertain.post", "uncertain.near",
-                 "hypothetical.pre", "hypothetical.post", "pseudo", "ignore", "terminate")  # fmt: skip
+TRIGGER_KINDS = (
+    "negation.pre",
+    "negation.post",
+    "negation.near",
+    "uncertain.pre",
+    "uncertain.post",
+    "uncertain.near",
+    "hypothetical.pre",
+    "hypothetical.post",
+    "pseudo",
+    "ignore",
+    "terminate",
+)
 _LABEL_KEYS = ("mention", "normal", "exclude", "remove", "derived")
 _GAP_STOP = r"(?:but|however|although|though|whereas|while)\b"
 _SEP = r"[\s\-]+"
@@ -249,10 +260,19 @@ def _compile(cfg: dict[str, Any], triggers: dict[str, Any]) -> Rules:
     otherwise = nf.get("otherwise", "blank")
     if otherwise not in ("blank", None, 0):
         raise InputError(f"{where}: no_finding.otherwise must be blank or 0, got {otherwise!r}")
-    return Rules(name=str(cfg.get("name")), labels=labels, no_finding=derived, no_finding_ignore=ignore,
-                 no_finding_otherwise=0 if otherwise == 0 else None, windows=windows,
-                 config={**cfg, "triggers": triggers}, mention_re=mention_re, phrases=phrases,
-                 trigger_re=trigger_re, trigger_kinds=tuple(None if p is None else p[1] for p in t_payload))  # fmt: skip
+    return Rules(
+        name=str(cfg.get("name")),
+        labels=labels,
+        no_finding=derived,
+        no_finding_ignore=ignore,
+        no_finding_otherwise=0 if otherwise == 0 else None,
+        windows=windows,
+        config={**cfg, "triggers": triggers},
+        mention_re=mention_re,
+        phrases=phrases,
+        trigger_re=trigger_re,
+        trigger_kinds=tuple(None if p is None else p[1] for p in t_payload),
+    )
 
 
 def load_rules(label_set: str = "chexpert", user_rules: str | Path | Mapping | None = None) -> Rules:

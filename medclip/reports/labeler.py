@@ -37,8 +37,19 @@ from medclip.reports.sections import SECTION_NAMES, parse_sections, split_senten
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SECTIONS", "LABEL_SETS", "NEGATIVE", "POSITIVE", "UNCERTAIN", "Mention", "Rules", "check_sections",
-           "label_report", "label_text", "load_rules"]  # fmt: skip
+__all__ = [
+    "DEFAULT_SECTIONS",
+    "LABEL_SETS",
+    "NEGATIVE",
+    "POSITIVE",
+    "UNCERTAIN",
+    "Mention",
+    "Rules",
+    "check_sections",
+    "label_report",
+    "label_text",
+    "load_rules",
+]
 
 DEFAULT_SECTIONS = ("impression", "findings")
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
@@ -47,8 +58,10 @@ _RANK = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}  # report value: positive > unc
 # back to the first ("effusion is stable, pneumothorax has resolved").
 _CLAUSE_VERB_RE = re.compile(r"\b(?:is|are|was|were|has|have|had|been|appears?|remains?|seen|noted|persists?|shows?)\b")
 _SIDE_RE = re.compile(r"\b(left|right|bilateral|bilaterally|both|bibasilar|bibasal)\b")
-_SEVERITY_WORDS = "trace|tiny|minimal|minimally|small|mild|mildly|slight|slightly|moderate|moderately|large|severe|" \
-    "severely|marked|markedly|extensive|massive|substantial"  # fmt: skip
+_SEVERITY_WORDS = (
+    "trace|tiny|minimal|minimally|small|mild|mildly|slight|slightly|moderate|moderately|large|severe|"
+    "severely|marked|markedly|extensive|massive|substantial"
+)
 _SEVERITY_RE = re.compile(rf"\b({_SEVERITY_WORDS})(?:[\s\-]+to[\s\-]+({_SEVERITY_WORDS}))?\b")
 
 
@@ -159,8 +172,14 @@ def _attributes(s: str, lo: int, start: int, end: int, hi: int) -> dict[str, str
     return out
 
 
-_ADVERB = {"mildly": "mild", "moderately": "moderate", "severely": "severe", "markedly": "marked",
-           "slightly": "slight", "minimally": "minimal"}  # fmt: skip
+_ADVERB = {
+    "mildly": "mild",
+    "moderately": "moderate",
+    "severely": "severe",
+    "markedly": "marked",
+    "slightly": "slight",
+    "minimally": "minimal",
+}
 
 
 def _sentence(s: str, rules: Rules, detail: bool) -> list[tuple[str, int, int, int, dict[str, str]]]:

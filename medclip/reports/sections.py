@@ -17,8 +17,16 @@ from typing import Any
 from medclip.errors import InputError
 from medclip.registry import did_you_mean
 
-SECTION_NAMES = ("findings", "impression", "indication", "history",
-                 "comparison", "technique", "examination", "addendum")  # fmt: skip
+SECTION_NAMES = (
+    "findings",
+    "impression",
+    "indication",
+    "history",
+    "comparison",
+    "technique",
+    "examination",
+    "addendum",
+)
 DEID_TOKEN = "___"
 # Column names that hold a whole report in a table (CSV, JSONL, parquet), most likely first; compared loosely.
 TEXT_COLUMNS = ("text", "report", "report_text", "reporttext", "reports", "findings_impression", "body", "content")

@@ -12,8 +12,9 @@ from medclip.registry import did_you_mean
 
 
 def packaged_prompt_sets() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("medclip.text").joinpath("prompts").iterdir()
-                  if p.name.endswith(".yaml"))  # fmt: skip
+    return sorted(
+        p.name[:-5] for p in resources.files("medclip.text").joinpath("prompts").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def load_prompts(name_or_path: str) -> dict[str, dict[str, list[str]]]:

@@ -128,8 +128,11 @@ class GradCache:
         for i, (chunk, rng) in enumerate(zip(self._chunks, self._rng, strict=True)):
             rows = slice(start, start + chunk["image"].shape[0])
             start = rows.stop
-            sync = contextlib.nullcontext() if i == last or not hasattr(self.forward_model, "no_sync") \
-                else self.forward_model.no_sync()  # fmt: skip
+            sync = (
+                contextlib.nullcontext()
+                if i == last or not hasattr(self.forward_model, "no_sync")
+                else self.forward_model.no_sync()
+            )
             rng.restore()
             with sync:
                 with self.autocast():

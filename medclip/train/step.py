@@ -86,15 +86,21 @@ def loss_and_grads(
     batch = model_inputs["image"].shape[0]
     cache = None
     if parts.micro_batch and parts.micro_batch < batch:
-        cache = GradCache(parts.model, forward_model=parts.forward_model, micro_batch=parts.micro_batch,
-                          autocast=parts.autocast)  # fmt: skip
+        cache = GradCache(
+            parts.model, forward_model=parts.forward_model, micro_batch=parts.micro_batch, autocast=parts.autocast
+        )
         out = cache.embed(model_inputs)
     else:
         with parts.autocast():
             out = parts.forward_model(**model_inputs)
     bias = out.get("logit_bias")
-    loss = parts.loss_fn(out["image_emb"].float(), out["text_emb"].float(), out["logit_scale"].float(),
-                         logit_bias=bias.float() if bias is not None else None, **loss_kwargs)  # fmt: skip
+    loss = parts.loss_fn(
+        out["image_emb"].float(),
+        out["text_emb"].float(),
+        out["logit_scale"].float(),
+        logit_bias=bias.float() if bias is not None else None,
+        **loss_kwargs,
+    )
     # Every rank must agree on skipping: with a local loss each rank holds only its own part of the loss.
     global_loss = all_reduce_mean(loss) if get_world_size() > 1 else loss.detach()
     scaled = parts.scaler.scale(loss)
@@ -145,9 +151,15 @@ def train_step(
     parts.scaler.update()
     parts.scheduler.step()
     dt = time.perf_counter() - t0  # on a GPU the update is still running: it counts in the next step's time
-    record = {"step": state["step"], "loss": loss_value, "lr": parts.scheduler.get_last_lr()[0],
-              "temperature": temperature, "grad_norm": norm_value, "pairs_per_s": pairs / dt,
-              "skipped": state["skipped"]}  # fmt: skip
+    record = {
+        "step": state["step"],
+        "loss": loss_value,
+        "lr": parts.scheduler.get_last_lr()[0],
+        "temperature": temperature,
+        "grad_norm": norm_value,
+        "pairs_per_s": pairs / dt,
+        "skipped": state["skipped"],
+    }
     if parts.scaler.is_enabled():  # fp16: the scaler skips steps with inf gradients and lowers the scale
         record["loss_scale"] = parts.scaler.get_scale()
     return record

@@ -125,8 +125,10 @@ def label_matrix(df: pd.DataFrame, *, columns: list[str], uncertain: float) -> t
     columns = list(columns) or extra
     missing = [c for c in columns if c not in df.columns]
     if not columns or missing:
-        raise InputError(f"loss.name=infonce_soft needs label columns in the manifest (missing: {missing or 'all'}); "
-                         "build it with `medclip manifest ... --labels chexpert` or set loss.label_columns")  # fmt: skip
+        raise InputError(
+            f"loss.name=infonce_soft needs label columns in the manifest (missing: {missing or 'all'}); "
+            "build it with `medclip manifest ... --labels chexpert` or set loss.label_columns"
+        )
     values = df[columns].to_numpy(dtype=np.float32, na_value=np.nan)
     values = np.where(values == -1, uncertain, np.nan_to_num(values, nan=0.0))
     return torch.from_numpy(values.astype(np.float32))
@@ -186,8 +188,9 @@ def _wrap_ddp(model: MedClip, cfg: RunCfg, info: DistInfo, device: torch.device)
     from torch.nn.parallel import DistributedDataParallel
 
     unused = model.logit_bias is not None and cfg.loss.name != "siglip"
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=unused)  # fmt: skip
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+    )
 
 
 def _prepare_run_dir(cfg: RunCfg, out: Path, info: DistInfo, *, resume: bool) -> None:
@@ -227,20 +230,26 @@ def validate(cfg: RunCfg) -> None:
 
 def _build_loader(cfg: RunCfg, info: DistInfo, dataset, collate, generator) -> tuple[ShardedBatchSampler, DataLoader]:
     batch_size = min(cfg.train.batch_size, len(dataset) // info.world_size)
-    sampler = ShardedBatchSampler(len(dataset), batch_size=batch_size, generator=generator, rank=info.rank,
-                                  world_size=info.world_size)  # fmt: skip
+    sampler = ShardedBatchSampler(
+        len(dataset), batch_size=batch_size, generator=generator, rank=info.rank, world_size=info.world_size
+    )
     return sampler, DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, generator=generator, num_workers=0)
 
 
 def _build_parts(cfg: RunCfg, model: MedClip, info: DistInfo, device: torch.device, total: int) -> StepParts:
     optimizer = create_optimizer(model, cfg.optim)
     return StepParts(
-        model=model, forward_model=_wrap_ddp(model, cfg, info, device), loss_fn=loss_from_cfg(cfg.loss),
-        optimizer=optimizer, scheduler=create_scheduler(optimizer, cfg.optim, total),
+        model=model,
+        forward_model=_wrap_ddp(model, cfg, info, device),
+        loss_fn=loss_from_cfg(cfg.loss),
+        optimizer=optimizer,
+        scheduler=create_scheduler(optimizer, cfg.optim, total),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
-        autocast=autocast_factory(device, cfg.train.precision), grad_clip=cfg.optim.grad_clip,
-        micro_batch=cfg.train.grad_cache_micro_batch, max_bad_steps=cfg.train.max_bad_steps,
-    )  # fmt: skip
+        autocast=autocast_factory(device, cfg.train.precision),
+        grad_clip=cfg.optim.grad_clip,
+        micro_batch=cfg.train.grad_cache_micro_batch,
+        max_bad_steps=cfg.train.max_bad_steps,
+    )
 
 
 def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: bool, resume: bool) -> Path:
@@ -265,9 +274,15 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
     pairs, texts = pairs_from_manifest(train_df, text_policy=cfg.data.text_policy)
     tokenizer = load_tokenizer(cfg.model.text.name)
     model = build_model(cfg, device)
-    dataset = PairDataset(pairs, texts, cfg.preprocess, train=True, cache_rate=cfg.data.cache_rate,
-                          num_workers=cfg.data.num_workers,
-                          shards=ShardStore(cfg.data.shards) if cfg.data.shards else None)  # fmt: skip
+    dataset = PairDataset(
+        pairs,
+        texts,
+        cfg.preprocess,
+        train=True,
+        cache_rate=cfg.data.cache_rate,
+        num_workers=cfg.data.num_workers,
+        shards=ShardStore(cfg.data.shards) if cfg.data.shards else None,
+    )
     if info.is_distributed:  # different augmentations and dropout masks on each rank
         torch.manual_seed(cfg.train.seed + 1 + info.rank)
         dataset.transform.set_random_state(seed=cfg.train.seed + 1 + info.rank)
@@ -279,17 +294,31 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
     run = _Run(cfg, info, device, out, parts, sampler, generator, dataset.transform, PairTables.build(train_df, cfg))
     if resume:
         run.resume()
-    cached = text_features(model, tokenizer, texts, max_length=cfg.data.max_text_tokens, device=device) \
-        if locked else None  # fmt: skip
-    logger.info("training on %d pairs (%d unique texts), %d steps of %d x %d pairs, device %s", len(pairs),
-                len(texts), total, sampler.batch_size, info.world_size, device)  # fmt: skip
+    cached = (
+        text_features(model, tokenizer, texts, max_length=cfg.data.max_text_tokens, device=device) if locked else None
+    )
+    logger.info(
+        "training on %d pairs (%d unique texts), %d steps of %d x %d pairs, device %s",
+        len(pairs),
+        len(texts),
+        total,
+        sampler.batch_size,
+        info.world_size,
+        device,
+    )
     with keep_freed_memory(device.type == "cpu" and cfg.train.keep_freed_memory):
         run.loop(loader, cached, total, show_progress=show_progress)
     final = out / "final"
     if info.is_main:
-        extra = {"text_policy": cfg.data.text_policy, "max_text_tokens": cfg.data.max_text_tokens,
-                 "manifest_hash": meta.get("content_hash"), "train_steps": total, "skipped_steps": run.state["skipped"],
-                 "world_size": info.world_size, "global_batch": sampler.batch_size * info.world_size}  # fmt: skip
+        extra = {
+            "text_policy": cfg.data.text_policy,
+            "max_text_tokens": cfg.data.max_text_tokens,
+            "manifest_hash": meta.get("content_hash"),
+            "train_steps": total,
+            "skipped_steps": run.state["skipped"],
+            "world_size": info.world_size,
+            "global_batch": sampler.batch_size * info.world_size,
+        }
         model.save_pretrained(final, tokenizer=tokenizer, extra=extra)
     barrier()
     return final
@@ -310,17 +339,22 @@ class _Run:
 
     def loop(self, loader: DataLoader, cached: torch.Tensor | None, total: int, *, show_progress: bool) -> None:
         tcfg = self.cfg.train
-        with MetricsLogger(self.out, enabled=self.info.is_main, tensorboard=tcfg.tensorboard,
-                           resume_step=self.state["step"]) as metrics, \
-                tqdm(total=total, initial=self.state["step"], disable=not show_progress, unit="step") as bar:  # fmt: skip
+        with (
+            MetricsLogger(
+                self.out, enabled=self.info.is_main, tensorboard=tcfg.tensorboard, resume_step=self.state["step"]
+            ) as metrics,
+            tqdm(total=total, initial=self.state["step"], disable=not show_progress, unit="step") as bar,
+        ):
             while self.state["step"] < total:
                 if self.state["batch_in_epoch"] == 0:
                     self.epoch_start = self.generator.get_state()
                 for batch in loader:
-                    augment = partial(self.augment, step=self.state["step"], rank=self.info.rank) \
-                        if self.augment else None  # fmt: skip
-                    inputs = prepare_inputs(batch, device=self.device, cached=cached, channels_last=tcfg.channels_last,
-                                            augment=augment)  # fmt: skip
+                    augment = (
+                        partial(self.augment, step=self.state["step"], rank=self.info.rank) if self.augment else None
+                    )
+                    inputs = prepare_inputs(
+                        batch, device=self.device, cached=cached, channels_last=tcfg.channels_last, augment=augment
+                    )
                     record = self._step(inputs, self.tables.loss_kwargs(batch, self.device))
                     self.state["batch_in_epoch"] += 1
                     step = self.state["step"]
@@ -348,9 +382,14 @@ class _Run:
 
     def _trainer_state(self) -> dict:
         p = self.parts
-        return {**self.state, "loader_epoch_start": self.epoch_start, "world_size": self.info.world_size,
-                "batch_size": self.sampler.batch_size, "scheduler": p.scheduler.state_dict(),
-                "scaler": p.scaler.state_dict()}  # fmt: skip
+        return {
+            **self.state,
+            "loader_epoch_start": self.epoch_start,
+            "world_size": self.info.world_size,
+            "batch_size": self.sampler.batch_size,
+            "scheduler": p.scheduler.state_dict(),
+            "scaler": p.scaler.state_dict(),
+        }
 
     def save(self) -> None:
         """Write ``checkpoints/step-N`` atomically: every rank adds its RNG file, rank 0 the rest and renames."""
@@ -363,8 +402,9 @@ class _Run:
         torch.save(rng, tmp / f"rng-rank{self.info.rank}.pt")
         barrier()
         if self.info.is_main:
-            ckpt.write_main(tmp, model=self.parts.model, optimizer=self.parts.optimizer,
-                            trainer_state=self._trainer_state())  # fmt: skip
+            ckpt.write_main(
+                tmp, model=self.parts.model, optimizer=self.parts.optimizer, trainer_state=self._trainer_state()
+            )
             self.last_checkpoint = ckpt.commit(tmp, keep=self.cfg.train.keep_checkpoints)
             logger.debug("checkpoint %s", self.last_checkpoint)
         barrier()
@@ -379,8 +419,14 @@ class _Run:
         if ts["scaler"]:
             self.parts.scaler.load_state_dict(ts["scaler"])
         if (ts["world_size"], ts["batch_size"]) != (self.info.world_size, self.sampler.batch_size):
-            logger.warning("resuming %s with %d x %d pairs per step instead of %d x %d: the data order changes",
-                           path, self.info.world_size, self.sampler.batch_size, ts["world_size"], ts["batch_size"])  # fmt: skip
+            logger.warning(
+                "resuming %s with %d x %d pairs per step instead of %d x %d: the data order changes",
+                path,
+                self.info.world_size,
+                self.sampler.batch_size,
+                ts["world_size"],
+                ts["batch_size"],
+            )
         self.state = {k: int(ts[k]) for k in self.state}
         self.epoch_start = ts["loader_epoch_start"]
         self.generator.set_state(self.epoch_start)

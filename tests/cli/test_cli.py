@@ -46,10 +46,10 @@ def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):
 
 
 def test_train_overrides_may_come_on_both_sides_of_resume(monkeypatch):
-    import medclip.cli
+    import medclip.cli.commands
 
     seen = []
-    monkeypatch.setattr(medclip.cli, "cmd_train", lambda args: seen.append((args.overrides, args.resume)))
+    monkeypatch.setattr(medclip.cli.commands, "cmd_train", lambda args: seen.append((args.overrides, args.resume)))
     assert main(["train", "tiny", "train.epochs=2", "--resume", "train.lr=0.1"]) == 0
     assert seen == [(["train.epochs=2", "train.lr=0.1"], True)]
     with pytest.raises(SystemExit) as exc:  # anything else argparse leaves over is still an error
@@ -101,8 +101,20 @@ def test_end_to_end_smoke_through_the_console_script(tiny_archive, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("train", "tiny", f"data.manifest={tmp_path / 'm'}", f"train.out_dir={tmp_path / 'run'}")
     assert r.returncode == 0, r.stderr
-    r = run("eval", "all", "--checkpoint", str(tmp_path / "run" / "final"), "--manifest", str(tmp_path / "m"),
-            "--labels", str(tiny_archive / "labels.csv"), "--split", "all", "--out", str(tmp_path / "ev"))  # fmt: skip
+    r = run(
+        "eval",
+        "all",
+        "--checkpoint",
+        str(tmp_path / "run" / "final"),
+        "--manifest",
+        str(tmp_path / "m"),
+        "--labels",
+        str(tiny_archive / "labels.csv"),
+        "--split",
+        "all",
+        "--out",
+        str(tmp_path / "ev"),
+    )
     assert r.returncode == 0, r.stderr
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     manifest = pd.read_parquet(tmp_path / "m" / "manifest.parquet")

@@ -29,8 +29,22 @@ def test_eval_flags_yaml_and_overrides_build_one_config(tmp_path, monkeypatch):
     seen = _capture(monkeypatch, "medclip.eval.pipeline.evaluate")
     yaml = tmp_path / "eval.yaml"
     yaml.write_text("prompts: chexpert\nbootstrap: 50\nsplit: val\n")
-    argv = ["eval", "all", "--config", str(yaml), "--checkpoint", "ck", "--manifest", "m", "--split", "test",
-            "--label-cols", "a,b", "--no-cache", "seed=7"]  # fmt: skip
+    argv = [
+        "eval",
+        "all",
+        "--config",
+        str(yaml),
+        "--checkpoint",
+        "ck",
+        "--manifest",
+        "m",
+        "--split",
+        "test",
+        "--label-cols",
+        "a,b",
+        "--no-cache",
+        "seed=7",
+    ]
     with pytest.raises(SystemExit):
         main(argv)
     (cfg,) = seen
@@ -72,8 +86,23 @@ def test_demo_checks_its_training_overrides_before_synthesising(tmp_path, capsys
 def test_index_build_flags_set_nested_params(monkeypatch):
     seen = _capture(monkeypatch, "medclip.eval.index.build_case_index")
     with pytest.raises(SystemExit):
-        main(["index", "build", "--checkpoint", "c", "--csv", "x.csv", "--out", "o", "--kind", "ivf", "--nlist", "8",
-              "params.ef_search=40"])  # fmt: skip
+        main(
+            [
+                "index",
+                "build",
+                "--checkpoint",
+                "c",
+                "--csv",
+                "x.csv",
+                "--out",
+                "o",
+                "--kind",
+                "ivf",
+                "--nlist",
+                "8",
+                "params.ef_search=40",
+            ]
+        )
     (cfg,) = seen
     assert isinstance(cfg, IndexBuildCfg)
     assert (cfg.params.kind, cfg.params.nlist, cfg.params.ef_search, cfg.params.nprobe) == ("ivf", 8, 40, 16)
@@ -82,8 +111,24 @@ def test_index_build_flags_set_nested_params(monkeypatch):
 def test_manifest_flags_and_positional_source(monkeypatch):
     seen = _capture(monkeypatch, "medclip.ingest.manifest.manifest_from_config")
     with pytest.raises(SystemExit):
-        main(["manifest", "cases.csv", "--layout", "csv", "--out", "m", "--column", "image=png", "--column",
-              "image=lat", "--modalities", "dx, cr", "--no-verify", "salt=s3cret"])  # fmt: skip
+        main(
+            [
+                "manifest",
+                "cases.csv",
+                "--layout",
+                "csv",
+                "--out",
+                "m",
+                "--column",
+                "image=png",
+                "--column",
+                "image=lat",
+                "--modalities",
+                "dx, cr",
+                "--no-verify",
+                "salt=s3cret",
+            ]
+        )
     (cfg,) = seen
     assert isinstance(cfg, ManifestCfg)
     assert cfg.source == "cases.csv" and cfg.columns == ["image=png", "image=lat"]

@@ -121,8 +121,11 @@ def test_volume_warp_equals_trilinear_grid_sample():
 
     g = torch.Generator().manual_seed(0)
     vol = torch.rand(3, 2, 9, 12, 14, generator=g)
-    theta = affine_theta(torch.tensor([0.3, -0.1, 0.0]), torch.tensor([[1.1, 0.9], [1.0, 1.0], [0.8, 1.2]]),
-                         torch.tensor([[0.1, -0.2], [0.0, 0.0], [0.3, 0.1]]))  # fmt: skip
+    theta = affine_theta(
+        torch.tensor([0.3, -0.1, 0.0]),
+        torch.tensor([[1.1, 0.9], [1.0, 1.0], [0.8, 1.2]]),
+        torch.tensor([[0.1, -0.2], [0.0, 0.0], [0.3, 0.1]]),
+    )
     shift_z = torch.tensor([0.37, -0.5, 2.1])  # normalised; the last one moves every slice out of range
     theta3 = torch.zeros(3, 3, 4)
     theta3[:, :2, :2], theta3[:, :2, 3] = theta[:, :, :2], theta[:, :, 2]

@@ -12,11 +12,18 @@ def _rows():
             "row_id": [0, 1, 2],
             "image_path": ["a.dcm", "b.dcm", "c.dcm"],
             "study_id": ["s1", "s1", "s2"],
-            "findings": ["Heart size is normal. No pleural effusion.", "Heart size is normal. No pleural effusion.", None],
-            "impression": ["No acute cardiopulmonary process.", "No acute cardiopulmonary process.",
-                           "No acute  cardiopulmonary process."],
+            "findings": [
+                "Heart size is normal. No pleural effusion.",
+                "Heart size is normal. No pleural effusion.",
+                None,
+            ],
+            "impression": [
+                "No acute cardiopulmonary process.",
+                "No acute cardiopulmonary process.",
+                "No acute  cardiopulmonary process.",
+            ],
         }
-    )  # fmt: skip
+    )
 
 
 def test_identical_reports_share_one_text_index():

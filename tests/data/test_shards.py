@@ -27,8 +27,9 @@ ROWS_PER_SHARD = 16  # several blocks from the ~50-row tiny manifest
 @pytest.fixture(scope="module")
 def shards(tiny_manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards") / "s"
-    summary = prepare_shards(tiny_manifest, out, preprocess=CFG, workers=2, rows_per_shard=ROWS_PER_SHARD,
-                             show_progress=False)  # fmt: skip
+    summary = prepare_shards(
+        tiny_manifest, out, preprocess=CFG, workers=2, rows_per_shard=ROWS_PER_SHARD, show_progress=False
+    )
     assert summary["complete"] and summary["rows_rejected"] == 0 and summary["shards_written"] >= 3
     return out
 
@@ -89,13 +90,15 @@ def test_rerun_through_the_cli_skips_finished_shards(shards, tiny_manifest, caps
 
 def test_two_machine_split_equals_a_single_run(shards, tiny_manifest, tmp_path):
     out = tmp_path / "split"
-    first = prepare_shards(tiny_manifest, out, preprocess=CFG, shard=(0, 2), rows_per_shard=ROWS_PER_SHARD,
-                           show_progress=False)  # fmt: skip
+    first = prepare_shards(
+        tiny_manifest, out, preprocess=CFG, shard=(0, 2), rows_per_shard=ROWS_PER_SHARD, show_progress=False
+    )
     assert not first["complete"]
     with pytest.raises(ValueError, match="incomplete"):
         ShardStore(out)
-    second = prepare_shards(tiny_manifest, out, preprocess=CFG, shard=(1, 2), rows_per_shard=ROWS_PER_SHARD,
-                            show_progress=False)  # fmt: skip
+    second = prepare_shards(
+        tiny_manifest, out, preprocess=CFG, shard=(1, 2), rows_per_shard=ROWS_PER_SHARD, show_progress=False
+    )
     assert second["complete"] and first["shards_written"] + second["shards_written"] == first["shards_total"]
     for name in sorted(p.name for p in shards.glob("shard-*.npy")):
         np.testing.assert_array_equal(np.load(shards / name), np.load(out / name))
@@ -156,9 +159,17 @@ def test_training_reads_shards(shards, tiny_manifest, tmp_path, monkeypatch):
     steps, batch = 2, 8
 
     def run(name: str, *extra: str) -> list[dict]:
-        cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path / name}",
-                                   f"train.max_steps={steps}", f"train.batch_size={batch}", "train.log_every=1",
-                                   *extra])  # fmt: skip
+        cfg = load_config(
+            "tiny",
+            [
+                f"data.manifest={tiny_manifest}",
+                f"train.out_dir={tmp_path / name}",
+                f"train.max_steps={steps}",
+                f"train.batch_size={batch}",
+                "train.log_every=1",
+                *extra,
+            ],
+        )
         final = train(cfg, show_progress=False)
         assert (final / "model.safetensors").is_file()
         return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
@@ -206,8 +217,9 @@ def test_evaluation_reads_shards_and_embeds_like_raw_files(shards, tiny_manifest
 def test_evaluation_refuses_shards_of_another_recipe(tiny_manifest, tiny_checkpoint, tmp_path):
     from medclip.eval.embeddings import Embedder
 
-    other = prepare_shards(tiny_manifest, tmp_path / "s", preprocess=PreprocessCfg(image_size=32), workers=1,
-                           show_progress=False)  # fmt: skip
+    other = prepare_shards(
+        tiny_manifest, tmp_path / "s", preprocess=PreprocessCfg(image_size=32), workers=1, show_progress=False
+    )
     assert other["complete"]
     df, _ = read_manifest(tiny_manifest)
     with pytest.raises(ValueError, match="image_size"):

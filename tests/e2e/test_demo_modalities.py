@@ -13,8 +13,21 @@ from medclip.cli import main
 @pytest.fixture(scope="module")
 def sketch_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sketch") / "run"
-    code = main(["-q", "demo", "--modality", "sketch", "--out", str(out), "--studies", "60",
-                 "train.max_steps=3", "train.batch_size=16", "preprocess.image_size=64"])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "demo",
+            "--modality",
+            "sketch",
+            "--out",
+            str(out),
+            "--studies",
+            "60",
+            "train.max_steps=3",
+            "train.batch_size=16",
+            "preprocess.image_size=64",
+        ]
+    )
     assert code == 0
     return out
 
@@ -31,8 +44,22 @@ def test_sketch_demo_reports_region_auroc_and_retrieval(sketch_run):
 
 def test_sketch_index_answers_a_symptom_description(sketch_run, capsys):
     index = sketch_run / "index"
-    assert main(["-q", "index", "build", "--checkpoint", str(sketch_run / "train" / "final"), "--manifest",
-                 str(sketch_run / "manifest"), "--out", str(index)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "index",
+                "build",
+                "--checkpoint",
+                str(sketch_run / "train" / "final"),
+                "--manifest",
+                str(sketch_run / "manifest"),
+                "--out",
+                str(index),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["-q", "index", "query", str(index), "chest pain in left side", "-k", "3"]) == 0
     answer = json.loads((index / "last_query.json").read_text())
@@ -41,8 +68,22 @@ def test_sketch_index_answers_a_symptom_description(sketch_run, capsys):
 
 def test_ct_demo_trains_on_volumes_and_reports_finding_auroc(tmp_path):
     out = tmp_path / "run"
-    code = main(["-q", "demo", "--modality", "ct", "--out", str(out), "--studies", "16", "train.max_steps=2",
-                 "train.batch_size=4", "preprocess.volume_shape=[16,32,32]", "preprocess.target_spacing=[10,11,11]"])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "demo",
+            "--modality",
+            "ct",
+            "--out",
+            str(out),
+            "--studies",
+            "16",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            "preprocess.volume_shape=[16,32,32]",
+            "preprocess.target_spacing=[10,11,11]",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["zero_shot"]["per_finding"]) >= {"lung_nodule", "emphysema", "pericardial_effusion"}

@@ -20,8 +20,12 @@ from medclip.synth.sketch.archive import render_sketch
 from medclip.train.trainer import train
 
 REGIONS = ("arm_left", "arm_right", "leg_left", "leg_right")
-TEXT = {"arm_left": "Sharp pain in the left arm.", "arm_right": "Sharp pain in the right arm.",
-        "leg_left": "Aching pain in the left leg.", "leg_right": "Aching pain in the right leg."}  # fmt: skip
+TEXT = {
+    "arm_left": "Sharp pain in the left arm.",
+    "arm_right": "Sharp pain in the right arm.",
+    "leg_left": "Aching pain in the left leg.",
+    "leg_right": "Aching pain in the right leg.",
+}
 
 
 def _archive(root, n: int) -> None:
@@ -32,8 +36,14 @@ def _archive(root, n: int) -> None:
         region = REGIONS[i % len(REGIONS)]
         img = render_sketch({region: {"style": "fill", "views": ("front", "back")}}, rng, size=128)
         Image.fromarray(img).save(root / "images" / f"s{i:04d}.png")
-        rows.append({"study_id": f"S{i:04d}", "patient_id": f"P{i:04d}", "image_path": f"images/s{i:04d}.png",
-                     "text": TEXT[region]})  # fmt: skip
+        rows.append(
+            {
+                "study_id": f"S{i:04d}",
+                "patient_id": f"P{i:04d}",
+                "image_path": f"images/s{i:04d}.png",
+                "text": TEXT[region],
+            }
+        )
         labels.append({"study_id": f"S{i:04d}", **{r: int(r == region) for r in REGIONS}})
     for name, table in (("sketches.csv", rows), ("labels.csv", labels)):
         with open(root / name, "w", newline="") as fh:
@@ -44,15 +54,36 @@ def _archive(root, n: int) -> None:
 
 def test_trained_sketch_model_tells_left_from_right(tmp_path):
     _archive(tmp_path / "archive", 240)
-    result = build_manifest(tmp_path / "archive", layout="csv", salt="lr", modalities=("SKETCH",),
-                            layout_options={"modality": "SKETCH"}, show_progress=False)  # fmt: skip
+    result = build_manifest(
+        tmp_path / "archive",
+        layout="csv",
+        salt="lr",
+        modalities=("SKETCH",),
+        layout_options={"modality": "SKETCH"},
+        show_progress=False,
+    )
     write_manifest(result, tmp_path / "manifest")
-    cfg = load_config("sketch", [f"data.manifest={tmp_path / 'manifest'}", f"train.out_dir={tmp_path / 'run'}",
-                                 "preprocess.image_size=64", "train.epochs=12", "train.batch_size=32",
-                                 "model.text.unlocked_layers=0"])  # fmt: skip
+    cfg = load_config(
+        "sketch",
+        [
+            f"data.manifest={tmp_path / 'manifest'}",
+            f"train.out_dir={tmp_path / 'run'}",
+            "preprocess.image_size=64",
+            "train.epochs=12",
+            "train.batch_size=32",
+            "model.text.unlocked_layers=0",
+        ],
+    )
     final = train(cfg, show_progress=False)
-    eval_cfg = EvalCfg(tasks=["zeroshot"], checkpoint=str(final), manifest=str(tmp_path / "manifest"), split="test",
-                       labels=str(tmp_path / "archive" / "labels.csv"), prompts="sketch", bootstrap=0)  # fmt: skip
+    eval_cfg = EvalCfg(
+        tasks=["zeroshot"],
+        checkpoint=str(final),
+        manifest=str(tmp_path / "manifest"),
+        split="test",
+        labels=str(tmp_path / "archive" / "labels.csv"),
+        prompts="sketch",
+        bootstrap=0,
+    )
     results = evaluate(eval_cfg, show_progress=False)
     sides = results["zero_shot"]["laterality"]["pairs"]
     assert set(sides) == {"arm", "leg"}

@@ -50,9 +50,13 @@ def test_auto_kind_is_exact_for_small_archives_only():
 def test_case_index_round_trip_and_one_image_per_study(tmp_path):
     x = _clustered(200)
     x[1] = x[0]  # the study's second view looks the same: it must not take a second result slot
-    entries = pd.DataFrame({"study_id": [f"s{i // 2}" for i in range(200)],
-                            "image_path": [f"{i}.dcm" for i in range(200)],
-                            "snippet": [f"report {i // 2}" for i in range(200)]})  # fmt: skip
+    entries = pd.DataFrame(
+        {
+            "study_id": [f"s{i // 2}" for i in range(200)],
+            "image_path": [f"{i}.dcm" for i in range(200)],
+            "snippet": [f"report {i // 2}" for i in range(200)],
+        }
+    )
     index = CaseIndex.build(x, entries, info={"checkpoint": "nowhere"})
     hits = index.search(x[:1], 5)[0]
     assert len(hits) == 5 and len({h["study_id"] for h in hits}) == 5 and hits[0]["study_id"] == "s0"
@@ -71,12 +75,29 @@ def test_snippet_is_one_short_line():
 
 def test_index_build_and_query_through_the_cli(tiny_checkpoint, tiny_manifest, tmp_path, capsys):
     idx = tmp_path / "idx"
-    assert main(["-q", "index", "build", "--checkpoint", str(tiny_checkpoint), "--manifest", str(tiny_manifest),
-                 "--out", str(idx)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "index",
+                "build",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--manifest",
+                str(tiny_manifest),
+                "--out",
+                str(idx),
+            ]
+        )
+        == 0
+    )
     info = json.loads((idx / "index.json").read_text())
     entries = pd.read_parquet(idx / "entries.parquet")
-    assert info["kind"] == "flat" and info["n"] == len(entries) and set(entries.columns) == {"study_id", "image_path",
-                                                                                              "snippet"}  # fmt: skip
+    assert (
+        info["kind"] == "flat"
+        and info["n"] == len(entries)
+        and set(entries.columns) == {"study_id", "image_path", "snippet"}
+    )
     capsys.readouterr()
     assert main(["-q", "index", "query", str(idx), "small left apical pneumothorax", "-k", "3"]) == 0
     out = capsys.readouterr().out
@@ -91,8 +112,22 @@ def test_index_build_and_query_through_the_cli(tiny_checkpoint, tiny_manifest, t
 
 def test_query_refuses_another_checkpoint(tiny_checkpoint, tiny_manifest, tmp_path, capsys):
     idx = tmp_path / "idx"
-    assert main(["-q", "index", "build", "--checkpoint", str(tiny_checkpoint), "--manifest", str(tiny_manifest),
-                 "--out", str(idx)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "index",
+                "build",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--manifest",
+                str(tiny_manifest),
+                "--out",
+                str(idx),
+            ]
+        )
+        == 0
+    )
     info = json.loads((idx / "index.json").read_text())
     info["checkpoint_fingerprint"] = "0" * 16
     (idx / "index.json").write_text(json.dumps(info))

@@ -16,8 +16,9 @@ def _split(n: int, rng: np.random.Generator, *, signal: float = 2.0):
 
 def test_probe_learns_a_visible_finding_and_not_noise():
     rng = np.random.default_rng(0)
-    res = linear_probe(_split(300, rng), _split(80, rng), _split(200, rng), fractions=(0.1, 1.0), shots=(4,),
-                       n_bootstrap=100)  # fmt: skip
+    res = linear_probe(
+        _split(300, rng), _split(80, rng), _split(200, rng), fractions=(0.1, 1.0), shots=(4,), n_bootstrap=100
+    )
     full = res["settings"]["100%"]["per_finding"]
     assert full["a"]["auroc"] > 0.9 and full["a"]["auroc_ci"][0] > 0.8
     assert abs(full["b"]["auroc"] - 0.5) < 0.15

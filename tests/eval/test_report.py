@@ -34,8 +34,12 @@ def test_training_curves_from_metrics_jsonl(tmp_path):
 
 def test_retrieval_grid_draws_thumbnails(tmp_path):
     Image.fromarray((np.random.default_rng(0).random((50, 40)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
-    out = plot_retrieval_grid(["effusion", "pneumothorax"], [[str(tmp_path / "a.png")] * 3, [str(tmp_path / "a.png")]],
-                              tmp_path / "grid.png", relevant=[[True, False, True], [False]])  # fmt: skip
+    out = plot_retrieval_grid(
+        ["effusion", "pneumothorax"],
+        [[str(tmp_path / "a.png")] * 3, [str(tmp_path / "a.png")]],
+        tmp_path / "grid.png",
+        relevant=[[True, False, True], [False]],
+    )
     assert _is_png(out)
 
 

@@ -24,8 +24,9 @@ def test_constant_similarity_scores_badly():
 
 def test_identical_reports_count_as_hits():
     # Two studies with the same normal report: retrieving the other study's copy is a hit.
-    hits = study_hits(["s1", "s2", "s3"], ["normal", "normal", "effusion"], ["s1", "s2", "s3"],
-                      ["normal", "normal", "effusion"])  # fmt: skip
+    hits = study_hits(
+        ["s1", "s2", "s3"], ["normal", "normal", "effusion"], ["s1", "s2", "s3"], ["normal", "normal", "effusion"]
+    )
     assert hits.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
     img = torch.eye(3)
     txt = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # s1/s2 texts swapped

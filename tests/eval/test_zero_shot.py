@@ -63,8 +63,13 @@ def test_thresholds_come_from_validation_rows():
     m = res["per_finding"]["x"]
     assert m["threshold"] == 0.4 and m["f1"] == 1.0 and m["mcc"] == 1.0
     # A validation split that puts the threshold too high shows up in the test F1 (no tuning on the test rows).
-    res = evaluate_zero_shot(scores, labels, val_scores={"x": np.array([0.1, 0.2, 0.8, 0.9])},
-                             val_labels={"x": np.array([0, 0, 1, 1])}, n_bootstrap=0)  # fmt: skip
+    res = evaluate_zero_shot(
+        scores,
+        labels,
+        val_scores={"x": np.array([0.1, 0.2, 0.8, 0.9])},
+        val_labels={"x": np.array([0, 0, 1, 1])},
+        n_bootstrap=0,
+    )
     assert res["per_finding"]["x"]["f1"] == 0.0 and res["macro_f1"] == 0.0
     assert "f1" not in evaluate_zero_shot(scores, labels, n_bootstrap=0)["per_finding"]["x"]
 
@@ -82,8 +87,16 @@ def test_polarity_check_fires_on_an_inverted_prompt_yaml(tiny_checkpoint, tiny_m
     raw["findings"] = {f: {"positive": s["negative"], "negative": s["positive"]} for f, s in raw["findings"].items()}
     inverted = tmp_path / "inverted.yaml"
     inverted.write_text(yaml.safe_dump(raw))
-    cfg = EvalCfg(tasks=["zeroshot"], checkpoint=str(tiny_checkpoint), manifest=str(tiny_manifest), split="all",
-                  labels=str(tiny_archive / "labels.csv"), bootstrap=0, out_dir=str(tmp_path), plots=False)  # fmt: skip
+    cfg = EvalCfg(
+        tasks=["zeroshot"],
+        checkpoint=str(tiny_checkpoint),
+        manifest=str(tiny_manifest),
+        split="all",
+        labels=str(tiny_archive / "labels.csv"),
+        bootstrap=0,
+        out_dir=str(tmp_path),
+        plots=False,
+    )
     right = evaluate(replace(cfg, prompts="cxr_demo"), show_progress=False)["zero_shot"]
     wrong = evaluate(replace(cfg, prompts=str(inverted)), show_progress=False)["zero_shot"]
     for f, m in right["per_finding"].items():
@@ -98,8 +111,11 @@ def test_laterality_scores_left_right_pairs_on_one_sided_cases():
     from medclip.eval.zero_shot import laterality
 
     labels = {"arm_left": np.array([1, 1, 0, 0, 1]), "arm_right": np.array([0, 0, 1, 1, 1]), "head": np.ones(5)}
-    good = {"arm_left": np.array([0.9, 0.8, 0.1, 0.2, 0.5]), "arm_right": np.array([0.1, 0.2, 0.7, 0.9, 0.5]),
-            "head": np.zeros(5)}  # fmt: skip
+    good = {
+        "arm_left": np.array([0.9, 0.8, 0.1, 0.2, 0.5]),
+        "arm_right": np.array([0.1, 0.2, 0.7, 0.9, 0.5]),
+        "head": np.zeros(5),
+    }
     out = laterality(good, labels)
     assert out["pairs"]["arm"] == {"auroc": 1.0, "n_left": 2, "n_right": 2}  # the two-sided case is left out
     swapped = {"arm_left": good["arm_right"], "arm_right": good["arm_left"], "head": good["head"]}

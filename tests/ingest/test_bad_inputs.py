@@ -193,8 +193,17 @@ def duplicate_report(root: Path, tag: str) -> Built:
 
 def rgb_dicom(root: Path, tag: str) -> Built:
     rgb = np.stack([ramp().astype(np.uint8)] * 3, axis=-1)
-    dcm(root / tag / "rgb.dcm", tag, SamplesPerPixel=3, PhotometricInterpretation="RGB", PlanarConfiguration=0,
-        BitsAllocated=8, BitsStored=8, HighBit=7, PixelData=rgb.tobytes())  # fmt: skip
+    dcm(
+        root / tag / "rgb.dcm",
+        tag,
+        SamplesPerPixel=3,
+        PhotometricInterpretation="RGB",
+        PlanarConfiguration=0,
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+        PixelData=rgb.tobytes(),
+    )
     report(root, tag)
     return Built(kept=1)  # kept: converted to luminance
 
@@ -215,7 +224,7 @@ DICOM_CASES: dict[str, Callable[[Path, str], Built]] = {
     "png_in_dicom_tree": image_case("not_dicom", lambda f, t: _text(f, "img.png", _png_bytes())),
     "no_pixel_data": image_case(
         "no_pixel_data", lambda f, t: dcm(f / "raw.dcm", t, SOPClassUID=RAW_DATA, PixelData=None)
-    ),  # fmt: skip
+    ),
     "image_without_pixels": image_case("truncated", lambda f, t: dcm(f / "nopix.dcm", t, PixelData=None)),
     "jpeg_syntax_raw_bytes": image_case("undecodable", _undecodable),
     "zero_rows": image_case("empty_image", lambda f, t: dcm(f / "zero.dcm", t, Rows=0, Columns=0, PixelData=b"")),
@@ -287,8 +296,9 @@ def csv_no_image(root: Path, tag: str) -> Built:
 def csv_non_utf8(root: Path, tag: str) -> Built:
     png(root / tag / "a.png")
     text = "FINDINGS: Caf\udce9 clear."  # surrogate-escaped latin-1 byte: the CSV is written with surrogateescape
-    return Built([("#row=", "report_encoding"), ("a.png", "report_rejected")],
-                 rows=[csv_row(tag, f"{tag}/a.png", text=text)])  # fmt: skip
+    return Built(
+        [("#row=", "report_encoding"), ("a.png", "report_rejected")], rows=[csv_row(tag, f"{tag}/a.png", text=text)]
+    )
 
 
 def csv_duplicate_image(root: Path, tag: str) -> Built:
@@ -314,7 +324,7 @@ CSV_CASES: dict[str, Callable[[Path, str], Built]] = {
     "csv_truncated_png": csv_image_case("truncated", lambda f: _bad_png(f, "cut.png", lambda b: b[:-40])),
     "csv_truncated_jpeg": csv_image_case(
         "truncated", lambda f: _text(f, "cut.jpg", png(f / "x.jpg", fmt="JPEG").read_bytes()[:300])
-    ),  # fmt: skip
+    ),
     "csv_tiny_png": csv_image_case("tiny_image", lambda f: png(f / "icon.png", size=(16, 16))),
     "csv_constant_png": csv_image_case("constant_image", lambda f: png(f / "flat.png", const=True)),
     "csv_16bit_png_kept": csv_image_case(None, lambda f: png(f / "deep.png", bits=16)),

@@ -78,8 +78,11 @@ def test_manifest_columns_and_reconcile():
 
 
 def test_check_patients_rejects_later_conflict():
-    imgs = [{"image_path": "a", "patient_id": "P1", "study_uid": "S"}, {"image_path": "b", "patient_id": "P2",
-            "study_uid": "S"}, {"image_path": "c", "patient_id": "", "study_uid": "T"}]  # fmt: skip
+    imgs = [
+        {"image_path": "a", "patient_id": "P1", "study_uid": "S"},
+        {"image_path": "b", "patient_id": "P2", "study_uid": "S"},
+        {"image_path": "c", "patient_id": "", "study_uid": "T"},
+    ]
     kept, rejects = check_patients(imgs)
     assert [i["image_path"] for i in kept] == ["a"]
     assert [(r["path"], r["reason"]) for r in rejects] == [("b", "patient_conflict"), ("c", "no_patient")]
@@ -109,8 +112,10 @@ def test_dicom_reports_option(tmp_path, fmt):
         pd.DataFrame(rows).to_csv(src := tmp_path / "reports.csv", index=False)
         expected = ["malformed_report", "no_report"]
     elif fmt == "jsonl":  # key = StudyInstanceUID; sections as columns; a broken line
-        lines = [json.dumps({"StudyInstanceUID": s, "findings": "Clear.", "impression": "Normal."}) for s in
-                 ("1.2.1", "1.2.2")] + ["{not json"]  # fmt: skip
+        lines = [
+            json.dumps({"StudyInstanceUID": s, "findings": "Clear.", "impression": "Normal."})
+            for s in ("1.2.1", "1.2.2")
+        ] + ["{not json"]
         (src := tmp_path / "reports.jsonl").write_text("\n".join(lines))
         expected = ["malformed_report"]
     else:
@@ -155,8 +160,11 @@ def mimic_tree(root: Path, *, metadata: bool = True) -> Path:
     write_png(root / "files/p11/p11000011/s51000011/d3.jpg")  # study without report
     (study / "index.html").write_text("<html/>")
     if metadata:
-        rows = [("d1", "10000032", "50414267", "PA"), ("d2", "10000032", "50414267", "LL"),
-                ("d3", "11000011", "51000011", "AP")]  # fmt: skip
+        rows = [
+            ("d1", "10000032", "50414267", "PA"),
+            ("d2", "10000032", "50414267", "LL"),
+            ("d3", "11000011", "51000011", "AP"),
+        ]
         df = pd.DataFrame(rows, columns=["dicom_id", "subject_id", "study_id", "ViewPosition"])
         with gzip.open(root / "mimic-cxr-2.0.0-metadata.csv.gz", "wt") as fh:
             df.to_csv(fh, index=False)
@@ -195,8 +203,10 @@ def test_mimic_path_and_metadata_conflicts(tmp_path):
 def openi_xml(uid: str, sections: dict[str, str], images: list[str]) -> str:
     texts = "".join(f'<AbstractText Label="{k}">{v}</AbstractText>' for k, v in sections.items())
     parents = "".join(f'<parentImage id="{i}"><caption>PA and lateral</caption></parentImage>' for i in images)
-    return (f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="{uid}"/><MedlineCitation><Article>'
-            f"<Abstract>{texts}</Abstract></Article></MedlineCitation>{parents}</eCitation>")  # fmt: skip
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="{uid}"/><MedlineCitation><Article>'
+        f"<Abstract>{texts}</Abstract></Article></MedlineCitation>{parents}</eCitation>"
+    )
 
 
 OPENI_SECTIONS = {
@@ -311,9 +321,16 @@ def test_csv_autodetect_relative_absolute_and_two_image_columns(tmp_path):
     write_png(tmp_path / "img/a_pa.png")
     write_png(tmp_path / "img/a_lat.png", bits=16)
     abs_png = write_png(tmp_path / "elsewhere/b.jpg")
-    df = pd.DataFrame({"Patient ID": ["P1", "P2"], "Study": ["S1", "S2"], "frontal_path": ["img/a_pa.png", abs_png],
-                       "lateral_path": ["img/a_lat.png", ""], "Report": [REPORT, "IMPRESSION: Normal."],
-                       "View": ["PA", "ap"]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "Patient ID": ["P1", "P2"],
+            "Study": ["S1", "S2"],
+            "frontal_path": ["img/a_pa.png", abs_png],
+            "lateral_path": ["img/a_lat.png", ""],
+            "Report": [REPORT, "IMPRESSION: Normal."],
+            "View": ["PA", "ap"],
+        }
+    )
     df.to_csv(tmp_path / "cases.csv", index=False)
     roles = csv_columns(tmp_path / "cases.csv", list(df.columns), None)
     assert roles["image"] == ["frontal_path", "lateral_path"] and roles["patient"] == ["Patient ID"]
@@ -328,8 +345,9 @@ def test_csv_explicit_columns_report_paths_and_dicom(tmp_path):
     (tmp_path / "r1.txt").write_text(REPORT)
     df = pd.DataFrame({"pic": ["a.png", "b.dcm"], "who": ["P1", "P2"], "rep": ["r1.txt", "r1.txt"]})
     df.to_csv(tmp_path / "t.csv", index=False)
-    result = build(tmp_path / "t.csv", "csv", layout_options={"columns": {"image": "pic", "patient": "who",
-                                                                           "report_path": "rep"}})  # fmt: skip
+    result = build(
+        tmp_path / "t.csv", "csv", layout_options={"columns": {"image": "pic", "patient": "who", "report_path": "rep"}}
+    )
     assert len(result.manifest) == 2 and set(result.manifest["modality"]) == {"DX", "CR"}
     with pytest.raises(ValueError, match=r"no column \['nope'\].*columns \['pic', 'who', 'rep'\]"):
         build_manifest(tmp_path / "t.csv", layout="csv", salt="s", layout_options={"columns": {"image": "nope"}})
@@ -349,8 +367,9 @@ def test_csv_missing_roles_say_which_columns_exist(tmp_path):
 def test_csv_modality_column_filters(tmp_path):
     write_png(tmp_path / "a.png")
     write_png(tmp_path / "b.png")
-    df = pd.DataFrame({"image": ["a.png", "b.png"], "patient": ["P1", "P2"], "text": [REPORT, REPORT],
-                       "modality": ["cr", "US"]})  # fmt: skip
+    df = pd.DataFrame(
+        {"image": ["a.png", "b.png"], "patient": ["P1", "P2"], "text": [REPORT, REPORT], "modality": ["cr", "US"]}
+    )
     df.to_csv(tmp_path / "t.csv", index=False)
     assert reasons(build(tmp_path / "t.csv", "csv")) == ["modality", "orphan_report"]
 
@@ -360,8 +379,9 @@ def test_csv_modality_column_filters(tmp_path):
 
 def test_cli_manifest_csv_layout(tmp_path, capsys):
     write_png(tmp_path / "a.png")
-    pd.DataFrame({"png": ["a.png", "gone.png"], "patient": ["P1", "P1"], "text": [REPORT, REPORT],
-                  "study": ["S1", "S1"]}).to_csv(tmp_path / "t.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"png": ["a.png", "gone.png"], "patient": ["P1", "P1"], "text": [REPORT, REPORT], "study": ["S1", "S1"]}
+    ).to_csv(tmp_path / "t.csv", index=False)
     out = tmp_path / "out"
     argv = ["-q", "manifest", str(tmp_path / "t.csv"), "--layout", "csv", "--out", str(out), "--salt", "s"]
     assert main([*argv, "--column", "image=png"]) == 0

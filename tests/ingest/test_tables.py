@@ -32,14 +32,18 @@ def png_csv(tmp_path):
     names = _write_pngs(tmp_path, n)
     effusion = [float(i % 2) for i in range(n)]
     effusion[3], effusion[4] = -1.0, np.nan  # uncertain and blank, as in CheXpert
-    df = pd.DataFrame({
-        "Path": names,
-        "report": ["Small left pleural effusion." if i % 2 else "No acute cardiopulmonary process." for i in range(n)],
-        "Pleural Effusion": effusion,
-        "Cardiomegaly": [float(i % 3 == 0) for i in range(n)],
-        "patient_id": [f"p{i // 2}" for i in range(n)],
-        "split": ["train"] * 14 + ["val"] * 6 + ["test"] * 10,
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "Path": names,
+            "report": [
+                "Small left pleural effusion." if i % 2 else "No acute cardiopulmonary process." for i in range(n)
+            ],
+            "Pleural Effusion": effusion,
+            "Cardiomegaly": [float(i % 3 == 0) for i in range(n)],
+            "patient_id": [f"p{i // 2}" for i in range(n)],
+            "split": ["train"] * 14 + ["val"] * 6 + ["test"] * 10,
+        }
+    )
     df.to_csv(tmp_path / "mine.csv", index=False)
     return tmp_path / "mine.csv"
 
@@ -78,8 +82,23 @@ def test_label_column_detection():
 
 def test_eval_all_on_a_csv_of_pngs(png_csv, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "ev"
-    code = main(["-q", "eval", "all", "--checkpoint", str(tiny_checkpoint), "--csv", str(png_csv), "--split", "test",
-                 "--bootstrap", "50", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "eval",
+            "all",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--csv",
+            str(png_csv),
+            "--split",
+            "test",
+            "--bootstrap",
+            "50",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     zs = results["zero_shot"]["per_finding"]

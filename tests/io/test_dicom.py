@@ -199,9 +199,18 @@ def test_rgb_dicom_to_gray(tmp_path):
     rgb = np.zeros((40, 40, 3), np.uint8)
     rgb[..., 0], rgb[:20, :, 1] = 200, 100
     path = write_dicom(
-        tmp_path / "rgb.dcm", None, Rows=40, Columns=40, SamplesPerPixel=3, PhotometricInterpretation="RGB",
-        PlanarConfiguration=0, BitsAllocated=8, BitsStored=8, HighBit=7, PixelData=rgb.tobytes(),
-    )  # fmt: skip
+        tmp_path / "rgb.dcm",
+        None,
+        Rows=40,
+        Columns=40,
+        SamplesPerPixel=3,
+        PhotometricInterpretation="RGB",
+        PlanarConfiguration=0,
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+        PixelData=rgb.tobytes(),
+    )
     img, meta = load_image(path)
     np.testing.assert_allclose(img[0, 0], (0.299 * 200 + 0.587 * 100) / 255, atol=1e-6)
     assert meta["normalisation"] == "luminance" and img.shape == (40, 40)
@@ -304,10 +313,14 @@ def write_series(folder: Path, n: int = 10, dz: float = 2.5, skip: int | None = 
         arr = np.full((40, 36), 1124 + k, np.uint16)
         arr[0, 0] = 0  # air corner, so no slice is constant
         attrs = {
-            "Modality": "CT", "RescaleSlope": 1, "RescaleIntercept": -1024, "InstanceNumber": numbers[k],
-            "ImagePositionPatient": [-20.0, -30.0, 100.0 + k * dz], "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
+            "Modality": "CT",
+            "RescaleSlope": 1,
+            "RescaleIntercept": -1024,
+            "InstanceNumber": numbers[k],
+            "ImagePositionPatient": [-20.0, -30.0, 100.0 + k * dz],
+            "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
             "PixelSpacing": [0.7, 0.8],
-        }  # fmt: skip
+        }
         for key, fn in per_slice.items():
             attrs[key] = fn(k, attrs.get(key))
         paths.append(write_dicom(folder / f"slice_{numbers[k]:03d}.dcm", arr, **attrs))

@@ -33,8 +33,15 @@ def test_training_updates_the_pooling_of_a_locked_encoder(tiny_manifest, tmp_pat
     """Two runs from the same seed, 1 and 3 steps: the pooling moves between them, the encoder does not."""
     runs = []
     for steps in (1, 3):
-        cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path / str(steps)}",
-                                   f"train.max_steps={steps}", "model.text.pooling=attention"])  # fmt: skip
+        cfg = load_config(
+            "tiny",
+            [
+                f"data.manifest={tiny_manifest}",
+                f"train.out_dir={tmp_path / str(steps)}",
+                f"train.max_steps={steps}",
+                "model.text.pooling=attention",
+            ],
+        )
         runs.append(MedClip.from_pretrained(train(cfg, show_progress=False)))
     one, three = runs
     assert not torch.equal(one.text.attn_pool.query, three.text.attn_pool.query)

@@ -15,11 +15,39 @@ from medclip.reports.labeler import LABEL_SETS, Mention, label_report, label_tex
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_REPORTS = ROOT.parent / "shared" / "data" / "reports"
-CHEXPERT = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-            "Fracture", "Support Devices")  # fmt: skip
-CXR14 = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-         "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia", "No Finding")  # fmt: skip
+CHEXPERT = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+CXR14 = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+    "No Finding",
+)
 
 
 def _value(sentence: str, label: str, label_set: str = "chexpert") -> int | None:
@@ -77,15 +105,27 @@ def test_rule(sentence, label, expected):
 @pytest.mark.parametrize(
     ("sentence", "label", "attributes"),
     [
-        pytest.param("Small left pleural effusion.", "Pleural Effusion", {"side": "left", "severity": "small"},
-                     id="side-severity"),
-        pytest.param("Moderate to large right pleural effusion.", "Pleural Effusion",
-                     {"side": "right", "severity": "moderate to large"}, id="severity-range"),
-        pytest.param("Left effusion. Right effusion is also present.", "Pleural Effusion", {"side": "bilateral"},
-                     id="sides-merge"),
+        pytest.param(
+            "Small left pleural effusion.",
+            "Pleural Effusion",
+            {"side": "left", "severity": "small"},
+            id="side-severity",
+        ),
+        pytest.param(
+            "Moderate to large right pleural effusion.",
+            "Pleural Effusion",
+            {"side": "right", "severity": "moderate to large"},
+            id="severity-range",
+        ),
+        pytest.param(
+            "Left effusion. Right effusion is also present.",
+            "Pleural Effusion",
+            {"side": "bilateral"},
+            id="sides-merge",
+        ),
         pytest.param("Heart size is mildly enlarged.", "Cardiomegaly", {"severity": "mild"}, id="adverb"),
     ],
-)  # fmt: skip
+)
 def test_attributes(sentence, label, attributes):
     assert label_text(sentence)[label].attributes == attributes
 
@@ -118,8 +158,9 @@ def test_no_finding_chestxray14_is_binary():
     assert label_report("Lungs are clear. No effusion.", "chestxray14")["No Finding"] == 1
 
 
-@pytest.mark.parametrize("text", ["XXXX left pleural effusion. No XXXX pneumothorax.",
-                                  "___ left pleural effusion. No ___ pneumothorax."])  # fmt: skip
+@pytest.mark.parametrize(
+    "text", ["XXXX left pleural effusion. No XXXX pneumothorax.", "___ left pleural effusion. No ___ pneumothorax."]
+)
 def test_deid_placeholders(text):
     out = label_report(text)
     assert (out["Pleural Effusion"], out["Pneumothorax"]) == (1, 0)
@@ -185,8 +226,9 @@ def test_user_rules_new_label_set(user_yaml):
 
 
 def test_user_rules_extend_and_remove():
-    rules = load_rules("mine", {"label_sets": {"mine": {"extends": "chexpert",
-                                                        "labels": {"Pneumonia": {"remove": ["infection"]}}}}})  # fmt: skip
+    rules = load_rules(
+        "mine", {"label_sets": {"mine": {"extends": "chexpert", "labels": {"Pneumonia": {"remove": ["infection"]}}}}}
+    )
     assert rules.labels == CHEXPERT
     assert label_report("Infection.", rules=rules)["Pneumonia"] is None
 
@@ -196,10 +238,13 @@ def test_user_rules_extend_and_remove():
     [
         pytest.param({"trigers": {}}, "unknown top-level key 'trigers'.*Did you mean 'triggers'", id="typo"),
         pytest.param({"triggers": {"negation": {"pre": [False]}}}, "quote it", id="yaml-boolean"),
-        pytest.param({"label_sets": {"chexpert": {"labels": {"Edema": {"mention": ["re:(edema)"]}}}}},
-                     "non-capturing", id="capturing-group"),
+        pytest.param(
+            {"label_sets": {"chexpert": {"labels": {"Edema": {"mention": ["re:(edema)"]}}}}},
+            "non-capturing",
+            id="capturing-group",
+        ),
     ],
-)  # fmt: skip
+)
 def test_user_rules_errors(user, message):
     with pytest.raises(ValueError, match=message):
         load_rules("chexpert", user)
@@ -276,8 +321,9 @@ def test_label_file_usage_errors(tmp_path):
 
 
 def test_label_dataframe_manifest_rows():
-    df = pd.DataFrame({"findings": ["Small right effusion.", None, None], "impression": [None, "Normal.", None]},
-                      index=[10, 11, 12])  # fmt: skip
+    df = pd.DataFrame(
+        {"findings": ["Small right effusion.", None, None], "impression": [None, "Normal.", None]}, index=[10, 11, 12]
+    )
     out = label_dataframe(df)
     assert list(out.columns) == list(CHEXPERT) and out.index.tolist() == [10, 11, 12]
     assert out.dtypes.unique().tolist() == ["float64"]
@@ -330,8 +376,12 @@ GOLD = [
 
 def _gold_frame() -> pd.DataFrame:
     """GOLD as a labels CSV would hold it: id + one column per CheXpert label, "1" / "0" / "-1" / "" (blank)."""
-    return pd.DataFrame([{"id": f"g{i}", **{lab: str(labels[lab]) if lab in labels else "" for lab in CHEXPERT}}
-                         for i, (_, labels) in enumerate(GOLD)])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {"id": f"g{i}", **{lab: str(labels[lab]) if lab in labels else "" for lab in CHEXPERT}}
+            for i, (_, labels) in enumerate(GOLD)
+        ]
+    )
 
 
 def _write_gold(tmp_path: Path) -> tuple[Path, Path]:
@@ -349,14 +399,21 @@ def test_gold_sentence(text, labels):
 
 
 def _eval_script(pred: Path, gold: Path, uncertain: str) -> dict:
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_labeler.py"), str(pred), str(gold),
-                          "--uncertain", uncertain], capture_output=True, text=True, check=True)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "eval_labeler.py"), str(pred), str(gold), "--uncertain", uncertain],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(run.stdout)
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
-    return {"precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
-            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None}  # fmt: skip
+    return {
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
+    }
 
 
 def _close(got: dict, want: dict) -> bool:
@@ -389,8 +446,13 @@ def test_eval_script_scores_injected_errors(tmp_path, uncertain):
     gold.to_csv(tmp_path / "gold.csv", index=False)
 
     report = _eval_script(tmp_path / "pred.csv", tmp_path / "gold.csv", uncertain)
-    assert report["reports"] == {"pred": len(gold), "gold": len(gold), "scored": len(gold) - 1,
-                                 "missing_in_pred": 1, "missing_in_gold": 1}  # fmt: skip
+    assert report["reports"] == {
+        "pred": len(gold),
+        "gold": len(gold),
+        "scored": len(gold) - 1,
+        "missing_in_pred": 1,
+        "missing_in_gold": 1,
+    }
     positive = {"1", "-1"} if uncertain == "positive" else {"1"}
     labels = report["labels"]
     want = {lab: _prf(n(lab, positive), 0, 0) for lab in CHEXPERT}  # untouched labels: every positive found
@@ -408,8 +470,10 @@ def test_eval_script_scores_injected_errors(tmp_path, uncertain):
 
     mentioned = {"1", "0", "-1"}
     m_want = {lab: {**_prf(n(lab, mentioned), 0, 0), "value_agreement": 1.0} for lab in CHEXPERT}
-    m_want["Pleural Effusion"] = {**_prf(n("Pleural Effusion", mentioned), 1, 0),
-                                  "value_agreement": 1 - 1 / n("Pleural Effusion", mentioned)}  # fmt: skip
+    m_want["Pleural Effusion"] = {
+        **_prf(n("Pleural Effusion", mentioned), 1, 0),
+        "value_agreement": 1 - 1 / n("Pleural Effusion", mentioned),
+    }
     m_want["Atelectasis"]["value_agreement"] = 1 - 1 / n("Atelectasis", mentioned)
     m_want["Cardiomegaly"] = {**_prf(n("Cardiomegaly", mentioned) - 1, 0, 1), "value_agreement": 1.0}
     for lab in CHEXPERT:
@@ -431,8 +495,10 @@ def test_eval_script_on_the_labelers_output(tmp_path):
     assert report["reports"]["scored"] == len(GOLD) and report["uncertain_as"] == "negative"
     assert "blank (not mentioned)" in report["notes"][0]
     for lab in CHEXPERT:
-        counts = {f"gold={g}": dict.fromkeys(("pred=1", "pred=0", "pred=-1", "pred=blank"), 0)
-                  for g in ("1", "0", "-1", "blank")}  # fmt: skip
+        counts = {
+            f"gold={g}": dict.fromkeys(("pred=1", "pred=0", "pred=-1", "pred=blank"), 0)
+            for g in ("1", "0", "-1", "blank")
+        }
         for text, labels in GOLD:
             got = label_report(text)[lab]
             counts[f"gold={labels.get(lab, 'blank')}"][f"pred={'blank' if got is None else got}"] += 1
@@ -442,8 +508,19 @@ def test_eval_script_on_the_labelers_output(tmp_path):
 
 def test_bench_script(tmp_path):
     pred, _ = _write_gold(tmp_path)
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_labeler.py"), str(tmp_path / "gold_reports.csv"),
-                          "--no-openi", "--repeat", "1"], capture_output=True, text=True, check=True)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_labeler.py"),
+            str(tmp_path / "gold_reports.csv"),
+            "--no-openi",
+            "--repeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(run.stdout)["results"][0]
     assert result["reports"] == len(GOLD) and result["reports_per_s"] > 0
 

@@ -27,24 +27,52 @@ REAL_REPORTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / 
 @pytest.mark.parametrize(
     ("text", "findings", "impression"),
     [
-        pytest.param("FINDINGS: Lungs are clear.\nIMPRESSION: Normal chest.", "Lungs are clear.", "Normal chest.",
-                     id="upper-colon"),
-        pytest.param("findings: lungs are clear.\nimpression: normal chest.", "lungs are clear.", "normal chest.",
-                     id="lower-colon"),
-        pytest.param("Findings: Lungs are clear.\nImpression: Normal chest.", "Lungs are clear.", "Normal chest.",
-                     id="title-colon"),
-        pytest.param("FINDINGS - Lungs are clear.\nIMPRESSION - Normal chest.", "Lungs are clear.", "Normal chest.",
-                     id="dash"),
-        pytest.param("FINDINGS\nLungs are clear.\n\nImpression\nNormal chest.", "Lungs are clear.", "Normal chest.",
-                     id="header-alone-on-line"),
-        pytest.param("FINDINGS:\nThe heart is normal in size. There is no\nfocal consolidation or pleural\neffusion.\n"
-                     "IMPRESSION:\nNo acute\ncardiopulmonary process.",
-                     "The heart is normal in size. There is no focal consolidation or pleural effusion.",
-                     "No acute cardiopulmonary process.", id="hard-wrapped"),
-        pytest.param("IMPRESSION:\n1. Small left pleural effusion\n2. Mild cardiomegaly.", None,
-                     "1. Small left pleural effusion. 2. Mild cardiomegaly.", id="numbered-lines"),
-        pytest.param("IMPRESSION:\n1. Small left effusion.\n\n2. Mild cardiomegaly.", None,
-                     "1. Small left effusion. 2. Mild cardiomegaly.", id="numbered-paragraphs"),
+        pytest.param(
+            "FINDINGS: Lungs are clear.\nIMPRESSION: Normal chest.",
+            "Lungs are clear.",
+            "Normal chest.",
+            id="upper-colon",
+        ),
+        pytest.param(
+            "findings: lungs are clear.\nimpression: normal chest.",
+            "lungs are clear.",
+            "normal chest.",
+            id="lower-colon",
+        ),
+        pytest.param(
+            "Findings: Lungs are clear.\nImpression: Normal chest.",
+            "Lungs are clear.",
+            "Normal chest.",
+            id="title-colon",
+        ),
+        pytest.param(
+            "FINDINGS - Lungs are clear.\nIMPRESSION - Normal chest.", "Lungs are clear.", "Normal chest.", id="dash"
+        ),
+        pytest.param(
+            "FINDINGS\nLungs are clear.\n\nImpression\nNormal chest.",
+            "Lungs are clear.",
+            "Normal chest.",
+            id="header-alone-on-line",
+        ),
+        pytest.param(
+            "FINDINGS:\nThe heart is normal in size. There is no\nfocal consolidation or pleural\neffusion.\n"
+            "IMPRESSION:\nNo acute\ncardiopulmonary process.",
+            "The heart is normal in size. There is no focal consolidation or pleural effusion.",
+            "No acute cardiopulmonary process.",
+            id="hard-wrapped",
+        ),
+        pytest.param(
+            "IMPRESSION:\n1. Small left pleural effusion\n2. Mild cardiomegaly.",
+            None,
+            "1. Small left pleural effusion. 2. Mild cardiomegaly.",
+            id="numbered-lines",
+        ),
+        pytest.param(
+            "IMPRESSION:\n1. Small left effusion.\n\n2. Mild cardiomegaly.",
+            None,
+            "1. Small left effusion. 2. Mild cardiomegaly.",
+            id="numbered-paragraphs",
+        ),
         pytest.param("IMPRESSSION: Stable.", None, "Stable.", id="typo-impresssion"),
         pytest.param("IMPRESION: Stable.", None, "Stable.", id="typo-impresion"),
         pytest.param("IMPRESSIONS: Stable.", None, "Stable.", id="impressions"),
@@ -57,28 +85,63 @@ REAL_REPORTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / 
         pytest.param("OBSERVATIONS: Clear lungs.\nIMPRESSION: Normal.", "Clear lungs.", "Normal.", id="observations"),
         pytest.param("FINDINGS AND IMPRESSION: Clear lungs.", "Clear lungs.", "Clear lungs.", id="merged-and"),
         pytest.param("FINDINGS/IMPRESSION:\nClear lungs.", "Clear lungs.", "Clear lungs.", id="merged-slash"),
-        pytest.param("The impression of the heart on the left hemidiaphragm is unchanged.\nNo effusion.", None,
-                     "The impression of the heart on the left hemidiaphragm is unchanged. No effusion.",
-                     id="impression-word-in-sentence"),
-        pytest.param("FINDINGS: Lungs are clear. The findings are unchanged.\nImpression of the fissure persists.",
-                     "Lungs are clear. The findings are unchanged. Impression of the fissure persists.", None,
-                     id="header-word-at-line-start-without-colon"),
-        pytest.param("FINDINGS: Heart is normal. IMPRESSION: No acute disease.", "Heart is normal.",
-                     "No acute disease.", id="inline-uppercase-header-after-sentence"),
-        pytest.param("FINDINGS: Lungs clear.\nIMPRESSION: Normal.\nI have personally reviewed the images and agree "
-                     "with the report.", "Lungs clear.", "Normal.", id="attending-statement"),
-        pytest.param("FINDINGS: Lungs clear.\nIMPRESSION: Normal.\n\nDictated by: ___, MD\nDictated: 01/02",
-                     "Lungs clear.", "Normal.", id="dictated-by"),
-        pytest.param("IMPRESSION: Normal. Electronically signed by ___ on ___.", None, "Normal.",
-                     id="electronically-signed-same-line"),
-        pytest.param("findings: no pneumothorax.\nimpression: stable chest.\ndictating", "no pneumothorax.",
-                     "stable chest.", id="dictating-artefact"),
-        pytest.param("FINDINGS: Lungs clear.\nIMPRESSION: Normal.\nNOTIFICATION: Discussed with Dr. ___ at 9:10.",
-                     "Lungs clear.", "Normal.", id="notification-dropped"),
-        pytest.param("FINDINGS AND IMPRESSION: Lungs clear.\nIMPRESSION: No acute process.", "Lungs clear.",
-                     "No acute process.", id="dedicated-beats-merged"),
+        pytest.param(
+            "The impression of the heart on the left hemidiaphragm is unchanged.\nNo effusion.",
+            None,
+            "The impression of the heart on the left hemidiaphragm is unchanged. No effusion.",
+            id="impression-word-in-sentence",
+        ),
+        pytest.param(
+            "FINDINGS: Lungs are clear. The findings are unchanged.\nImpression of the fissure persists.",
+            "Lungs are clear. The findings are unchanged. Impression of the fissure persists.",
+            None,
+            id="header-word-at-line-start-without-colon",
+        ),
+        pytest.param(
+            "FINDINGS: Heart is normal. IMPRESSION: No acute disease.",
+            "Heart is normal.",
+            "No acute disease.",
+            id="inline-uppercase-header-after-sentence",
+        ),
+        pytest.param(
+            "FINDINGS: Lungs clear.\nIMPRESSION: Normal.\nI have personally reviewed the images and agree "
+            "with the report.",
+            "Lungs clear.",
+            "Normal.",
+            id="attending-statement",
+        ),
+        pytest.param(
+            "FINDINGS: Lungs clear.\nIMPRESSION: Normal.\n\nDictated by: ___, MD\nDictated: 01/02",
+            "Lungs clear.",
+            "Normal.",
+            id="dictated-by",
+        ),
+        pytest.param(
+            "IMPRESSION: Normal. Electronically signed by ___ on ___.",
+            None,
+            "Normal.",
+            id="electronically-signed-same-line",
+        ),
+        pytest.param(
+            "findings: no pneumothorax.\nimpression: stable chest.\ndictating",
+            "no pneumothorax.",
+            "stable chest.",
+            id="dictating-artefact",
+        ),
+        pytest.param(
+            "FINDINGS: Lungs clear.\nIMPRESSION: Normal.\nNOTIFICATION: Discussed with Dr. ___ at 9:10.",
+            "Lungs clear.",
+            "Normal.",
+            id="notification-dropped",
+        ),
+        pytest.param(
+            "FINDINGS AND IMPRESSION: Lungs clear.\nIMPRESSION: No acute process.",
+            "Lungs clear.",
+            "No acute process.",
+            id="dedicated-beats-merged",
+        ),
     ],
-)  # fmt: skip
+)
 def test_parse_sections_findings_impression(text: str, findings: str | None, impression: str | None) -> None:
     sections = parse_sections(text)
     assert sections["findings"] == findings
@@ -187,9 +250,22 @@ def test_deid_placeholders_normalised_in_sections() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [None, "", "   \n\n\t", b"\x00\xff\xfeIMPRESSION: ok", "\ud800 lone surrogate", "\x00" * 64, "-----", ":::",
-     "IMPRESSION:\n" * 500, "x" * 50_000, "FINAL REPORT", "WET READ:", 12345],
-)  # fmt: skip
+    [
+        None,
+        "",
+        "   \n\n\t",
+        b"\x00\xff\xfeIMPRESSION: ok",
+        "\ud800 lone surrogate",
+        "\x00" * 64,
+        "-----",
+        ":::",
+        "IMPRESSION:\n" * 500,
+        "x" * 50_000,
+        "FINAL REPORT",
+        "WET READ:",
+        12345,
+    ],
+)
 def test_odd_input_never_raises(text: object) -> None:
     sections = parse_sections(text)  # type: ignore[arg-type]
     assert set(sections) == {*SECTION_NAMES, "_reasons"}
@@ -230,17 +306,21 @@ def test_normalize_text_matches_trivial_variants() -> None:
         ("1. Small effusion. 2. Mild edema.", ["Small effusion.", "Mild edema."]),
         ("1. Stable lines 2. No pneumothorax", ["Stable lines", "No pneumothorax"]),
         ("Nodule measures approx. 2.5 cm. No effusion.", ["Nodule measures approx. 2.5 cm.", "No effusion."]),
-        ("Discussed with Dr. ___ at 7:34 p.m. on the ward. Stable.",
-         ["Discussed with Dr. ___ at 7:34 p.m. on the ward.", "Stable."]),
+        (
+            "Discussed with Dr. ___ at 7:34 p.m. on the ward. Stable.",
+            ["Discussed with Dr. ___ at 7:34 p.m. on the ward.", "Stable."],
+        ),
         ("Fracture of rib 6. No pneumothorax.", ["Fracture of rib 6.", "No pneumothorax."]),
         ("chest at 7:34 p.m.. heart stable. lungs clear", ["chest at 7:34 p.m..", "heart stable.", "lungs clear"]),
         ("Heart normal\n\nLungs clear.", ["Heart normal", "Lungs clear."]),
-        ("Chest: 1. No acute process. 2. Pectus. Shoulder: 1. No fracture.",
-         ["Chest: No acute process.", "Pectus.", "Shoulder: No fracture."]),
+        (
+            "Chest: 1. No acute process. 2. Pectus. Shoulder: 1. No fracture.",
+            ["Chest: No acute process.", "Pectus.", "Shoulder: No fracture."],
+        ),
         ("Is there effusion? No.", ["Is there effusion?", "No."]),
         ("No acute findings. .", ["No acute findings."]),
     ],
-)  # fmt: skip
+)
 def test_split_sentences(text: str, expected: list[str]) -> None:
     assert split_sentences(text) == expected
 

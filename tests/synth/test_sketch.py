@@ -45,11 +45,17 @@ _BOTH = {
     ("leg_left", "leg_right"): r"both (legs|knees|thighs|calves)|legs bilaterally",
     ("foot_left", "foot_right"): r"both (feet|ankles)|feet bilaterally",
 }
-_NEGATED = {r"head": ("head",), r"neck": ("neck",), r"chest": ("chest_left", "chest_right", "chest_centre"),
-            r"abdominal": ("abdomen_ruq", "abdomen_luq", "abdomen_rlq", "abdomen_llq"),
-            r"back": ("upper_back", "lower_back"), r"arm": ("arm_left", "arm_right"),
-            r"hands?": ("hand_left", "hand_right"), r"leg": ("leg_left", "leg_right"),
-            r"foot": ("foot_left", "foot_right")}  # fmt: skip
+_NEGATED = {
+    r"head": ("head",),
+    r"neck": ("neck",),
+    r"chest": ("chest_left", "chest_right", "chest_centre"),
+    r"abdominal": ("abdomen_ruq", "abdomen_luq", "abdomen_rlq", "abdomen_llq"),
+    r"back": ("upper_back", "lower_back"),
+    r"arm": ("arm_left", "arm_right"),
+    r"hands?": ("hand_left", "hand_right"),
+    r"leg": ("leg_left", "leg_right"),
+    r"foot": ("foot_left", "foot_right"),
+}
 
 
 def _said(pattern: str, text: str) -> bool:
@@ -175,10 +181,17 @@ def test_left_arm_is_viewer_right_in_front_and_viewer_left_in_back(style: str, s
 
 @pytest.mark.parametrize(
     ("region", "left", "views"),
-    [("arm_right", False, ("front", "back")), ("hand_left", True, ("front", "back")),
-     ("leg_right", False, ("front", "back")), ("foot_left", True, ("front", "back")), ("chest_left", True, ("front",)),
-     ("chest_right", False, ("front",)), ("abdomen_ruq", False, ("front",)), ("abdomen_llq", True, ("front",))],
-)  # fmt: skip
+    [
+        ("arm_right", False, ("front", "back")),
+        ("hand_left", True, ("front", "back")),
+        ("leg_right", False, ("front", "back")),
+        ("foot_left", True, ("front", "back")),
+        ("chest_left", True, ("front",)),
+        ("chest_right", False, ("front",)),
+        ("abdomen_ruq", False, ("front",)),
+        ("abdomen_llq", True, ("front",)),
+    ],
+)
 def test_sides_follow_anatomical_convention(region: str, left: bool, views: tuple[str, ...]) -> None:
     for seed, style in enumerate(MARK_STYLES):
         blank = render_sketch({}, np.random.default_rng(seed))

@@ -15,9 +15,19 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_amp_training_on_cuda(tiny_manifest, tmp_path, precision):
-    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.device=cuda",
-                               f"train.precision={precision}", "train.max_steps=4", "train.log_every=1",
-                               "model.text.unlocked_layers=1", "train.grad_checkpointing=true"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.manifest={tiny_manifest}",
+            f"train.out_dir={tmp_path}",
+            "train.device=cuda",
+            f"train.precision={precision}",
+            "train.max_steps=4",
+            "train.log_every=1",
+            "model.text.unlocked_layers=1",
+            "train.grad_checkpointing=true",
+        ],
+    )
     final = train(cfg, show_progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert (final / "model.safetensors").is_file() and records[-1]["mem_gb"] > 0
@@ -35,8 +45,10 @@ def test_grad_cache_matches_full_batch_on_cuda():
     torch.backends.cudnn.allow_tf32 = False  # exact comparison: no TF32 convolutions
     device = torch.device("cuda")
     g = torch.Generator().manual_seed(0)
-    inputs = {"image": torch.randn(16, 1, 64, 64, generator=g).to(device),
-              "text_features": torch.randn(16, 384, generator=g).to(device)}  # fmt: skip
+    inputs = {
+        "image": torch.randn(16, 1, 64, 64, generator=g).to(device),
+        "text_features": torch.randn(16, 384, generator=g).to(device),
+    }
     keys = {"text_keys": torch.arange(16, device=device)}
     grads = []
     for micro in (0, 4):
@@ -44,10 +56,16 @@ def test_grad_cache_matches_full_batch_on_cuda():
         torch.manual_seed(0)
         model = MedClip(cfg.model, cfg.preprocess).to(device)
         opt = create_optimizer(model, cfg.optim)
-        parts = StepParts(model=model, forward_model=model, loss_fn=loss_from_cfg(cfg.loss), optimizer=opt,
-                          scheduler=create_scheduler(opt, cfg.optim, 10),
-                          scaler=torch.amp.GradScaler("cuda", enabled=False),
-                          autocast=autocast_factory(device, "fp32"), micro_batch=micro)  # fmt: skip
+        parts = StepParts(
+            model=model,
+            forward_model=model,
+            loss_fn=loss_from_cfg(cfg.loss),
+            optimizer=opt,
+            scheduler=create_scheduler(opt, cfg.optim, 10),
+            scaler=torch.amp.GradScaler("cuda", enabled=False),
+            autocast=autocast_factory(device, "fp32"),
+            micro_batch=micro,
+        )
         set_train_mode(model)
         loss_and_grads(parts, inputs, keys)
         grads.append({n: p.grad.cpu() for n, p in model.named_parameters() if p.grad is not None})

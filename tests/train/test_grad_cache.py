@@ -13,9 +13,16 @@ from medclip.train.grad_cache import GradCache, split_inputs
 from medclip.train.optim import create_optimizer, create_scheduler
 from medclip.train.step import StepParts, autocast_factory, loss_and_grads, set_train_mode
 
-REPORTS = ["No acute cardiopulmonary process.", "Small left pleural effusion.", "Mild cardiomegaly. No edema.",
-           "Right lower lobe opacity, possibly pneumonia, in the appropriate clinical setting.", "Normal chest.",
-           "No acute cardiopulmonary process.", "Left apical pneumothorax, small.", "Stable postoperative chest."]  # fmt: skip
+REPORTS = [
+    "No acute cardiopulmonary process.",
+    "Small left pleural effusion.",
+    "Mild cardiomegaly. No edema.",
+    "Right lower lobe opacity, possibly pneumonia, in the appropriate clinical setting.",
+    "Normal chest.",
+    "No acute cardiopulmonary process.",
+    "Left apical pneumothorax, small.",
+    "Stable postoperative chest.",
+]
 
 
 def _parts(overrides: list[str], micro: int) -> StepParts:
@@ -23,9 +30,16 @@ def _parts(overrides: list[str], micro: int) -> StepParts:
     torch.manual_seed(0)
     model = MedClip(cfg.model, cfg.preprocess)
     opt = create_optimizer(model, cfg.optim)
-    return StepParts(model=model, forward_model=model, loss_fn=loss_from_cfg(cfg.loss), optimizer=opt,
-                     scheduler=create_scheduler(opt, cfg.optim, 10), scaler=torch.amp.GradScaler("cpu", enabled=False),
-                     autocast=autocast_factory(torch.device("cpu"), "fp32"), micro_batch=micro)  # fmt: skip
+    return StepParts(
+        model=model,
+        forward_model=model,
+        loss_fn=loss_from_cfg(cfg.loss),
+        optimizer=opt,
+        scheduler=create_scheduler(opt, cfg.optim, 10),
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+        autocast=autocast_factory(torch.device("cpu"), "fp32"),
+        micro_batch=micro,
+    )
 
 
 def _inputs(tokens: bool) -> tuple[dict, dict]:

@@ -26,8 +26,16 @@ def _groups(overrides):
 
 
 def test_separate_learning_rates_for_towers_and_heads():
-    lrs = _groups(["optim.lr=1e-3", "optim.image_tower_lr=1e-4", "optim.image_head_lr=2e-3", "optim.text_head_lr=3e-3",
-                   "optim.text_tower_lr=1e-5", "model.text.unlocked_layers=1"])  # fmt: skip
+    lrs = _groups(
+        [
+            "optim.lr=1e-3",
+            "optim.image_tower_lr=1e-4",
+            "optim.image_head_lr=2e-3",
+            "optim.text_head_lr=3e-3",
+            "optim.text_tower_lr=1e-5",
+            "model.text.unlocked_layers=1",
+        ]
+    )
     assert lrs["logit_scale"] == 1e-3
     assert lrs["image.trunk.conv1.0.weight"] == 1e-4 and lrs["image_proj.weight"] == 2e-3
     assert lrs["text_proj.weight"] == 3e-3

@@ -67,8 +67,9 @@ def reference(tiny_manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
     threads = torch.get_num_threads()
     try:
-        final = train(load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={out}", *RUN]),
-                      show_progress=False)  # fmt: skip
+        final = train(
+            load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={out}", *RUN]), show_progress=False
+        )
     finally:
         torch.set_num_threads(threads)
     return out, _weights(final)
@@ -86,8 +87,13 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(
     overrides = [f"data.manifest={tiny_manifest}", f"train.out_dir={out}", *RUN]
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    proc = subprocess.run([sys.executable, str(script), where, str(at), "tiny", *overrides],
-                          capture_output=True, text=True, timeout=600, env={**os.environ})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(script), where, str(at), "tiny", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert not (out / "final").exists()
     assert ckpt.latest_checkpoint(out / "checkpoints").name == f"step-{resume_from:07d}"  # never a partial one
@@ -139,8 +145,16 @@ def _patch_loss(monkeypatch, change) -> None:
 
 def test_non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tiny_manifest, tmp_path, monkeypatch):
     _patch_loss(monkeypatch, lambda value, call: value if call <= 3 else value * float("nan"))
-    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=20",
-                               "train.checkpoint_every=2", "train.max_bad_steps=3"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.manifest={tiny_manifest}",
+            f"train.out_dir={tmp_path}",
+            "train.max_steps=20",
+            "train.checkpoint_every=2",
+            "train.max_bad_steps=3",
+        ],
+    )
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses or gradients in a row .*step-0000002"):
         train(cfg, show_progress=False)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-0000002"]
@@ -150,8 +164,10 @@ def test_non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tiny_m
 def test_non_finite_gradients_of_a_finite_loss_skip_the_step_and_the_run_goes_on(tiny_manifest, tmp_path, monkeypatch):
     # at steps 2 and 3 the same (finite) value, but d/dvalue of 0 * sqrt(0 * value) is 0 * inf = NaN
     _patch_loss(monkeypatch, lambda value, call: value + 0 * torch.sqrt(value * 0) if call in (2, 3) else value)
-    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=5",
-                               "train.log_every=1"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=5", "train.log_every=1"],
+    )
     final = train(cfg, show_progress=False)
     weights = load_file(final / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())

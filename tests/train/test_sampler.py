@@ -23,8 +23,10 @@ def test_one_process_shuffles_exactly_like_dataloader_shuffle():
 
 def test_ranks_take_contiguous_slices_of_the_global_batch():
     one = list(ShardedBatchSampler(40, batch_size=8, generator=torch.Generator().manual_seed(1)))
-    ranks = [list(ShardedBatchSampler(40, batch_size=4, generator=torch.Generator().manual_seed(1), rank=r,
-                                      world_size=2)) for r in range(2)]  # fmt: skip
+    ranks = [
+        list(ShardedBatchSampler(40, batch_size=4, generator=torch.Generator().manual_seed(1), rank=r, world_size=2))
+        for r in range(2)
+    ]
     assert [a + b for a, b in zip(*ranks, strict=True)] == one
     assert not set(sum(ranks[0], [])) & set(sum(ranks[1], []))
 

@@ -45,9 +45,15 @@ def _parts(*, precision: str = "fp32", scaler: bool = False) -> StepParts:
     model = MedClip(cfg, PreprocessCfg(image_size=32))
     optim = OptimCfg(lr=1e-3, warmup_steps=0)
     opt = create_optimizer(model, optim)
-    return StepParts(model=model, forward_model=model, loss_fn=loss_from_cfg(LossCfg()), optimizer=opt,
-                     scheduler=create_scheduler(opt, optim, 10), scaler=torch.amp.GradScaler("cpu", enabled=scaler),
-                     autocast=autocast_factory(torch.device("cpu"), precision))  # fmt: skip
+    return StepParts(
+        model=model,
+        forward_model=model,
+        loss_fn=loss_from_cfg(LossCfg()),
+        optimizer=opt,
+        scheduler=create_scheduler(opt, optim, 10),
+        scaler=torch.amp.GradScaler("cpu", enabled=scaler),
+        autocast=autocast_factory(torch.device("cpu"), precision),
+    )
 
 
 def _inputs(report_batch: dict) -> dict[str, torch.Tensor]:

@@ -103,8 +103,9 @@ def test_varlen_attention_hands_the_kernel_each_text_as_one_sequence(report_batc
         assert cu_q.dtype == torch.int32 and cu_k is cu_q and bounds[0] == 0 and bounds[-1] == q.shape[0]
         assert max_q == max_k == max(b - a for a, b in spans) and not causal and not debug_mask
         calls.append(dropout)
-        parts = [F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)), scale=scale)
-                 for a, b in spans]  # fmt: skip
+        parts = [
+            F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)), scale=scale) for a, b in spans
+        ]
         return (torch.cat([p.transpose(0, 1) for p in parts]),)
 
     monkeypatch.setattr(text_module, "_flash_varlen_ok", lambda q: True)

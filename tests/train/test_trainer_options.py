@@ -52,18 +52,39 @@ def labelled_manifest(tiny_manifest, tmp_path_factory):
     "options",
     [
         # bf16 autocast, gradient cache, label-aware multi-view loss, unlocked text layer with checkpointing, LLRD
-        ["train.precision=bf16", "train.grad_cache_micro_batch=3", "loss.name=infonce_soft", "loss.study_positives=true",
-         "model.text.unlocked_layers=1", "train.grad_checkpointing=true", "optim.layer_decay=0.8"],
+        [
+            "train.precision=bf16",
+            "train.grad_cache_micro_batch=3",
+            "loss.name=infonce_soft",
+            "loss.study_positives=true",
+            "model.text.unlocked_layers=1",
+            "train.grad_checkpointing=true",
+            "optim.layer_decay=0.8",
+        ],
         # fp16 with a GradScaler, SigLIP with its bias, image tower locked but for its last layer group
-        ["train.precision=fp16", "loss.name=siglip", "model.logit_bias=true", "model.init_temperature=0.1",
-         "model.image.lock=true", "model.image.unlocked_groups=1"],
+        [
+            "train.precision=fp16",
+            "loss.name=siglip",
+            "model.logit_bias=true",
+            "model.init_temperature=0.1",
+            "model.image.lock=true",
+            "model.image.unlocked_groups=1",
+        ],
     ],
     ids=["bf16-gradcache-soft", "fp16-siglip"],
-)  # fmt: skip
+)
 def test_options_train_and_save_a_loadable_model(labelled_manifest, tmp_path, options, monkeypatch):
     dtypes = record_conv_dtypes(monkeypatch)
-    cfg = load_config("tiny", [f"data.manifest={labelled_manifest}", f"train.out_dir={tmp_path}",
-                               "train.max_steps=3", "train.log_every=1", *options])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.manifest={labelled_manifest}",
+            f"train.out_dir={tmp_path}",
+            "train.max_steps=3",
+            "train.log_every=1",
+            *options,
+        ],
+    )
     final = train(cfg, show_progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
@@ -95,8 +116,16 @@ def test_siglip_without_bias_is_a_config_error(tiny_manifest, tmp_path):
 
 @pytest.mark.slow
 def test_compiled_towers_train_and_save(tiny_manifest, tmp_path):
-    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=2",
-                               "train.compile=true", "model.text.unlocked_layers=1"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.manifest={tiny_manifest}",
+            f"train.out_dir={tmp_path}",
+            "train.max_steps=2",
+            "train.compile=true",
+            "model.text.unlocked_layers=1",
+        ],
+    )
     final = train(cfg, show_progress=False)
     from safetensors.torch import load_file
 
@@ -119,8 +148,10 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
 def test_auto_precision_is_resolved_in_the_saved_config(tiny_manifest, tmp_path, monkeypatch, native_bf16, expected):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
     dtypes = record_conv_dtypes(monkeypatch)
-    cfg = load_config("tiny", [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=1",
-                               "train.precision=auto"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [f"data.manifest={tiny_manifest}", f"train.out_dir={tmp_path}", "train.max_steps=1", "train.precision=auto"],
+    )
     train(cfg, show_progress=False)
     saved = (tmp_path / "config.yaml").read_text()
     assert f"precision: {expected}" in saved

@@ -42,9 +42,16 @@ def test_real_open_clip_checkpoint(tmp_path):
     from medclip.text.tokenizer import resolve_text_model
 
     minilm = resolve_text_model("minilm")
-    oc = open_clip.CustomTextCLIP(embed_dim=64, vision_cfg={"timm_model_name": "test_resnet", "image_size": 64},
-                                  text_cfg={"hf_model_name": minilm, "hf_tokenizer_name": minilm, "hf_proj_type": "linear",
-                                            "hf_model_pretrained": False})  # fmt: skip
+    oc = open_clip.CustomTextCLIP(
+        embed_dim=64,
+        vision_cfg={"timm_model_name": "test_resnet", "image_size": 64},
+        text_cfg={
+            "hf_model_name": minilm,
+            "hf_tokenizer_name": minilm,
+            "hf_proj_type": "linear",
+            "hf_model_pretrained": False,
+        },
+    )
     torch.save(oc.state_dict(), tmp_path / "open_clip.pt")
     cfg = load_config("tiny")
     model = MedClip(cfg.model, cfg.preprocess)

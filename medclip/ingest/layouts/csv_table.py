@@ -177,8 +177,14 @@ def scan_csv(
         for value in values:
             scan.inputs += 1
             path = Path(value) if Path(value).is_absolute() else table.parent / value
-            _csv_image(scan, path, ids, modality=cell("modality").upper() or modality, modalities=modalities,
-                       verify=verify_pixels)  # fmt: skip
+            _csv_image(
+                scan,
+                path,
+                ids,
+                modality=cell("modality").upper() or modality,
+                modalities=modalities,
+                verify=verify_pixels,
+            )
     if reports is not None:
         add_reports(scan, Path(reports))
     return scan

@@ -128,8 +128,10 @@ def _select_series(series: list[_Series], scan: ArchiveScan, modalities: tuple[s
         group.sort(key=lambda s: (-len(s.files), s.uid))
         kept.append(group[0])
         for extra in group[1:]:
-            detail = (f"{extra.path}: folder {extra.folder} also holds series {group[0].uid} ({len(group[0].files)} "
-                      f"files), kept as its volume; put each series in its own folder")  # fmt: skip
+            detail = (
+                f"{extra.path}: folder {extra.folder} also holds series {group[0].uid} ({len(group[0].files)} "
+                f"files), kept as its volume; put each series in its own folder"
+            )
             scan.rejects.append(reject(extra.path, "series_mixed", detail))
     return kept
 
@@ -336,6 +338,13 @@ def scan_dicom_ct(
             scan.rejects.append(reject(path, *failure))
     if reports is not None:
         add_reports(scan, Path(reports))
-    logger.info("dicom-ct %s: %d inputs (%d series, %d NIfTI), %d kept, %d rejected", root, scan.inputs,
-                len(series), len(niftis), len(scan.images), sum(r["kind"] == "image" for r in scan.rejects))  # fmt: skip
+    logger.info(
+        "dicom-ct %s: %d inputs (%d series, %d NIfTI), %d kept, %d rejected",
+        root,
+        scan.inputs,
+        len(series),
+        len(niftis),
+        len(scan.images),
+        sum(r["kind"] == "image" for r in scan.rejects),
+    )
     return scan

@@ -93,8 +93,17 @@ def scan_mimic_cxr_jpg(
             detail = f"{path}: metadata says subject {subject_meta} study {study_meta}; the path says otherwise"
             scan.rejects.append(reject(path, "metadata_conflict", detail))
             continue
-        try_record(scan, path, modality=modality, modalities=modalities, verify=verify_pixels,
-                    patient_id=subject, study_uid=study, sop_uid=path.stem, view=view)  # fmt: skip
+        try_record(
+            scan,
+            path,
+            modality=modality,
+            modalities=modalities,
+            verify=verify_pixels,
+            patient_id=subject,
+            study_uid=study,
+            sop_uid=path.stem,
+            view=view,
+        )
     if reports is not None:
         add_reports(scan, Path(reports), key_fn=_mimic_key)
     return scan
@@ -171,8 +180,16 @@ def scan_openi(
                 detail = f"{xml}: image {image_id} is listed but no {image_id}.png was found under {root}"
                 scan.rejects.append(reject(f"{xml}#{image_id}", "missing_file", detail))
                 continue
-            try_record(scan, images[image_id], modality=modality, modalities=modalities, verify=verify_pixels,
-                        patient_id=uid, study_uid=uid, sop_uid=image_id)  # fmt: skip
+            try_record(
+                scan,
+                images[image_id],
+                modality=modality,
+                modalities=modalities,
+                verify=verify_pixels,
+                patient_id=uid,
+                study_uid=uid,
+                sop_uid=image_id,
+            )
     for image_id, path in images.items():
         if image_id not in listed:
             scan.inputs += 1

@@ -48,8 +48,15 @@ SLICE_MM = 5.0
 _PIXEL_MM = (3.4, 3.6, 3.8)  # field of view 326-365 mm, chosen to fit the patient
 _P_NORMAL = 0.3
 # Per-finding probability within abnormal studies; tuned so each lands at roughly 10-30 % of all studies.
-_P_FINDING = {"lung_nodule": 0.2, "pleural_effusion": 0.26, "pneumothorax": 0.15, "consolidation": 0.27,
-              "emphysema": 0.11, "pericardial_effusion": 0.14, "cardiomegaly": 0.16}  # fmt: skip
+_P_FINDING = {
+    "lung_nodule": 0.2,
+    "pleural_effusion": 0.26,
+    "pneumothorax": 0.15,
+    "consolidation": 0.27,
+    "emphysema": 0.11,
+    "pericardial_effusion": 0.14,
+    "cardiomegaly": 0.16,
+}
 _CHRONIC = {"emphysema": 0.95, "lung_nodule": 0.75, "cardiomegaly": 0.8}  # chance to persist to the next study
 _ORDERS = ("head_first", "shuffled", "feet_first")
 
@@ -131,8 +138,20 @@ def _plan(n_studies: int, seed: int, nifti_fraction: float) -> list[Study]:
             scanner = scanners[idx] if idx < len(scanners) else _SCANNERS[rng.choice(len(_SCANNERS), p=weights)]
             fov = anatomy.width_mm + 30
             pixel = next((p for p in _PIXEL_MM if p * SHAPE[2] >= fov), _PIXEL_MM[-1])
-            description = "CT CHEST LOW DOSE SCREENING" if screening else str(rng.choice(
-                ["CT CHEST WITHOUT CONTRAST", "CT CHEST W/O CONTRAST", "CT CHEST WO IV CONTRAST", "CT CHEST ROUTINE"]))  # fmt: skip
+            description = (
+                "CT CHEST LOW DOSE SCREENING"
+                if screening
+                else str(
+                    rng.choice(
+                        [
+                            "CT CHEST WITHOUT CONTRAST",
+                            "CT CHEST W/O CONTRAST",
+                            "CT CHEST WO IV CONTRAST",
+                            "CT CHEST ROUTINE",
+                        ]
+                    )
+                )
+            )
             studies.append(
                 Study(
                     idx=idx,
@@ -285,13 +304,30 @@ def _write_nifti(out: Path, st: Study, hu: np.ndarray) -> Path:
 
 # ---------------------------------------------------------------------------------------------- archive
 _README_MARK = "SYNTHETIC chest CT demo archive written by medclip.synth.ct.archive"
-_INDEX_HEADER = ["file", "accession", "patient_id", "study_id", "study_date", "patient_sex", "patient_age",
-                 "study_description", "axcodes"]  # fmt: skip
+_INDEX_HEADER = [
+    "file",
+    "accession",
+    "patient_id",
+    "study_id",
+    "study_date",
+    "patient_sex",
+    "patient_age",
+    "study_description",
+    "axcodes",
+]
 
 
 def _label_rows(plan: list[Study]) -> tuple[list[str], list[list[object]]]:
-    header = ["study_id", "accession", "patient_id", *CT_FINDINGS, "no_finding",
-              *(f"{n}_side" for n in SIDED_FINDINGS), "lung_nodule_mm", "format"]  # fmt: skip
+    header = [
+        "study_id",
+        "accession",
+        "patient_id",
+        *CT_FINDINGS,
+        "no_finding",
+        *(f"{n}_side" for n in SIDED_FINDINGS),
+        "lung_nodule_mm",
+        "format",
+    ]
     rows = []
     for st in plan:
         flags = [int(n in st.pos) for n in CT_FINDINGS]
@@ -327,8 +363,19 @@ def synth_ct(out_dir: str | Path, *, studies: int = 300, seed: int = 0, nifti_fr
         hu = _volume(st, seed)
         if st.fmt == "nifti":
             path = _write_nifti(out, st, hu)
-            index.append([path.relative_to(out).as_posix(), st.accession, st.patient_id, st.uid,
-                          f"{st.date:%Y%m%d}", st.sex, f"{st.age:03d}Y", st.description, st.axcodes])  # fmt: skip
+            index.append(
+                [
+                    path.relative_to(out).as_posix(),
+                    st.accession,
+                    st.patient_id,
+                    st.uid,
+                    f"{st.date:%Y%m%d}",
+                    st.sex,
+                    f"{st.age:03d}Y",
+                    st.description,
+                    st.axcodes,
+                ]
+            )
         else:
             _write_dicom(out, st, hu, seed)
         (out / "reports" / f"{st.accession}.txt").write_text(ct_report(st, seed), encoding="utf-8", newline="\n")
@@ -345,8 +392,15 @@ def synth_ct(out_dir: str | Path, *, studies: int = 300, seed: int = 0, nifti_fr
         "out_dir": str(out),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    logger.info("synthetic CT archive: %d patients, %d studies (%d DICOM series, %d NIfTI) in %.1fs -> %s",
-                summary["patients"], len(plan), summary["series"], len(index), summary["seconds"], out)  # fmt: skip
+    logger.info(
+        "synthetic CT archive: %d patients, %d studies (%d DICOM series, %d NIfTI) in %.1fs -> %s",
+        summary["patients"],
+        len(plan),
+        summary["series"],
+        len(index),
+        summary["seconds"],
+        out,
+    )
     return summary
 
 

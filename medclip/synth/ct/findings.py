@@ -19,15 +19,30 @@ from medclip.synth.ct.grid import Grid
 
 __all__ = ["CT_FINDINGS", "LOBES", "SIDED_FINDINGS", "CTFinding", "sample_finding"]
 
-CT_FINDINGS: tuple[str, ...] = ("lung_nodule", "pleural_effusion", "pneumothorax", "consolidation", "emphysema",
-                                "pericardial_effusion", "cardiomegaly")  # fmt: skip
+CT_FINDINGS: tuple[str, ...] = (
+    "lung_nodule",
+    "pleural_effusion",
+    "pneumothorax",
+    "consolidation",
+    "emphysema",
+    "pericardial_effusion",
+    "cardiomegaly",
+)
 SIDED_FINDINGS: tuple[str, ...] = ("lung_nodule", "pleural_effusion", "pneumothorax", "consolidation")
 LOBES: dict[str, tuple[str, ...]] = {"right": ("upper", "middle", "lower"), "left": ("upper", "lower")}
-_LOBE_CODE = {("right", "upper"): 1, ("right", "middle"): 2, ("right", "lower"): 3, ("left", "upper"): 4,
-              ("left", "lower"): 5}  # fmt: skip
+_LOBE_CODE = {
+    ("right", "upper"): 1,
+    ("right", "middle"): 2,
+    ("right", "lower"): 3,
+    ("left", "upper"): 4,
+    ("left", "lower"): 5,
+}
 # (height fraction apex=1, antero-posterior fraction posterior=1) boxes that lie inside each lobe
-_LOBE_BOX = {"upper": ((0.58, 0.9), (0.1, 0.55)), "middle": ((0.12, 0.38), (0.05, 0.3)),
-             "lower": ((0.02, 0.3), (0.65, 0.95))}  # fmt: skip
+_LOBE_BOX = {
+    "upper": ((0.58, 0.9), (0.1, 0.55)),
+    "middle": ((0.12, 0.38), (0.05, 0.3)),
+    "lower": ((0.02, 0.3), (0.65, 0.95)),
+}
 _LOBE_P = {
     "lung_nodule": {"right": [0.45, 0.15, 0.4], "left": [0.55, 0.45]},
     "consolidation": {"right": [0.3, 0.2, 0.5], "left": [0.4, 0.6]},
@@ -154,8 +169,14 @@ def pleural(c: Grid, lung: np.ndarray, by_name: dict[str, CTFinding], masks: dic
     return out
 
 
-def fill_pleural(c: Grid, vol: np.ndarray, lung: np.ndarray, pleural: dict, by_name: dict[str, CTFinding],
-                 masks: dict[str, np.ndarray]) -> None:  # fmt: skip
+def fill_pleural(
+    c: Grid,
+    vol: np.ndarray,
+    lung: np.ndarray,
+    pleural: dict,
+    by_name: dict[str, CTFinding],
+    masks: dict[str, np.ndarray],
+) -> None:
     """Fluid, free air, compressive atelectasis and the visceral pleural line."""
     if "pleural_effusion" in pleural:
         fluid = pleural["pleural_effusion"]
@@ -204,8 +225,15 @@ def _dist(c: Grid, p: np.ndarray) -> np.ndarray:
     return np.sqrt((c.gx - p[0]) ** 2 + (c.gy - p[1]) ** 2 + (c.gz - p[2]) ** 2)
 
 
-def parenchymal(c: Grid, vol: np.ndarray, lung: np.ndarray, bronchi: np.ndarray, by_name: dict[str, CTFinding],
-                masks: dict[str, np.ndarray], seed: int) -> None:  # fmt: skip
+def parenchymal(
+    c: Grid,
+    vol: np.ndarray,
+    lung: np.ndarray,
+    bronchi: np.ndarray,
+    by_name: dict[str, CTFinding],
+    masks: dict[str, np.ndarray],
+    seed: int,
+) -> None:
     """Emphysema, then consolidation, then nodules (a nodule stays visible inside emphysema or pneumonia)."""
     lab = lobes(c) if {"consolidation", "lung_nodule"} & set(by_name) else None
     if "emphysema" in by_name and lung.any():

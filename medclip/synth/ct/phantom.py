@@ -193,8 +193,9 @@ def _airway_tree(c: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     pts, rad = [], []
     for sgn in (-1.0, 1.0):
         hilum = np.array([sgn * c.hilum_x, c.hilum_y, c.z_hilum - 5])
-        prim = np.array([[0.35, 0, 1], [0.9, -0.3, 0.35], [1, 0.2, -0.1], [0.45, -0.6, -0.7], [0.4, 0.6, -0.75],
-                         [0.3, 0.9, 0.3]]) * [sgn, 1, 1]  # fmt: skip
+        prim = np.array(
+            [[0.35, 0, 1], [0.9, -0.3, 0.35], [1, 0.2, -0.1], [0.45, -0.6, -0.7], [0.4, 0.6, -0.75], [0.3, 0.9, 0.3]]
+        ) * [sgn, 1, 1]
         start = np.repeat(hilum[None], len(prim), 0)
         d = prim / np.linalg.norm(prim, axis=1, keepdims=True)
         length = np.full(len(prim), 30.0 * c.s)
@@ -245,8 +246,10 @@ def _check(findings: Sequence[CTFinding | str], shape: Sequence[int], spacing: S
         raise ValueError(f"each finding may appear once; got {names}")
     for name in names:
         if name not in CT_FINDINGS:
-            raise ValueError(f"unknown CT finding {name!r};{did_you_mean(str(name), CT_FINDINGS)} "
-                             f"available: {', '.join(CT_FINDINGS)}")  # fmt: skip
+            raise ValueError(
+                f"unknown CT finding {name!r};{did_you_mean(str(name), CT_FINDINGS)} "
+                f"available: {', '.join(CT_FINDINGS)}"
+            )
 
 
 def render(
@@ -310,8 +313,9 @@ def render(
     return vol.astype(np.float32, copy=False), masks
 
 
-def _paint_heart(c: Grid, vol: np.ndarray, heart: dict, by_name: dict[str, CTFinding],
-                 masks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _paint_heart(
+    c: Grid, vol: np.ndarray, heart: dict, by_name: dict[str, CTFinding], masks: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Pericardial space (fluid when there is an effusion), epicardial fat, then the heart; (heart, pericardium)."""
     hrho = np.where((c.rho_c < 1)[None], heart["rho"], np.inf)  # an enlarged heart stays inside the chest
     pericardium = hrho < heart["outer"]

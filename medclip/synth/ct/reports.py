@@ -122,15 +122,41 @@ _OTHER = {
     "bones": ("No acute osseous abnormality.", "Mild degenerative changes of the thoracic spine.",
               "No suspicious osseous lesions."),
 }  # fmt: skip
-_NORMAL_IMPRESSION = ("No acute cardiopulmonary abnormality.", "No acute intrathoracic process.",
-                      "Normal CT of the chest.", "No CT evidence of acute cardiopulmonary disease.")  # fmt: skip
-_COMPLAINTS = ("cough", "shortness of breath", "chest pain", "dyspnea", "hemoptysis", "weight loss", "fever and cough",
-               "abnormal chest radiograph", "hypoxia", "pleuritic chest pain", "chronic cough")  # fmt: skip
-_SUBHEADS = (("lungs", ("LUNGS AND AIRWAYS", "LUNGS")), ("pleura", ("PLEURA", "PLEURAL SPACES")),
-             ("heart", ("HEART AND MEDIASTINUM", "MEDIASTINUM")), ("abdomen", ("UPPER ABDOMEN",)),
-             ("bones", ("BONES AND SOFT TISSUES", "MUSCULOSKELETAL")))  # fmt: skip
-_GROUP = {"lung_nodule": "lungs", "consolidation": "lungs", "emphysema": "lungs", "pleural_effusion": "pleura",
-          "pneumothorax": "pleura", "pericardial_effusion": "heart", "cardiomegaly": "heart"}  # fmt: skip
+_NORMAL_IMPRESSION = (
+    "No acute cardiopulmonary abnormality.",
+    "No acute intrathoracic process.",
+    "Normal CT of the chest.",
+    "No CT evidence of acute cardiopulmonary disease.",
+)
+_COMPLAINTS = (
+    "cough",
+    "shortness of breath",
+    "chest pain",
+    "dyspnea",
+    "hemoptysis",
+    "weight loss",
+    "fever and cough",
+    "abnormal chest radiograph",
+    "hypoxia",
+    "pleuritic chest pain",
+    "chronic cough",
+)
+_SUBHEADS = (
+    ("lungs", ("LUNGS AND AIRWAYS", "LUNGS")),
+    ("pleura", ("PLEURA", "PLEURAL SPACES")),
+    ("heart", ("HEART AND MEDIASTINUM", "MEDIASTINUM")),
+    ("abdomen", ("UPPER ABDOMEN",)),
+    ("bones", ("BONES AND SOFT TISSUES", "MUSCULOSKELETAL")),
+)
+_GROUP = {
+    "lung_nodule": "lungs",
+    "consolidation": "lungs",
+    "emphysema": "lungs",
+    "pleural_effusion": "pleura",
+    "pneumothorax": "pleura",
+    "pericardial_effusion": "heart",
+    "cardiomegaly": "heart",
+}
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
@@ -172,9 +198,16 @@ def _positive(f: CTFinding, carried: bool, rng: np.random.Generator) -> tuple[st
     kind = {"ground-glass": "ground-glass", "part-solid": "part-solid"}.get(f.kind, f.kind)
     if f.name == "lung_nodule" and kind == "solid" and rng.random() < 0.4:
         kind = _pick(rng, ("noncalcified", "solid", "soft tissue"))
-    kw = {"g": g, "side": f.side, "loc": _location(f, rng) if f.lobe else "", "size": f"{f.size_mm:.0f} mm",
-          "cm": f"{f.size_mm / 10:.1f}", "kind": kind, "ser": str(int(rng.integers(2, 6))),
-          "img": str(int(rng.integers(5, 60)))}  # fmt: skip
+    kw = {
+        "g": g,
+        "side": f.side,
+        "loc": _location(f, rng) if f.lobe else "",
+        "size": f"{f.size_mm:.0f} mm",
+        "cm": f"{f.size_mm / 10:.1f}",
+        "kind": kind,
+        "ser": str(int(rng.integers(2, 6))),
+        "img": str(int(rng.integers(5, 60))),
+    }
     kw |= {k.capitalize(): _cap(v) for k, v in list(kw.items())}
     sentence = _pick(rng, hedged if hedge else found).format(**kw)
     if carried and rng.random() < 0.7:
@@ -238,26 +271,47 @@ def _sections(st: Study, rng: np.random.Generator) -> list[tuple[str, str]]:
     complaint = "lung cancer screening" if st.exam == "screening" else _pick(rng, _COMPLAINTS)
     if st.has_prior and rng.random() < 0.3:
         complaint = _pick(rng, ("follow-up", "interval follow-up", "follow-up of prior findings"))
-    indication = _pick(rng, (f"XXXX-year-old {sex} with {{c}}.", f"___ year old {sex} with {{c}}.",
-                             f"___{st.sex} with {{c}}.", "{C}.", "___ with {c}."))  # fmt: skip
+    indication = _pick(
+        rng,
+        (
+            f"XXXX-year-old {sex} with {{c}}.",
+            f"___ year old {sex} with {{c}}.",
+            f"___{st.sex} with {{c}}.",
+            "{C}.",
+            "___ with {c}.",
+        ),
+    )
     exam = _pick(rng, (st.description, st.description, "CT of the chest without contrast.", "CT THORAX"))
-    technique = _pick(rng, (
-        "Axial images of the chest were obtained without intravenous contrast. Coronal and sagittal reformats "
-        "were reviewed.",
-        "Non-contrast CT of the chest with 5 mm axial reconstructions.",
-        "Helical CT of the chest without contrast. CTDIvol: ___ mGy. DLP: ___ mGy-cm.",
-    )) if st.exam != "screening" else "Low-dose non-contrast CT of the chest per lung cancer screening protocol."  # fmt: skip
-    comparison = _pick(rng, ("CT chest ___.", "Prior CT from XXXX.", "Comparison is made to CT chest dated ___.")
-                       if st.has_prior else ("None.", "No prior studies available.", "___."))  # fmt: skip
+    technique = (
+        _pick(
+            rng,
+            (
+                "Axial images of the chest were obtained without intravenous contrast. Coronal and sagittal reformats "
+                "were reviewed.",
+                "Non-contrast CT of the chest with 5 mm axial reconstructions.",
+                "Helical CT of the chest without contrast. CTDIvol: ___ mGy. DLP: ___ mGy-cm.",
+            ),
+        )
+        if st.exam != "screening"
+        else "Low-dose non-contrast CT of the chest per lung cancer screening protocol."
+    )
+    comparison = _pick(
+        rng,
+        ("CT chest ___.", "Prior CT from XXXX.", "Comparison is made to CT chest dated ___.")
+        if st.has_prior
+        else ("None.", "No prior studies available.", "___."),
+    )
     return [
         ("EXAMINATION", exam),
-        (_pick(rng, ("INDICATION", "INDICATION", "CLINICAL HISTORY", "HISTORY")),
-         indication.format(c=complaint, C=_cap(complaint))),
+        (
+            _pick(rng, ("INDICATION", "INDICATION", "CLINICAL HISTORY", "HISTORY")),
+            indication.format(c=complaint, C=_cap(complaint)),
+        ),
         ("TECHNIQUE", technique),
         ("COMPARISON", comparison),
         ("FINDINGS", body),
         ("IMPRESSION", "\n".join(impression) if impression[0][:2] == "1." else " ".join(impression)),
-    ]  # fmt: skip
+    ]
 
 
 def ct_report(st: Study, seed: int) -> str:
@@ -266,8 +320,14 @@ def ct_report(st: Study, seed: int) -> str:
     case = _pick(rng, ("upper", "upper", "upper", "title", "lower"))
     sep = _pick(rng, (": ", ": ", " - ", "\n"))
     width = int(rng.integers(70, 81)) if rng.random() < 0.3 else 0
-    skip = {"EXAMINATION": 0.1, "INDICATION": 0.1, "CLINICAL HISTORY": 0.1, "HISTORY": 0.1, "TECHNIQUE": 0.25,
-            "COMPARISON": 0.15}  # fmt: skip
+    skip = {
+        "EXAMINATION": 0.1,
+        "INDICATION": 0.1,
+        "CLINICAL HISTORY": 0.1,
+        "HISTORY": 0.1,
+        "TECHNIQUE": 0.25,
+        "COMPARISON": 0.15,
+    }
     blocks = []
     for name, body in _sections(st, rng):
         if rng.random() < skip.get(name, 0.0):

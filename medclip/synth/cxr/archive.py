@@ -282,8 +282,16 @@ def _write_study(out: Path, st: Study, seed: int) -> int:
     for k, view in enumerate(views):
         acq = phantom.sample_acquisition(rng)
         rows, cols = st.size
-        img = phantom.render(rows, cols, st.spacing, view=view, anatomy=st.anatomy, findings=specs, acquisition=acq,
-                             seed=int(rng.integers(2**31)))  # fmt: skip
+        img = phantom.render(
+            rows,
+            cols,
+            st.spacing,
+            view=view,
+            anatomy=st.anatomy,
+            findings=specs,
+            acquisition=acq,
+            seed=int(rng.integers(2**31)),
+        )
         series = st.series_base + k
         path = folder / str(series) / "1.dcm"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -362,8 +370,14 @@ def synth_cxr(out_dir: str | Path, *, studies: int = 400, seed: int = 0, workers
         "out_dir": str(out),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    logger.info("synthetic CXR archive: %d patients, %d studies, %d images in %.1fs -> %s", summary["patients"],
-                summary["studies"], n_images, summary["seconds"], out)  # fmt: skip
+    logger.info(
+        "synthetic CXR archive: %d patients, %d studies, %d images in %.1fs -> %s",
+        summary["patients"],
+        summary["studies"],
+        n_images,
+        summary["seconds"],
+        out,
+    )
     return summary
 
 

@@ -149,8 +149,19 @@ _NORMAL_IMPRESSION = (
     "No acute intrathoracic process.",
     "Normal chest radiograph.",
 )
-_COMPLAINTS = ("cough", "shortness of breath", "fever", "chest pain", "dyspnea", "hypoxia", "pre-operative evaluation",
-               "weakness", "productive cough and fever", "fever and cough", "fall")  # fmt: skip
+_COMPLAINTS = (
+    "cough",
+    "shortness of breath",
+    "fever",
+    "chest pain",
+    "dyspnea",
+    "hypoxia",
+    "pre-operative evaluation",
+    "weakness",
+    "productive cough and fever",
+    "fever and cough",
+    "fall",
+)
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
@@ -235,8 +246,16 @@ def _section_bodies(st: Study, rng: np.random.Generator) -> list[tuple[str, str]
     elif len(impression) > 1 and rng.random() < 0.5:
         impression = [f"{i}. {text}" for i, text in enumerate(impression, 1)]
     sex = _pick(rng, ("male", "man") if st.sex == "M" else ("female", "woman"))
-    indication = _pick(rng, (f"XXXX-year-old {sex} with {{c}}.", f"___ year old {sex} with {{c}}.",
-                             f"___{st.sex} with {{c}}.", "{C}.", "___ with {c}."))  # fmt: skip
+    indication = _pick(
+        rng,
+        (
+            f"XXXX-year-old {sex} with {{c}}.",
+            f"___ year old {sex} with {{c}}.",
+            f"___{st.sex} with {{c}}.",
+            "{C}.",
+            "___ with {c}.",
+        ),
+    )
     complaint = _pick(
         rng, _COMPLAINTS + (("line placement", "respiratory failure") if "support_device" in st.pos else ())
     )
@@ -245,8 +264,12 @@ def _section_bodies(st: Study, rng: np.random.Generator) -> list[tuple[str, str]
         rng,
         (f"CHEST ({views})", f"Chest radiograph, {'two views' if st.lateral else 'one view'}.", f"XR CHEST {views}"),
     )
-    comparison = _pick(rng, ("___.", "Chest radiograph ___.", "Prior study from ___.") if st.has_prior
-                       else ("None.", "No prior studies available.", "___."))  # fmt: skip
+    comparison = _pick(
+        rng,
+        ("___.", "Chest radiograph ___.", "Prior study from ___.")
+        if st.has_prior
+        else ("None.", "No prior studies available.", "___."),
+    )
     return [
         ("EXAMINATION", exam),
         ("HISTORY" if rng.random() < 0.2 else "INDICATION", indication.format(c=complaint, C=_cap(complaint))),

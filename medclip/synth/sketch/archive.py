@@ -41,10 +41,22 @@ _WEIGHT = {"head": 1.0, "neck": 0.9, "chest_centre": 1.1, "upper_back": 1.0, "lo
 _WEIGHT |= {r: 0.9 for r in REGIONS if r.startswith(("chest_l", "chest_r", "abdomen", "arm", "leg"))}
 _WEIGHT |= {r: 0.6 for r in REGIONS if r.startswith(("hand", "foot"))}
 # regions that tend to be marked together (angina, sciatica, radiculopathy, biliary colic, tension headache)
-_COMBOS = (("chest_left", "arm_left"), ("chest_centre", "arm_left"), ("chest_centre", "neck"),
-           ("lower_back", "leg_left"), ("lower_back", "leg_right"), ("neck", "arm_right"), ("neck", "arm_left"),
-           ("head", "neck"), ("abdomen_ruq", "upper_back"), ("leg_left", "leg_right"), ("hand_left", "hand_right"),
-           ("foot_left", "foot_right"), ("abdomen_rlq", "abdomen_llq"), ("upper_back", "lower_back"))  # fmt: skip
+_COMBOS = (
+    ("chest_left", "arm_left"),
+    ("chest_centre", "arm_left"),
+    ("chest_centre", "neck"),
+    ("lower_back", "leg_left"),
+    ("lower_back", "leg_right"),
+    ("neck", "arm_right"),
+    ("neck", "arm_left"),
+    ("head", "neck"),
+    ("abdomen_ruq", "upper_back"),
+    ("leg_left", "leg_right"),
+    ("hand_left", "hand_right"),
+    ("foot_left", "foot_right"),
+    ("abdomen_rlq", "abdomen_llq"),
+    ("upper_back", "lower_back"),
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,14 @@ class _Sketch:
 
 
 def _partner(region: str) -> str | None:
-    for a, b in (("_left", "_right"), ("_right", "_left"), ("_ruq", "_luq"), ("_luq", "_ruq"), ("_rlq", "_llq"),
-                 ("_llq", "_rlq")):  # fmt: skip
+    for a, b in (
+        ("_left", "_right"),
+        ("_right", "_left"),
+        ("_ruq", "_luq"),
+        ("_luq", "_ruq"),
+        ("_rlq", "_llq"),
+        ("_llq", "_rlq"),
+    ):
         if region.endswith(a):
             return region[: -len(a)] + b
     return None
@@ -114,8 +132,17 @@ def _plan(n: int, seed: int) -> list[_Sketch]:
             date += dt.timedelta(days=days)
             age += days // 365
             regions = _sample_regions(rng, prior)
-            plan.append(_Sketch(len(plan), f"SK{len(plan) + 1:06d}", f"SKP{patient_no:05d}", date, age, sex,
-                                _sample_specs(regions, rng)))  # fmt: skip
+            plan.append(
+                _Sketch(
+                    len(plan),
+                    f"SK{len(plan) + 1:06d}",
+                    f"SKP{patient_no:05d}",
+                    date,
+                    age,
+                    sex,
+                    _sample_specs(regions, rng),
+                )
+            )
             prior = regions
     return plan
 
@@ -173,6 +200,11 @@ def synth_sketch(out_dir: str | Path, *, n: int = 1000, seed: int = 0) -> dict:
         "out_dir": str(out),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    logger.info("synthetic sketch archive: %d patients, %d sketches in %.1fs -> %s", summary["patients"], n,
-                summary["seconds"], out)  # fmt: skip
+    logger.info(
+        "synthetic sketch archive: %d patients, %d sketches in %.1fs -> %s",
+        summary["patients"],
+        n,
+        summary["seconds"],
+        out,
+    )
     return summary

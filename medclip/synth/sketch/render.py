@@ -90,11 +90,21 @@ class _Body:
     def parts(self, view: str) -> list[np.ndarray]:
         """Filled polygons whose union is the silhouette."""
         sh, sy, w, h = self.shoulder, self.sy, self.waist, self.hip
-        half = [(0.026, sy - 0.012), (sh * 0.8, sy), (sh, sy + 0.025), (sh * 0.93, sy + 0.09), (w, 0.38),
-                (h, 0.47), (h * 0.9, 0.51)]  # fmt: skip
+        half = [
+            (0.026, sy - 0.012),
+            (sh * 0.8, sy),
+            (sh, sy + 0.025),
+            (sh * 0.93, sy + 0.09),
+            (w, 0.38),
+            (h, 0.47),
+            (h * 0.9, 0.51),
+        ]
         torso = np.array([(-x, y) for x, y in half] + [(0.0, 0.535)] + [(x, y) for x, y in reversed(half)])
-        out = [_ellipse(0, self.hh, self.head, self.hh), np.array([(-0.026, 2 * self.hh - 0.01), (0.026, 2 * self.hh
-               - 0.01), (0.026, sy), (-0.026, sy)]), torso]  # fmt: skip
+        out = [
+            _ellipse(0, self.hh, self.head, self.hh),
+            np.array([(-0.026, 2 * self.hh - 0.01), (0.026, 2 * self.hh - 0.01), (0.026, sy), (-0.026, sy)]),
+            torso,
+        ]
         for s in (-1, 1):
             joint = self.arm(s)[0]
             out.append(_ellipse(joint[0], joint[1] + 0.004, 0.027, 0.027, n=16))  # rounds the shoulder
@@ -150,9 +160,14 @@ class _Panel:
 
 
 def _sample_body(rng: np.random.Generator) -> _Body:
-    return _Body(head=rng.uniform(0.048, 0.058), shoulder=rng.uniform(0.105, 0.13), waist=rng.uniform(0.075, 0.095),
-                 hip=rng.uniform(0.09, 0.11), arm_angle=(rng.uniform(0.12, 0.35), rng.uniform(0.12, 0.35)),
-                 spread=rng.uniform(0.0, 0.02))  # fmt: skip
+    return _Body(
+        head=rng.uniform(0.048, 0.058),
+        shoulder=rng.uniform(0.105, 0.13),
+        waist=rng.uniform(0.075, 0.095),
+        hip=rng.uniform(0.09, 0.11),
+        arm_angle=(rng.uniform(0.12, 0.35), rng.uniform(0.12, 0.35)),
+        spread=rng.uniform(0.0, 0.02),
+    )
 
 
 def _sample_panel(rng: np.random.Generator, size: int, view: str) -> _Panel:
@@ -252,8 +267,9 @@ def _mark(canvas: np.ndarray, poly: np.ndarray, style: str, width: int, rng: np.
         ink[~mask] = 255
         layer = Image.fromarray(ink)
     elif style == "scribble":
-        pen.line(_walk(mask, rng, step=rng.uniform(2.0, 4.0) * max(1, width * 0.6)), fill=tone, width=width,
-                 joint="curve")  # fmt: skip
+        pen.line(
+            _walk(mask, rng, step=rng.uniform(2.0, 4.0) * max(1, width * 0.6)), fill=tone, width=width, joint="curve"
+        )
     elif style == "circle":
         lo, hi = poly.min(0), poly.max(0)
         radius = (hi - lo) / 2 * rng.uniform(1.05, 1.2) + 2

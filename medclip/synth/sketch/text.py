@@ -54,11 +54,30 @@ NEGATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("leg_left", "leg_right"), ("leg pain", "leg swelling")),
     (("foot_left", "foot_right"), ("foot pain",)),
 )
-QUALITIES = ("sharp", "dull", "burning", "aching", "throbbing", "stabbing", "cramping", "tingling", "numbness",
-             "pressure")  # fmt: skip
-_DURATIONS = ("for {n} days", "for {n} hours", "since this morning", "since yesterday", "since last night",
-              "for about {n} weeks", "intermittent for {n} weeks", "on and off for {n} months",
-              "for the past {n} days", "constant for {n} days")  # fmt: skip
+QUALITIES = (
+    "sharp",
+    "dull",
+    "burning",
+    "aching",
+    "throbbing",
+    "stabbing",
+    "cramping",
+    "tingling",
+    "numbness",
+    "pressure",
+)
+_DURATIONS = (
+    "for {n} days",
+    "for {n} hours",
+    "since this morning",
+    "since yesterday",
+    "since last night",
+    "for about {n} weeks",
+    "intermittent for {n} weeks",
+    "on and off for {n} months",
+    "for the past {n} days",
+    "constant for {n} days",
+)
 _SEVERITIES = ("mild", "moderate", "severe", "{k}/10", "rated {k}/10", "severity {k}/10")
 _CLAUSES = (
     "{Sym} in {loc}{rad}, {sev}, {dur}.",
@@ -71,8 +90,16 @@ _CLAUSES = (
 _RADIATION = (" radiating to {t}", " radiating into {t}", ", radiating to {t}", " that spreads to {t}")
 _NEGATION = ("No {a}.", "Denies {a}.", "No {a} reported.", "Denies any {a}.")
 _NEGATION2 = ("No {a} or {b}.", "Denies {a} or {b}.")
-_CONDITIONS = ("hypertension", "type 2 diabetes", "asthma", "hypothyroidism", "hyperlipidaemia", "depression",
-               "atrial fibrillation", "chronic kidney disease")  # fmt: skip
+_CONDITIONS = (
+    "hypertension",
+    "type 2 diabetes",
+    "asthma",
+    "hypothyroidism",
+    "hyperlipidaemia",
+    "depression",
+    "atrial fibrillation",
+    "chronic kidney disease",
+)
 _CONTEXT = (
     "Patient is a {age}-year-old {sex} with a history of {cond}.",
     "{age}-year-old {sex}, otherwise well.",
@@ -131,8 +158,10 @@ def describe(marked: Sequence[str], rng: np.random.Generator, *, age: int, sex: 
         rads[0] = _pick(rng, _RADIATION).format(t=_the(locs[target]))
         if rng.random() < 0.6:  # the target is then often not described on its own
             del locs[target], rads[target]
-    sentences = [_clause(loc, rad, rng, also=i > 0 and rng.random() < 0.3) for i, (loc, rad) in
-                 enumerate(zip(locs, rads, strict=True))]  # fmt: skip
+    sentences = [
+        _clause(loc, rad, rng, also=i > 0 and rng.random() < 0.3)
+        for i, (loc, rad) in enumerate(zip(locs, rads, strict=True))
+    ]
     free = [phrases for regions, phrases in NEGATIONS if not set(regions) & set(marked)]
     if free and rng.random() < 0.45:
         chosen = [free[i] for i in rng.choice(len(free), size=min(len(free), int(rng.integers(1, 3))), replace=False)]

@@ -1,39 +1,15 @@
-"""The ``medclip`` command line. The only module that configures logging handlers.
-
-Commands that take a configuration (``train``, ``eval``, ``index``, ``manifest``, ``demo``) read a typed schema from
-:mod:`medclip.config`: an optional YAML file, then the command's flags (sugar for config keys, whose defaults live
-in the schema only), then dotted ``key=value`` overrides. Choices (layouts, tasks, demos, label sets) come from the
-registries.
-
-Exit codes: 0 success; 2 a user error (bad usage, path, config key or input file), one line naming it and the fix;
-1 a bug, with its traceback.
-"""
+"""The ``medclip`` argument parser: each command's options, flags as sugar for config keys, choices from registries."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import sys
-import traceback
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from medclip.config import (
-    DemoCfg,
-    EvalCfg,
-    IndexBuildCfg,
-    IndexQueryCfg,
-    ManifestCfg,
-    PreprocessCfg,
-    default_of,
-    load_config,
-)
-from medclip.errors import MedclipError
-
-logger = logging.getLogger("medclip")
+from medclip.cli import commands
+from medclip.cli.commands import CFG
+from medclip.config import DemoCfg, EvalCfg, IndexBuildCfg, IndexQueryCfg, ManifestCfg, default_of
 
 EXAMPLES = {
     "demo": "medclip demo --out runs/demo",
@@ -49,13 +25,6 @@ EXAMPLES = {
     "label": "medclip label reports.csv --out labels.csv --labels chexpert --sections impression,findings",
     "prepare": "medclip prepare data/demo_manifest --out data/demo_shards --image-size 224 --workers 8",
 }
-# Errors the user can fix: one line, exit 2. Anything else is a bug: traceback, exit 1.
-USER_ERRORS = (MedclipError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
-CFG = "cfg:"  # argparse dest prefix of flags that set a config key
-
-
-class UsageError(MedclipError):
-    """Bad command-line usage: reported in one line, exit code 2."""
 
 
 class RegistryChoices:
@@ -125,11 +94,6 @@ def _option(p: argparse.ArgumentParser, *flags: str, key: str, schema: type, hel
     p.add_argument(*flags, dest=CFG + key, default=argparse.SUPPRESS, help=help + shown, **kwargs)
 
 
-def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The config keys the command line's flags set, by dotted key."""
-    return {k[len(CFG) :]: v for k, v in vars(args).items() if k.startswith(CFG)}
-
-
 def _parser_kwargs(name: str, help_text: str) -> dict:
     return {
         "help": help_text,
@@ -137,169 +101,6 @@ def _parser_kwargs(name: str, help_text: str) -> dict:
         "epilog": f"example:\n  {EXAMPLES[name]}",
         "formatter_class": argparse.RawDescriptionHelpFormatter,
     }
-
-
-def _command_config(args: argparse.Namespace, schema: type, positional: dict[str, Any]) -> Any:
-    """YAML (``--config``) + positional arguments and flags + ``key=value`` overrides -> ``schema``."""
-    values = {**{k: v for k, v in positional.items() if v is not None}, **_flag_values(args)}
-    return load_config(args.config, args.overrides, schema=schema, values=values)
-
-
-# ---------------------------------------------------------------------------------------------------- commands
-
-
-def cmd_synth(args) -> int:
-    from medclip.demo import DEMOS
-
-    summary = DEMOS.get(args.modality).synth(Path(args.out_dir), args.studies, args.seed)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def cmd_manifest(args) -> int:
-    from medclip.ingest.manifest import manifest_from_config, write_manifest
-
-    cfg: ManifestCfg = _command_config(args, ManifestCfg, {"source": args.archive})
-    if not cfg.out:
-        raise UsageError("manifest needs an output folder: --out DIR (or out=DIR)")
-    result = manifest_from_config(cfg, show_progress=not args.quiet)
-    write_manifest(result, cfg.out)
-    c = result.meta["counts"]
-    print(f"inputs = kept + rejected: {c['inputs']} = {c['kept']} + {c['rejected']}")
-    print(
-        f"reports: {c['reports_found']} found, {c['reports_rejected']} rejected; "
-        f"sidecar files skipped: {c['sidecar_files_skipped']}"
-    )
-    for reason, n in sorted(c["reject_reasons"].items()):
-        print(f"  rejected {reason}: {n}")
-    print(f"studies {c['studies']}, patients {c['patients']}, splits {c['splits']} -> {cfg.out}")
-    return 0
-
-
-def cmd_prepare(args) -> int:
-    from medclip.data.shards import parse_shard_spec, prepare_shards
-
-    preprocess = load_config(args.config).preprocess if args.config else PreprocessCfg()
-    if args.image_size:
-        preprocess.image_size = args.image_size
-    summary = prepare_shards(
-        args.manifest,
-        args.out,
-        preprocess=preprocess,
-        workers=args.workers,
-        shard=parse_shard_spec(args.shard),
-        show_progress=not args.quiet,
-    )
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def cmd_train(args) -> int:
-    from medclip.train.trainer import train
-
-    cfg = load_config(args.config, args.overrides)
-    final = train(cfg, show_progress=not args.quiet, resume=args.resume)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
-        print(f"checkpoint: {final}")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from medclip.eval.pipeline import EVAL_TASKS, evaluate
-    from medclip.eval.report import markdown_table, write_results
-
-    tasks = list(EVAL_TASKS) if args.task == "all" else [args.task]
-    cfg: EvalCfg = _command_config(args, EvalCfg, {"tasks": tasks})
-    if bool(cfg.manifest) == bool(cfg.csv):
-        raise UsageError("eval needs exactly one of --manifest DIR (a `medclip manifest` output) or --csv FILE")
-    if not cfg.checkpoint:
-        raise UsageError("eval needs --checkpoint CKPT (a run's final/ directory)")
-    if not cfg.out_dir:
-        cfg.out_dir = str(Path(cfg.checkpoint).parent / f"eval_{args.task}")
-    results = evaluate(cfg, show_progress=not args.quiet)
-    write_results(results, cfg.out_dir, title=f"medclip eval {args.task}")
-    print(markdown_table(results))
-    out = cfg.out_dir
-    print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
-    return 0
-
-
-def cmd_index(args) -> int:
-    from medclip.eval.index import build_case_index, load_case_index, query_case_index, results_table
-
-    if args.index_command == "build":
-        cfg: IndexBuildCfg = _command_config(args, IndexBuildCfg, {})
-        if bool(cfg.manifest) == bool(cfg.csv):
-            raise UsageError("index build needs exactly one of --manifest DIR or --csv FILE")
-        if not cfg.checkpoint or not cfg.out:
-            raise UsageError("index build needs --checkpoint CKPT and --out IDX")
-        info = build_case_index(cfg, show_progress=not args.quiet).info
-        print(
-            f"case index: {info['n']} images, {info['kind']} ({info['compression']}), built in {info['build_s']}s "
-            f"-> {cfg.out}"
-        )
-        return 0
-    q: IndexQueryCfg = _command_config(args, IndexQueryCfg, {"index": args.index, "query": args.query})
-    index = load_case_index(q.index, nprobe=q.nprobe or None)
-    answer = query_case_index(
-        index, q.query, k=q.k, checkpoint=q.checkpoint or None, unique_studies=q.unique_studies, device=q.device
-    )
-    out = Path(q.json) if q.json else Path(q.index) / "last_query.json"
-    out.write_text(json.dumps(answer, indent=2))
-    print(results_table(answer))
-    print(f"\nJSON: {out}")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    from medclip.demo import demo_out_dir, run_demo, split_overrides
-    from medclip.eval.report import markdown_table
-
-    demo_overrides, run_overrides = split_overrides(args.overrides)
-    cfg: DemoCfg = load_config(None, demo_overrides, schema=DemoCfg, values=_flag_values(args))
-    results = run_demo(cfg, overrides=run_overrides, show_progress=not args.quiet)
-    out = demo_out_dir(cfg)
-    print(markdown_table(results))
-    print(f"timings (s): {json.dumps(results['timings'])}")
-    print(f"results: {out}/results.json, {out}/results.md; checkpoint: {results['checkpoint']}")
-    return 0
-
-
-def cmd_label(args) -> int:
-    from medclip.reports.label_io import label_reports_file
-
-    summary = label_reports_file(
-        args.reports,
-        args.out,
-        label_set=args.labels,
-        sections=tuple(args.sections.split(",")),
-        rules=args.rules,
-        id_column=args.id_column,
-        text_column=args.text_column,
-        show_progress=not args.quiet,
-    )
-    print(f"inputs = labelled + rejected: {summary['inputs']} = {summary['labelled']} + {summary['rejected']}")
-    for reason, n in sorted(summary["reject_reasons"].items()):
-        print(f"  rejected {reason}: {n}")
-    print(f"labels ({args.labels}) -> {summary['out']}")
-    return 0
-
-
-def cmd_sections(args) -> int:
-    from medclip.reports.sections import sections_json
-
-    path = Path(args.report)
-    if not path.is_file():
-        raise UsageError(f"report file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
-    print(sections_json(text))
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------- parser
 
 
 def _config_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -337,7 +138,7 @@ def _add_demo(sub) -> None:
     _option(p, "--seed", key="seed", schema=DemoCfg, type=int, help="synthesis and training seed")
     p.add_argument("overrides", nargs="*", default=[], help="training-config overrides key=value (e.g. "
                    "train.epochs=3); demo.KEY=VALUE sets the demo's own keys")  # fmt: skip
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=commands.cmd_demo)
 
 
 def _add_synth(sub) -> None:
@@ -346,7 +147,7 @@ def _add_synth(sub) -> None:
     p.add_argument("out_dir")
     p.add_argument("--studies", "--n", dest="studies", type=int, default=400, help="studies (sketches for sketch)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_synth)
+    p.set_defaults(func=commands.cmd_synth)
 
 
 def _add_manifest(sub) -> None:
@@ -379,7 +180,7 @@ def _add_manifest(sub) -> None:
         help="attach report labels to the manifest",
     )
     _config_args(p, "manifest")
-    p.set_defaults(func=cmd_manifest)
+    p.set_defaults(func=commands.cmd_manifest)
 
 
 def _add_prepare(sub) -> None:
@@ -390,7 +191,7 @@ def _add_prepare(sub) -> None:
     p.add_argument("--shard", default=None, help="I/N: this machine's part of N (blocks k with k %% N == I)")
     p.add_argument("--image-size", type=int, default=0, help="side in px (default: the config's, else 224)")
     p.add_argument("--config", default=None, help="take the preprocess recipe from this YAML / packaged config")
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=commands.cmd_prepare)
 
 
 def _add_train(sub) -> None:
@@ -399,7 +200,7 @@ def _add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in train.out_dir/checkpoints (start fresh if none)")  # fmt: skip
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=commands.cmd_train)
 
 
 def _add_eval(sub) -> None:
@@ -420,7 +221,7 @@ def _add_eval(sub) -> None:
             help="recompute embeddings instead of reusing OUT/embeddings.*")  # fmt: skip
     _option(p, "--out", key="out_dir", schema=s, help="output directory (default: next to the checkpoint)")
     _config_args(p, "eval")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=commands.cmd_eval)
 
 
 def _add_index(sub) -> None:
@@ -455,7 +256,7 @@ def _add_index(sub) -> None:
     _option(q, "--checkpoint", key="checkpoint", schema=s, help="the checkpoint the index was built with, if it moved")
     _option(q, "--device", key="device", schema=s, help="cpu, cuda, cuda:N")
     _config_args(q, "index query")
-    p.set_defaults(func=cmd_index)
+    p.set_defaults(func=commands.cmd_index)
 
 
 def _add_label(sub) -> None:
@@ -469,7 +270,7 @@ def _add_label(sub) -> None:
     p.add_argument("--rules", help="a user YAML adding phrases, triggers or label sets")
     p.add_argument("--id-column")
     p.add_argument("--text-column")
-    p.set_defaults(func=cmd_label)
+    p.set_defaults(func=commands.cmd_label)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,55 +286,5 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     p = sub.add_parser("sections", **_parser_kwargs("sections", "print a report's parsed sections as JSON"))
     p.add_argument("report")
-    p.set_defaults(func=cmd_sections)
+    p.set_defaults(func=commands.cmd_sections)
     return parser
-
-
-def configure_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Third-party libraries are chatty at INFO; keep their warnings only.
-    for name in ("transformers", "monai", "huggingface_hub", "urllib3", "PIL", "matplotlib"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # argparse ends a nargs="*" positional at the first flag: `train CONFIG a=1 --resume b=2` leaves b=2 over
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides, extra = [*args.overrides, *extra], []
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    configure_logging(args.quiet)
-    func: Callable = args.func
-    if os.environ.get("MEDCLIP_DEBUG") == "1":  # developers: full tracebacks for user errors too
-        return int(func(args) or 0)
-    try:
-        return int(func(args) or 0)
-    except BrokenPipeError:  # output piped into head & co.
-        return 0
-    except USER_ERRORS as exc:
-        print(f"medclip {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except Exception:  # a bug: show where it happened
-        traceback.print_exc()
-        print(f"medclip {args.command}: internal error (a bug; please report it with the traceback above)",
-              file=sys.stderr)  # fmt: skip
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

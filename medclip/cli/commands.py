@@ -1,0 +1,180 @@
+"""What each ``medclip`` command does, given its parsed arguments; see :mod:`medclip.cli.parser` for the options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from medclip.config import DemoCfg, EvalCfg, IndexBuildCfg, IndexQueryCfg, ManifestCfg, PreprocessCfg, load_config
+from medclip.errors import MedclipError
+
+CFG = "cfg:"  # argparse dest prefix of flags that set a config key
+
+
+class UsageError(MedclipError):
+    """Bad command-line usage: reported in one line, exit code 2."""
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the command line's flags set, by dotted key."""
+    return {k[len(CFG) :]: v for k, v in vars(args).items() if k.startswith(CFG)}
+
+
+def command_config(args: argparse.Namespace, schema: type, positional: dict[str, Any]) -> Any:
+    """YAML (``--config``) + positional arguments and flags + ``key=value`` overrides -> ``schema``."""
+    values = {**{k: v for k, v in positional.items() if v is not None}, **flag_values(args)}
+    return load_config(args.config, args.overrides, schema=schema, values=values)
+
+
+def cmd_synth(args) -> int:
+    from medclip.demo import DEMOS
+
+    summary = DEMOS.get(args.modality).synth(Path(args.out_dir), args.studies, args.seed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_manifest(args) -> int:
+    from medclip.ingest.manifest import manifest_from_config, write_manifest
+
+    cfg: ManifestCfg = command_config(args, ManifestCfg, {"source": args.archive})
+    if not cfg.out:
+        raise UsageError("manifest needs an output folder: --out DIR (or out=DIR)")
+    result = manifest_from_config(cfg, show_progress=not args.quiet)
+    write_manifest(result, cfg.out)
+    c = result.meta["counts"]
+    print(f"inputs = kept + rejected: {c['inputs']} = {c['kept']} + {c['rejected']}")
+    print(
+        f"reports: {c['reports_found']} found, {c['reports_rejected']} rejected; "
+        f"sidecar files skipped: {c['sidecar_files_skipped']}"
+    )
+    for reason, n in sorted(c["reject_reasons"].items()):
+        print(f"  rejected {reason}: {n}")
+    print(f"studies {c['studies']}, patients {c['patients']}, splits {c['splits']} -> {cfg.out}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from medclip.data.shards import parse_shard_spec, prepare_shards
+
+    preprocess = load_config(args.config).preprocess if args.config else PreprocessCfg()
+    if args.image_size:
+        preprocess.image_size = args.image_size
+    summary = prepare_shards(
+        args.manifest,
+        args.out,
+        preprocess=preprocess,
+        workers=args.workers,
+        shard=parse_shard_spec(args.shard),
+        show_progress=not args.quiet,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from medclip.train.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    final = train(cfg, show_progress=not args.quiet, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(f"checkpoint: {final}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from medclip.eval.pipeline import EVAL_TASKS, evaluate
+    from medclip.eval.report import markdown_table, write_results
+
+    tasks = list(EVAL_TASKS) if args.task == "all" else [args.task]
+    cfg: EvalCfg = command_config(args, EvalCfg, {"tasks": tasks})
+    if bool(cfg.manifest) == bool(cfg.csv):
+        raise UsageError("eval needs exactly one of --manifest DIR (a `medclip manifest` output) or --csv FILE")
+    if not cfg.checkpoint:
+        raise UsageError("eval needs --checkpoint CKPT (a run's final/ directory)")
+    if not cfg.out_dir:
+        cfg.out_dir = str(Path(cfg.checkpoint).parent / f"eval_{args.task}")
+    results = evaluate(cfg, show_progress=not args.quiet)
+    write_results(results, cfg.out_dir, title=f"medclip eval {args.task}")
+    print(markdown_table(results))
+    out = cfg.out_dir
+    print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from medclip.eval.index import build_case_index, load_case_index, query_case_index, results_table
+
+    if args.index_command == "build":
+        cfg: IndexBuildCfg = command_config(args, IndexBuildCfg, {})
+        if bool(cfg.manifest) == bool(cfg.csv):
+            raise UsageError("index build needs exactly one of --manifest DIR or --csv FILE")
+        if not cfg.checkpoint or not cfg.out:
+            raise UsageError("index build needs --checkpoint CKPT and --out IDX")
+        info = build_case_index(cfg, show_progress=not args.quiet).info
+        print(
+            f"case index: {info['n']} images, {info['kind']} ({info['compression']}), built in {info['build_s']}s "
+            f"-> {cfg.out}"
+        )
+        return 0
+    q: IndexQueryCfg = command_config(args, IndexQueryCfg, {"index": args.index, "query": args.query})
+    index = load_case_index(q.index, nprobe=q.nprobe or None)
+    answer = query_case_index(
+        index, q.query, k=q.k, checkpoint=q.checkpoint or None, unique_studies=q.unique_studies, device=q.device
+    )
+    out = Path(q.json) if q.json else Path(q.index) / "last_query.json"
+    out.write_text(json.dumps(answer, indent=2))
+    print(results_table(answer))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from medclip.demo import demo_out_dir, run_demo, split_overrides
+    from medclip.eval.report import markdown_table
+
+    demo_overrides, run_overrides = split_overrides(args.overrides)
+    cfg: DemoCfg = load_config(None, demo_overrides, schema=DemoCfg, values=flag_values(args))
+    results = run_demo(cfg, overrides=run_overrides, show_progress=not args.quiet)
+    out = demo_out_dir(cfg)
+    print(markdown_table(results))
+    print(f"timings (s): {json.dumps(results['timings'])}")
+    print(f"results: {out}/results.json, {out}/results.md; checkpoint: {results['checkpoint']}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from medclip.reports.label_io import label_reports_file
+
+    summary = label_reports_file(
+        args.reports,
+        args.out,
+        label_set=args.labels,
+        sections=tuple(args.sections.split(",")),
+        rules=args.rules,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        show_progress=not args.quiet,
+    )
+    print(f"inputs = labelled + rejected: {summary['inputs']} = {summary['labelled']} + {summary['rejected']}")
+    for reason, n in sorted(summary["reject_reasons"].items()):
+        print(f"  rejected {reason}: {n}")
+    print(f"labels ({args.labels}) -> {summary['out']}")
+    return 0
+
+
+def cmd_sections(args) -> int:
+    from medclip.reports.sections import sections_json
+
+    path = Path(args.report)
+    if not path.is_file():
+        raise UsageError(f"report file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
+    print(sections_json(text))
+    return 0
