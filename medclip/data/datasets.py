@@ -88,7 +88,7 @@ class PairDataset(CacheDataset):
             transform = shard_transforms(transform, preprocess, shards)
             cache_rate = 0.0
         # Shards read + normalise only (evaluation, or training with batch augmentation): a DataLoader batch is
-        # read and normalised as one array (__getitems__), ~7x faster than the per-sample MONAI transforms.
+        # read and normalised as one array (__getitems__) instead of through the per-sample MONAI transforms.
         tail = [type(t) for t in transform.transforms[1:]]
         self._batch_read = shards is not None and tail == [NormalizeImaged, EnsureTyped]
         super().__init__(
@@ -105,7 +105,9 @@ class PairDataset(CacheDataset):
             return [self[i] for i in indices]
         pairs = [self.data[i] for i in indices]
         raw = np.stack([self.shards.get_raw(pair["row_id"]) for pair in pairs])
-        images = normalize_image(torch.from_numpy(raw.astype(np.float32)), self.preprocess, scale=1.0 / SCALE)
+        images = normalize_image(
+            torch.from_numpy(raw.astype(np.float32)), self.preprocess, scale=1.0 / SCALE, inplace=True
+        )
         return [{**pair, "image": image} for pair, image in zip(pairs, images, strict=True)]
 
 

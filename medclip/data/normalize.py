@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import TypeVar
 
+import torch
 from monai.transforms import MapTransform
 
 from medclip.config import PreprocessCfg
@@ -16,12 +17,16 @@ from medclip.config import PreprocessCfg
 ArrayT = TypeVar("ArrayT")
 
 
-def normalize_image(x: ArrayT, cfg: PreprocessCfg, *, scale: float = 1.0) -> ArrayT:
+def normalize_image(x: ArrayT, cfg: PreprocessCfg, *, scale: float = 1.0, inplace: bool = False) -> ArrayT:
     """``(x * scale - cfg.mean) / cfg.std`` as one multiply-add (numpy array, tensor or float).
 
     ``scale`` converts stored units first (``1 / SCALE`` for the uint16 shards), folded into the multiply.
+    ``inplace`` (tensors only) overwrites ``x`` instead of allocating two temporaries of its size.
     """
-    return x * (scale / cfg.std) + (-cfg.mean / cfg.std)
+    mul, add = scale / cfg.std, -cfg.mean / cfg.std
+    if inplace and isinstance(x, torch.Tensor):
+        return x.mul_(mul).add_(add)
+    return x * mul + add
 
 
 class NormalizeImaged(MapTransform):
