@@ -194,8 +194,31 @@ def _add_prepare(sub) -> None:
     p.set_defaults(func=commands.cmd_prepare)
 
 
+class HelpParser(argparse.ArgumentParser):
+    """A parser whose ``--help`` may end with text computed when it is printed (registry contents)."""
+
+    def __init__(self, *args: Any, help_tail: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_tail = help_tail
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        return f"{text}\n{self.help_tail()}\n" if self.help_tail else text
+
+
+def _train_choices() -> str:
+    from medclip.losses import LOSSES
+    from medclip.models.factory import image_tower_names
+
+    return (
+        f"registered image towers (model.image.name; any timm model name works too): {', '.join(image_tower_names())}"
+        f"\nlosses (loss.name): {', '.join(LOSSES.list())}"
+    )
+
+
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", **_parser_kwargs("train", "train a model from a YAML config (+ key=value overrides)"))
+    p = sub.add_parser("train", help_tail=_train_choices,
+                       **_parser_kwargs("train", "train a model from a YAML config (+ key=value overrides)"))  # fmt: skip
     p.add_argument("config", help="a YAML file or a packaged config name (demo_cxr, tiny, ...)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     p.add_argument("--resume", action="store_true",
@@ -226,7 +249,7 @@ def _add_eval(sub) -> None:
 
 def _add_index(sub) -> None:
     p = sub.add_parser("index", **_parser_kwargs("index", "build or query a case index (similar prior cases)"))
-    isub = p.add_subparsers(dest="index_command", required=True, metavar="{build,query}")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="{build,query}", parser_class=HelpParser)
     examples = EXAMPLES["index"].split("\n")
     b = isub.add_parser("build", help="embed every image and build a FAISS index", description="embed every image "
                         "and build a FAISS index", epilog="example:\n  " + examples[0].strip(),
@@ -281,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HelpParser)
     for add in (_add_demo, _add_synth, _add_manifest, _add_prepare, _add_train, _add_eval, _add_index, _add_label):
         add(sub)
     p = sub.add_parser("sections", **_parser_kwargs("sections", "print a report's parsed sections as JSON"))

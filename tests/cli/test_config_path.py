@@ -208,3 +208,14 @@ def test_every_config_flag_names_a_schema_key():
                     default_of(schema, key)  # KeyError-like failure if the key does not exist
                     checked += 1
     assert checked >= 25
+
+
+def test_train_help_lists_the_registered_towers_and_losses(capsys):
+    from medclip.losses import LOSSES
+    from medclip.models.image_tower import IMAGE_TOWERS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in [*IMAGE_TOWERS.list(), *LOSSES.list()]), text
+    assert "sketch_cnn" in text and "siglip" in text
