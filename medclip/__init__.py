@@ -112,10 +112,12 @@ def build_index(
     from medclip.config import IndexBuildCfg, IndexParams
     from medclip.eval.index import build_case_index
 
-    checkpoint = model if isinstance(model, str | Path) else model.checkpoint
+    embedder = _model(model)
     cfg = IndexBuildCfg(
-        checkpoint=str(checkpoint),
-        out=str(out),
+        checkpoint=str(embedder.checkpoint),
+        device=str(embedder.device),
+        batch_size=embedder.batch_size,
+        out_dir=str(out),
         manifest=str(manifest or ""),
         csv=str(csv or ""),
         split=split,
@@ -131,8 +133,18 @@ def load_index(path: str | Path, *, nprobe: int | None = None) -> CaseIndex:
     return load_case_index(path, nprobe=nprobe)
 
 
-def query_index(index: CaseIndex | str | Path, query: str, *, k: int = 10, unique_studies: bool = True) -> dict:
-    """Similar cases for a text (or an image file path): ``{"query", "query_type", "results": [...]}``."""
+def query_index(
+    index: CaseIndex | str | Path,
+    query: str,
+    *,
+    k: int = 10,
+    unique_studies: bool = True,
+    model: Embedder | None = None,
+) -> dict:
+    """Similar cases for a text (or an image file path): ``{"query", "query_type", "results": [...]}``.
+
+    ``model``: the loaded checkpoint the index was built with (else the index loads it from the path it recorded).
+    """
     from medclip.eval.index import query_case_index
 
-    return query_case_index(index, query, k=k, unique_studies=unique_studies)
+    return query_case_index(index, query, k=k, unique_studies=unique_studies, embedder=model)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -159,19 +160,18 @@ class TrainCfg:
     tensorboard: bool = True
 
 
+SPLITS = ("train", "val", "test")  # patient-level splits of a manifest (medclip.ingest.splits)
+EVAL_MODES = ("multilabel", "multiclass")
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+INDEX_COMPRESSIONS = ("none", "int8", "pq")
+
+
 @dataclass
-class EvalCfg:
-    """``medclip eval``, and the evaluation a training config asks the demo for (its ``eval:`` section)."""
+class EvalOptions:
+    """What to evaluate and how: a training config's ``eval:`` section (what the demo evaluates) and, with the
+    inputs of :class:`EvalCfg`, ``medclip eval``."""
 
     tasks: list[str] = field(default_factory=lambda: ["zeroshot", "retrieval"])  # zeroshot | retrieval | probe
-    checkpoint: str = ""  # a run's final/ directory
-    manifest: str = ""  # a `medclip manifest` output (give this or csv)
-    csv: str = ""  # a CSV with an image-path column, optional report text and 1/0/-1/blank label columns
-    shards: str = ""  # prepared images of the manifest (`medclip prepare` output) to read instead of files
-    labels: str = ""  # optional ground-truth CSV keyed by study_id (e.g. the demo archive's labels.csv)
-    image_col: str = ""  # image-path column of csv ("" -> image_path, path, image, ...)
-    text_col: str = ""  # report-text column of csv ("" -> report, text, ...)
-    label_cols: list[str] = field(default_factory=list)  # label columns of csv ([] -> every 1/0/-1/blank column)
     prompts: str = "cxr_demo"  # a packaged prompt set name or a YAML file
     # multilabel: each finding scored by its positive vs negative prompts; multiclass: a softmax over every finding's
     # positive prompts (an image's scores compete, which cancels how similar it is to every prompt alike)
@@ -181,6 +181,20 @@ class EvalCfg:
     bootstrap: int = 1000  # bootstrap resamples for the 95 % CIs (0: none)
     seed: int = 0  # bootstrap / sampling seed
     batch_size: int = 64
+    labels: str = ""  # optional ground-truth CSV keyed by study_id (e.g. the demo archive's labels.csv)
+
+
+@dataclass
+class EvalCfg(EvalOptions):
+    """``medclip eval``: :class:`EvalOptions` plus what to evaluate on and where results go."""
+
+    checkpoint: str = ""  # a run's final/ directory
+    manifest: str = ""  # a `medclip manifest` output (give this or csv)
+    csv: str = ""  # a CSV with an image-path column, optional report text and 1/0/-1/blank label columns
+    shards: str = ""  # prepared images of the manifest (`medclip prepare` output) to read instead of files
+    image_col: str = ""  # image-path column of csv ("" -> image_path, path, image, ...)
+    text_col: str = ""  # report-text column of csv ("" -> report, text, ...)
+    label_cols: list[str] = field(default_factory=list)  # label columns of csv ([] -> every 1/0/-1/blank column)
     device: str = "cpu"
     cache: bool = True  # reuse OUT/embeddings.<split>.npz when the checkpoint and the rows match
     plots: bool = True
@@ -192,13 +206,13 @@ class ManifestCfg:
     """``medclip manifest``: scan an archive into manifest.parquet + rejects.parquet + manifest.meta.json."""
 
     source: str = ""  # the archive folder, or the CSV file for the csv layout
-    out: str = ""  # output folder
+    out_dir: str = ""  # output folder
     layout: str = "dicom"  # a registered archive layout (medclip.ingest.layouts)
     reports: str = ""  # report table (CSV/JSONL: study key + text) or a folder of <key>.txt files
     # csv layout: ROLE=COLUMN names (roles: image, report_text, report_path, patient, study, view, modality); an image
     # role may repeat for several image columns; unnamed roles are auto-detected
     columns: list[str] = field(default_factory=list)
-    modalities: list[str] = field(default_factory=list)  # modalities to keep ([] -> the layout's default)
+    modalities: list[str] = field(default_factory=list)  # to keep ([] -> the layout's default; [all] -> every one)
     salt: str = ""  # secret salt for patient-key hashes ("" -> env MEDCLIP_PATIENT_SALT, else a random one)
     text_policy: str = "findings_impression"
     verify_pixels: bool = True  # decode every image once while scanning, so corrupt pixels are rejected up front
@@ -226,7 +240,7 @@ class IndexBuildCfg:
     """``medclip index build``: embed every image of a manifest (or CSV) split into a FAISS case index."""
 
     checkpoint: str = ""
-    out: str = ""  # index directory
+    out_dir: str = ""  # index directory
     manifest: str = ""
     csv: str = ""
     shards: str = ""
@@ -270,7 +284,7 @@ class RunCfg:
     loss: LossCfg = field(default_factory=LossCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
-    eval: EvalCfg = field(default_factory=EvalCfg)
+    eval: EvalOptions = field(default_factory=EvalOptions)
 
 
 def _valid_keys(node: Any, prefix: str = "") -> list[str]:
@@ -307,9 +321,15 @@ def _validate(cfg: Any) -> None:
     if isinstance(cfg, RunCfg):
         if cfg.model.max_logit_scale <= 1:
             raise ConfigError("model.max_logit_scale must be > 1 (CLIP uses 100)")
-        _validate(cfg.eval)
-    if isinstance(cfg, EvalCfg) and cfg.mode not in ("multilabel", "multiclass"):
-        raise ConfigError(f"eval mode '{cfg.mode}' is not one of multilabel, multiclass")
+        if cfg.eval.mode not in EVAL_MODES:
+            raise ConfigError(f"eval.mode '{cfg.eval.mode}' is not one of {', '.join(EVAL_MODES)}")
+    if isinstance(cfg, EvalCfg) and cfg.mode not in EVAL_MODES:
+        raise ConfigError(f"mode '{cfg.mode}' is not one of {', '.join(EVAL_MODES)}")
+    if isinstance(cfg, IndexBuildCfg):
+        for key, value, allowed in (("params.kind", cfg.params.kind, INDEX_KINDS),
+                                    ("params.compression", cfg.params.compression, INDEX_COMPRESSIONS)):  # fmt: skip
+            if value not in allowed:
+                raise ConfigError(f"{key} '{value}' is not one of {', '.join(allowed)}")
 
 
 def load_config(
@@ -332,6 +352,8 @@ def load_config(
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         except OmegaConfBaseException as exc:
             raise _explain(exc, base, str(path)) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
     for key, value in (values or {}).items():
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([]) if value is None else _nested(key, value))
@@ -343,17 +365,29 @@ def load_config(
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
             raise _explain(exc, base, "override") from None
-    out = OmegaConf.to_object(cfg)
+    try:
+        out = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:  # e.g. an override's ${...} naming no key
+        raise _explain(exc, base, "config") from None
     _validate(out)
     return out  # type: ignore[return-value]
 
 
 def _nested(key: str, value: Any) -> DictConfig:
-    """``("params.kind", "ivf")`` -> ``{params: {kind: ivf}}``; the value is taken as is (no YAML parsing)."""
-    node: Any = value
+    """``("params.kind", "ivf")`` -> ``{params: {kind: ivf}}``; the value is taken as is (no YAML parsing, and a
+    ``${...}`` in it is text, not an interpolation: a query or a path may contain one)."""
+    node: Any = _literal(value)
     for part in reversed(key.split(".")):
         node = {part: node}
     return OmegaConf.create(node)
+
+
+def _literal(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    if isinstance(value, list | tuple):
+        return [_literal(v) for v in value]
+    return value
 
 
 def default_of(schema: type, key: str) -> Any:

@@ -6,13 +6,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medclip.config import DemoCfg, load_config
+from medclip.config import DemoCfg, EvalCfg, load_config
 from medclip.eval.pipeline import evaluate
 from medclip.eval.report import write_results
-from medclip.ingest.manifest import build_manifest, default_modalities, write_manifest
+from medclip.ingest.manifest import build_manifest, write_manifest
 from medclip.registry import Registry
 from medclip.synth.ct.archive import synth_ct
 from medclip.synth.cxr.archive import synth_cxr
@@ -108,7 +108,7 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
         archive,
         layout=spec.layout,
         salt=DEMO_SALT,
-        modalities=spec.modalities or default_modalities(spec.layout),
+        modalities=spec.modalities or (),
         layout_options=spec.layout_options,
         show_progress=show_progress,
     )
@@ -132,14 +132,8 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
 
     t = time.perf_counter()
     # out_dir: cache embeddings there and draw the ROC, retrieval-grid and training-curve PNGs next to results.md
-    eval_cfg = replace(
-        run_cfg.eval,
-        checkpoint=str(final),
-        manifest=str(out / "manifest"),
-        csv="",
-        labels=str(archive / "labels.csv"),
-        out_dir=str(out),
-    )
+    options = asdict(run_cfg.eval) | {"labels": str(archive / "labels.csv")}
+    eval_cfg = EvalCfg(**options, checkpoint=str(final), manifest=str(out / "manifest"), out_dir=str(out))
     results = evaluate(eval_cfg, show_progress=show_progress)
     timings["eval_s"] = time.perf_counter() - t
     results["timings"] = {k: round(v, 1) for k, v in timings.items()}

@@ -60,12 +60,15 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
-def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` -> this process's GPU."""
+def resolve_device(name: str, *, local_rank: int = 0, key: str = "train.device") -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` -> this process's GPU.
+
+    ``key`` is the config key the name came from, for the error when CUDA is asked for and absent.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SetupError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+        raise SetupError(f"{key}={name} but no CUDA device is available; use {key}=cpu")
     if name == "cuda":
         name = f"cuda:{local_rank}"
     return torch.device(name)

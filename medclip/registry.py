@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from medclip.errors import InputError, UnknownNameError
+from medclip.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ class Registry(Generic[T]):
         def deco(obj: T) -> T:
             key = name or getattr(obj, "__name__", None)
             if key is None:
-                raise InputError(f"cannot infer a {self.kind} name for {obj!r}; pass name=")
+                raise ValueError(f"cannot infer a {self.kind} name for {obj!r}; pass name=")
             if key in self._items:
                 raise KeyError(f"{self.kind} '{key}' is already registered")
             self._items[key] = obj

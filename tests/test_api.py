@@ -80,7 +80,7 @@ def test_build_load_and_query_an_index(tiny_checkpoint, tiny_manifest, test_rows
     assert len(index) == len(test_rows)
     again = medclip.load_index(tmp_path / "idx")
     image = test_rows["image_path"].iloc[3]
-    answer = medclip.query_index(again, image, k=3)
+    answer = medclip.query_index(again, image, k=3, model=model)
     assert answer["query_type"] == "image" and len(answer["results"]) == 3
     assert answer["results"][0]["study_id"] == test_rows["study_id"].iloc[3]  # an image finds itself first
     scores = [r["score"] for r in medclip.query_index(again, "right pleural effusion", k=5)["results"]]

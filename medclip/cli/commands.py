@@ -40,11 +40,14 @@ def cmd_synth(args) -> int:
 def cmd_manifest(args) -> int:
     from medclip.ingest.manifest import manifest_from_config, write_manifest
 
-    cfg: ManifestCfg = command_config(args, ManifestCfg, {"source": args.archive})
-    if not cfg.out:
-        raise UsageError("manifest needs an output folder: --out DIR (or out=DIR)")
+    source = args.archive
+    if source and "=" in source and not Path(source).exists():  # `manifest source=X ...`: an override, not a path
+        args.overrides, source = [source, *args.overrides], None
+    cfg: ManifestCfg = command_config(args, ManifestCfg, {"source": source})
+    if not cfg.out_dir:
+        raise UsageError("manifest needs an output folder: --out DIR (or out_dir=DIR)")
     result = manifest_from_config(cfg, show_progress=not args.quiet)
-    write_manifest(result, cfg.out)
+    write_manifest(result, cfg.out_dir)
     c = result.meta["counts"]
     print(f"inputs = kept + rejected: {c['inputs']} = {c['kept']} + {c['rejected']}")
     print(
@@ -53,7 +56,7 @@ def cmd_manifest(args) -> int:
     )
     for reason, n in sorted(c["reject_reasons"].items()):
         print(f"  rejected {reason}: {n}")
-    print(f"studies {c['studies']}, patients {c['patients']}, splits {c['splits']} -> {cfg.out}")
+    print(f"studies {c['studies']}, patients {c['patients']}, splits {c['splits']} -> {cfg.out_dir}")
     return 0
 
 
@@ -91,11 +94,7 @@ def cmd_eval(args) -> int:
 
     tasks = list(EVAL_TASKS) if args.task == "all" else [args.task]
     cfg: EvalCfg = command_config(args, EvalCfg, {"tasks": tasks})
-    if bool(cfg.manifest) == bool(cfg.csv):
-        raise UsageError("eval needs exactly one of --manifest DIR (a `medclip manifest` output) or --csv FILE")
-    if not cfg.checkpoint:
-        raise UsageError("eval needs --checkpoint CKPT (a run's final/ directory)")
-    if not cfg.out_dir:
+    if not cfg.out_dir and cfg.checkpoint:
         cfg.out_dir = str(Path(cfg.checkpoint).parent / f"eval_{args.task}")
     results = evaluate(cfg, show_progress=not args.quiet)
     write_results(results, cfg.out_dir, title=f"medclip eval {args.task}")
@@ -110,14 +109,10 @@ def cmd_index(args) -> int:
 
     if args.index_command == "build":
         cfg: IndexBuildCfg = command_config(args, IndexBuildCfg, {})
-        if bool(cfg.manifest) == bool(cfg.csv):
-            raise UsageError("index build needs exactly one of --manifest DIR or --csv FILE")
-        if not cfg.checkpoint or not cfg.out:
-            raise UsageError("index build needs --checkpoint CKPT and --out IDX")
         info = build_case_index(cfg, show_progress=not args.quiet).info
         print(
             f"case index: {info['n']} images, {info['kind']} ({info['compression']}), built in {info['build_s']}s "
-            f"-> {cfg.out}"
+            f"-> {cfg.out_dir}"
         )
         return 0
     q: IndexQueryCfg = command_config(args, IndexQueryCfg, {"index": args.index, "query": args.query})

@@ -9,7 +9,18 @@ from typing import Any
 
 from medclip.cli import commands
 from medclip.cli.commands import CFG
-from medclip.config import DemoCfg, EvalCfg, IndexBuildCfg, IndexQueryCfg, ManifestCfg, default_of
+from medclip.config import (
+    EVAL_MODES,
+    INDEX_COMPRESSIONS,
+    INDEX_KINDS,
+    SPLITS,
+    DemoCfg,
+    EvalCfg,
+    IndexBuildCfg,
+    IndexQueryCfg,
+    ManifestCfg,
+    default_of,
+)
 
 EXAMPLES = {
     "demo": "medclip demo --out runs/demo",
@@ -88,7 +99,8 @@ def _comma_list(text: str) -> list[str]:
 def _option(p: argparse.ArgumentParser, *flags: str, key: str, schema: type, help: str, **kwargs: Any) -> None:
     """A flag that sets config ``key``; its default (shown in --help) is the schema's, declared nowhere else."""
     default = default_of(schema, key)
-    shown = "" if "const" in kwargs or default in ("", [], None) else f" (default: {default})"
+    explained = "default" in help or "(0" in help  # the help says what the default (or a 0 sentinel) means
+    shown = "" if "const" in kwargs or explained or default in ("", [], None) else f" (default: {default})"
     if "const" not in kwargs:
         kwargs.setdefault("metavar", flags[-1].lstrip("-").upper().replace("-", "_"))
     p.add_argument(*flags, dest=CFG + key, default=argparse.SUPPRESS, help=help + shown, **kwargs)
@@ -113,7 +125,9 @@ def _source_args(p: argparse.ArgumentParser, schema: type) -> None:
     _option(p, "--csv", key="csv", schema=schema, help="CSV with an image-path column, optional text, 0/1/-1 labels")
     _option(p, "--image-col", key="image_col", schema=schema, help="image-path column of --csv (default: image_path, "
             "path, image, ...)")  # fmt: skip
-    _option(p, "--text-col", key="text_col", schema=schema, help="report-text column of --csv (default: report, ...)")
+    _option(
+        p, "--text-col", key="text_col", schema=schema, help="report-text column of --csv (default: text, report, ...)"
+    )
     _option(p, "--shards", key="shards", schema=schema, help="prepared images of --manifest (`medclip prepare`) "
             "to read instead of files")  # fmt: skip
     _option(p, "--checkpoint", key="checkpoint", schema=schema, help="a run's final/ directory")
@@ -159,13 +173,13 @@ def _add_manifest(sub) -> None:
             "mimic-cxr-jpg: files/pNN/p*/s*/; openi: XML + PNG; csv: ARCHIVE is a CSV of image paths, "
             "patient, study and report")  # fmt: skip
     _option(p, "--modalities", key="modalities", schema=s, type=_comma_list, help="comma-separated modalities to "
-            "keep (default CR,DX,DR; CT for dicom-ct); others are rejected with reason 'modality'")  # fmt: skip
+            "keep (default CR,DX,DR; CT for dicom-ct; all: every one); others are rejected with reason 'modality'")  # fmt: skip
     _option(p, "--reports", key="reports", schema=s, help="report table (CSV/JSONL: study key + text) or a folder of "
             "<key>.txt files")  # fmt: skip
     _option(p, "--column", key="columns", schema=s, action="append", metavar="ROLE=COLUMN",
             help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
             "modality); repeat for several image columns; the rest is auto-detected")  # fmt: skip
-    _option(p, "--out", key="out", schema=s, help="output folder")
+    _option(p, "--out", key="out_dir", schema=s, help="output folder")
     _option(p, "--salt", key="salt", schema=s, help="secret salt for patient-key hashes (or env MEDCLIP_PATIENT_SALT)")
     _option(p, "--text-policy", key="text_policy", schema=s, help="which report text pairs with an image")
     _option(p, "--no-verify", key="verify_pixels", schema=s, action="store_const", const=False,
@@ -236,8 +250,8 @@ def _add_eval(sub) -> None:
             help="comma-separated label columns of --csv (default: every 1/0/-1/blank column)")  # fmt: skip
     _option(p, "--prompts", key="prompts", schema=s, help="prompt set (cxr_demo, chexpert, chestxray14, ct, sketch) "
             "or a YAML file")  # fmt: skip
-    _option(p, "--mode", key="mode", schema=s, choices=("multilabel", "multiclass"), help="zero-shot scoring")
-    _option(p, "--split", key="split", schema=s, help="train, val, test or all")
+    _option(p, "--mode", key="mode", schema=s, choices=EVAL_MODES, help="zero-shot scoring")
+    _option(p, "--split", key="split", schema=s, choices=(*SPLITS, "all"), help="which split")
     _option(p, "--bootstrap", key="bootstrap", schema=s, type=int, help="bootstrap resamples for 95%% CIs (0: none)")
     _option(p, "--seed", key="seed", schema=s, type=int, help="bootstrap / sampling seed")
     _option(p, "--no-cache", key="cache", schema=s, action="store_const", const=False,
@@ -256,11 +270,11 @@ def _add_index(sub) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     s = IndexBuildCfg
     _source_args(b, s)
-    _option(b, "--out", key="out", schema=s, help="index directory")
-    _option(b, "--split", key="split", schema=s, help="train, val, test or all")
-    _option(b, "--kind", key="params.kind", schema=s, choices=("auto", "flat", "ivf", "hnsw"),
+    _option(b, "--out", key="out_dir", schema=s, help="index directory")
+    _option(b, "--split", key="split", schema=s, choices=(*SPLITS, "all"), help="which split")
+    _option(b, "--kind", key="params.kind", schema=s, choices=INDEX_KINDS,
             help="auto: exact below 50,000 images, IVF above")  # fmt: skip
-    _option(b, "--compression", key="params.compression", schema=s, choices=("none", "int8", "pq"),
+    _option(b, "--compression", key="params.compression", schema=s, choices=INDEX_COMPRESSIONS,
             help="int8/pq: less memory")  # fmt: skip
     _option(b, "--nlist", key="params.nlist", schema=s, type=int, help="IVF cells (0: ~2 sqrt(N))")
     _option(b, "--nprobe", key="params.nprobe", schema=s, type=int, help="IVF cells searched per query")
@@ -275,7 +289,7 @@ def _add_index(sub) -> None:
     _option(q, "--json", key="json", schema=s, help="write the answer here (default IDX/last_query.json)")
     _option(q, "--all-images", key="unique_studies", schema=s, action="store_const", const=False,
             help="list every matching image, not one per study")  # fmt: skip
-    _option(q, "--nprobe", key="nprobe", schema=s, type=int, help="override the index's IVF nprobe")
+    _option(q, "--nprobe", key="nprobe", schema=s, type=int, help="override the index's IVF nprobe (0: keep)")
     _option(q, "--checkpoint", key="checkpoint", schema=s, help="the checkpoint the index was built with, if it moved")
     _option(q, "--device", key="device", schema=s, help="cpu, cuda, cuda:N")
     _config_args(q, "index query")

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from medclip.config import PreprocessCfg
 from medclip.data.normalize import normalize_image
-from medclip.errors import InputError
 
 AUGMENT_MODES = ("batch", "monai", "none")
 _CPU_CHUNK_BYTES = 3 << 19  # 1.5 MB: a chunk of the batch that stays in a CPU's L2 cache
@@ -92,7 +91,7 @@ class BatchAugment:
         """[B, C, H, W] images or [B, C, D, H, W] volumes (rotated and scaled in the H-W plane, shifted in all three
         axes) -> augmented, same shape and dtype."""
         if images.ndim not in (4, 5):
-            raise InputError(f"BatchAugment expects [B, C, H, W] or [B, C, D, H, W], got {tuple(images.shape)}")
+            raise ValueError(f"BatchAugment expects [B, C, H, W] or [B, C, D, H, W], got {tuple(images.shape)}")
         cfg, b, dev = self.cfg, images.shape[0], images.device
         gen = torch.Generator().manual_seed(self._seed(step, rank))  # parameters: drawn on the CPU, a few numbers
 

@@ -18,15 +18,18 @@ ArrayT = TypeVar("ArrayT")
 
 
 def normalize_image(x: ArrayT, cfg: PreprocessCfg, *, scale: float = 1.0, inplace: bool = False) -> ArrayT:
-    """``(x * scale - cfg.mean) / cfg.std`` as one multiply-add (numpy array, tensor or float).
+    """``(x * scale - cfg.mean) / cfg.std`` (numpy array, tensor or float), subtract then divide.
 
-    ``scale`` converts stored units first (``1 / SCALE`` for the uint16 shards), folded into the multiply.
-    ``inplace`` (tensors only) overwrites ``x`` instead of allocating two temporaries of its size.
+    The order matters to the last bit: it is MONAI's ``NormalizeIntensity``'s, so a recipe's images (and a trained
+    model's figures) are the same as before this function existed. ``scale`` converts stored units first
+    (``1 / SCALE`` for the uint16 shards). ``inplace`` (tensors only) overwrites ``x`` instead of allocating
+    temporaries of its size.
     """
-    mul, add = scale / cfg.std, -cfg.mean / cfg.std
+    if scale != 1.0:
+        x = x.mul_(scale) if inplace and isinstance(x, torch.Tensor) else x * scale
     if inplace and isinstance(x, torch.Tensor):
-        return x.mul_(mul).add_(add)
-    return x * mul + add
+        return x.sub_(cfg.mean).div_(cfg.std)
+    return (x - cfg.mean) / cfg.std
 
 
 class NormalizeImaged(MapTransform):

@@ -98,7 +98,7 @@ class HUWindowsd(MapTransform):
         for key in self.key_iterator(d):
             hu = d[key]
             if hu.shape[0] != 1:
-                raise InputError(f"HUWindowsd needs one HU channel, got shape {tuple(hu.shape)} for {key!r}")
+                raise ValueError(f"HUWindowsd needs one HU channel, got shape {tuple(hu.shape)} for {key!r}")
             # Plain-tensor arithmetic: MetaTensor re-wraps every intermediate, which costs more than the maths.
             x = hu.as_tensor() if isinstance(hu, MetaTensor) else torch.as_tensor(hu)
             out = torch.cat([((x - lo) / (hi - lo)).clamp_(0.0, 1.0) for lo, hi in self.bounds], dim=0)  # [C, ...]

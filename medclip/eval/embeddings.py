@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from medclip.data.datasets import pairs_from_manifest, shard_transforms
 from medclip.data.shards import ShardStore
 from medclip.data.transforms import build_transforms
+from medclip.distributed import resolve_device
 from medclip.errors import InputError
 from medclip.ingest.tables import EvalTable
 from medclip.models.medclip import CONFIG_NAME, TOKENIZER_DIR, WEIGHTS_NAME, MedClip, read_checkpoint_meta
@@ -69,7 +70,7 @@ def embed_image_paths(
     items = [{"image": str(p)} for p in paths]
     if shards is not None:
         if row_ids is None or len(row_ids) != len(paths):
-            raise InputError("reading shards needs one manifest row_id per image")
+            raise ValueError("reading shards needs one manifest row_id per image")
         shards.check_recipe(model.preprocess)
         items = [{"image": str(p), "row_id": int(r)} for p, r in zip(paths, row_ids, strict=True)]
         shards.select(items)  # refuses shards made from another manifest; warns about rows they lack
@@ -221,7 +222,8 @@ class Embedder:
         self.shards = ShardStore(shards) if shards else None  # prepared images (``medclip prepare``) to read
         self.meta = read_checkpoint_meta(checkpoint)
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.batch_size, self.device, self.show_progress = batch_size, device, show_progress
+        self.batch_size, self.show_progress = batch_size, show_progress
+        self.device = resolve_device(str(device), key="device")
         self.text_policy = self.meta.get("text_policy", "findings_impression")
         self.max_length = int(self.meta.get("max_text_tokens", 128))
         self._model = self._tokenizer = self._fingerprint = None
@@ -231,7 +233,10 @@ class Embedder:
 
     def _load_model(self) -> None:
         self._model = MedClip.from_pretrained(self.checkpoint, device=self.device, meta=self.meta)
-        self._tokenizer = load_tokenizer(str(self.checkpoint / TOKENIZER_DIR))
+        tokenizer_dir = self.checkpoint / TOKENIZER_DIR
+        if not tokenizer_dir.is_dir():
+            raise InputError(f"{self.checkpoint} has no {TOKENIZER_DIR}/ folder; pass a complete final/ directory")
+        self._tokenizer = load_tokenizer(str(tokenizer_dir))
 
     @property
     def model(self) -> MedClip:

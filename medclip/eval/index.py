@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medclip.config import IndexBuildCfg, IndexParams
+from medclip.config import INDEX_COMPRESSIONS, INDEX_KINDS, IndexBuildCfg, IndexParams
 from medclip.errors import InputError, SetupError
 from medclip.eval.embeddings import Embedder, checkpoint_fingerprint
-from medclip.ingest.tables import load_table
+from medclip.ingest.splits import SPLITS
+from medclip.ingest.tables import check_source, load_table
 from medclip.models.medclip import WEIGHTS_NAME
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("auto", "flat", "ivf", "hnsw")
-COMPRESSIONS = ("none", "int8", "pq")
+KINDS, COMPRESSIONS = INDEX_KINDS, INDEX_COMPRESSIONS
 EXACT_MAX = 50_000  # below this many vectors exact search is fast enough (a few ms) and needs no training
 SNIPPET_CHARS = 160
 INDEX_FILE, ENTRIES_FILE, INFO_FILE = "index.faiss", "entries.parquet", "index.json"
@@ -133,7 +133,7 @@ class CaseIndex:
         """Index ``vectors`` [N, D] (L2-normalised); ``entries`` has N rows (study_id, image_path, snippet)."""
         params = params or IndexParams()
         if len(vectors) != len(entries):
-            raise InputError(f"{len(vectors)} vectors but {len(entries)} entries")
+            raise ValueError(f"{len(vectors)} vectors but {len(entries)} entries")
         if not len(vectors):
             raise InputError("nothing to index: no images")
         t = time.perf_counter()
@@ -219,15 +219,18 @@ def _weights_stat(checkpoint: Path) -> list[int]:
 
 
 def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseIndex:
-    """Embed every image of a manifest (or CSV) split with the checkpoint and save a :class:`CaseIndex` to ``cfg.out``.
+    """Embed every image of a manifest (or CSV) split with the checkpoint and save a :class:`CaseIndex` to ``cfg.out_dir``.
 
-    The image embeddings are cached in ``cfg.out`` too, so rebuilding with other index parameters is cheap.
+    The image embeddings are cached in ``cfg.out_dir`` too, so rebuilding with other index parameters is cheap.
     """
-    if not cfg.checkpoint or not cfg.out:
-        raise InputError("building a case index needs a checkpoint and an output directory")
+    if not cfg.checkpoint or not cfg.out_dir:
+        raise InputError("building a case index needs a checkpoint (--checkpoint) and an output directory (--out)")
+    check_source(manifest=cfg.manifest, csv=cfg.csv, shards=cfg.shards)
+    if cfg.split not in (*SPLITS, "all"):
+        raise InputError(f"unknown split '{cfg.split}'; choose from {(*SPLITS, 'all')}")
     embedder = Embedder(
         cfg.checkpoint,
-        cache_dir=cfg.out,
+        cache_dir=cfg.out_dir,
         batch_size=cfg.batch_size,
         device=cfg.device,
         show_progress=show_progress,
@@ -257,7 +260,7 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
         "split": cfg.split,
     }
     index = CaseIndex.build(emb.image_emb.numpy(), entries, params=cfg.params, info=info)
-    index.save(cfg.out)
+    index.save(cfg.out_dir)
     return index
 
 
@@ -290,13 +293,21 @@ def query_case_index(
     checkpoint: str | Path | None = None,
     unique_studies: bool = True,
     device: str = "cpu",
+    embedder: Embedder | None = None,
 ) -> dict:
-    """Similar cases for a text query or an image file (DICOM / PNG / JPEG) -> {"query", "query_type", "results"}."""
+    """Similar cases for a text query or an image file (DICOM / PNG / JPEG) -> {"query", "query_type", "results"}.
+
+    ``embedder``: an already loaded model to embed the query with (it must be the index's checkpoint).
+    """
     if not isinstance(index, CaseIndex):
         index = CaseIndex.load(index)
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
-    embedder = _query_embedder(index, checkpoint, device=device)
+    if embedder is not None:
+        if embedder.fingerprint() != index.info.get("checkpoint_fingerprint"):
+            raise InputError("this model is not the checkpoint the index was built with; rebuild the index with it")
+    else:
+        embedder = _query_embedder(index, checkpoint, device=device)
     is_image = Path(query).is_file()
     vec = embedder.encode_images([query]) if is_image else embedder.encode_text([query])  # [1, D]
     t = time.perf_counter()

@@ -27,7 +27,7 @@ from medclip.eval.zero_shot import (
     scores_for_mode,
 )
 from medclip.ingest.splits import SPLITS
-from medclip.ingest.tables import EvalTable, finding_key, load_table
+from medclip.ingest.tables import EvalTable, check_source, finding_key, load_table
 from medclip.registry import Registry
 from medclip.reports.sections import normalize_text
 from medclip.text.prompts import load_prompts
@@ -221,8 +221,7 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
         raise InputError(f"unknown split '{cfg.split}'; choose from {EVAL_SPLITS}")
     if not cfg.checkpoint:
         raise InputError("evaluation needs a checkpoint (--checkpoint, a run's final/ directory)")
-    if cfg.shards and not cfg.manifest:
-        raise InputError("shards go with a manifest (shards are keyed by manifest row)")
+    check_source(manifest=cfg.manifest, csv=cfg.csv, shards=cfg.shards)
     out = Path(cfg.out_dir) if cfg.out_dir else None
     embedder = Embedder(
         cfg.checkpoint,

@@ -7,13 +7,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medclip.errors import InputError
-
 
 def hit_ranks(sims: torch.Tensor, hits: torch.Tensor) -> np.ndarray:
     """0-based rank of the best-ranked hit per query row. sims, hits: [Q, G]; every row needs at least one hit."""
     if not bool(hits.any(1).all()):
-        raise InputError("every query needs at least one relevant gallery item")
+        raise ValueError("every query needs at least one relevant gallery item")
     best_hit = sims.masked_fill(~hits, float("-inf")).max(1).values  # [Q]
     # Ties are counted against the query so a constant model cannot score well.
     return ((sims >= best_hit[:, None]) & ~hits).sum(1).numpy()

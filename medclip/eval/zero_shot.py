@@ -12,12 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medclip.config import EVAL_MODES
 from medclip.errors import InputError
 from medclip.eval.metrics import auroc_auprc, bootstrap_auroc_auprc, choose_threshold, f1_mcc_at, labelled, macro
 
 logger = logging.getLogger(__name__)
 
-MODES = ("multilabel", "multiclass")
+MODES = EVAL_MODES
 
 
 def class_embeddings(prompts: dict[str, dict[str, list[str]]], encode) -> dict[str, torch.Tensor]:

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from medclip.errors import InputError
 from medclip.io.dicom import VIEW_ALIASES, ReadError, check_path, check_size, load_image
+from medclip.io.tables import read_csv
 from medclip.registry import Registry
 from medclip.reports.sections import HEADER_OF, SECTION_NAMES, TEXT_COLUMNS
 
@@ -147,7 +147,7 @@ def _table_rows(path: Path) -> tuple[list[dict], list[dict]]:
         return rows, bad
     if not name.endswith((".csv", ".tsv", ".txt")):
         raise InputError(f"report table {path}: unknown format; use .csv, .tsv or .jsonl (optionally .gz)")
-    df = pd.read_csv(
+    df = read_csv(
         path,
         dtype=object,
         keep_default_na=False,

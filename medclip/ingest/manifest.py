@@ -23,6 +23,7 @@ from medclip.ingest.archive import ArchiveScan, InlineReport, reject
 from medclip.ingest.layouts import LAYOUTS
 from medclip.ingest.layouts.csv_table import parse_column_roles
 from medclip.ingest.splits import SPLITS, assign_split, check_splits_disjoint, default_salt, patient_key
+from medclip.io.tables import read_json, read_parquet
 from medclip.reports.sections import parse_sections, report_text
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def build_manifest(
     layout: str = "dicom",
     salt: str | None = None,
     text_policy: str = "findings_impression",
-    modalities: tuple[str, ...] | None = DEFAULT_MODALITIES,
+    modalities: tuple[str, ...] | None = (),
     verify_pixels: bool = True,
     show_progress: bool = True,
     reports: str | Path | None = None,
@@ -159,8 +160,12 @@ def build_manifest(
         reports: extra reports: a CSV/JSONL table (study key + text columns) or a folder of ``<key>.txt``.
         layout_options: layout-specific keywords, e.g. ``{"columns": {"image": "png"}}`` for csv.
         label_set: attach rule-based report labels (``chexpert`` / ``chestxray14``) as manifest columns.
+        modalities: the modalities to keep (others are ``modality`` rejects); ``()`` the layout's default
+            (:func:`default_modalities`), ``None`` every modality.
     """
     root = Path(root)
+    if modalities is not None and not modalities:
+        modalities = default_modalities(layout)
     if not root.exists():
         raise FileNotFoundError(f"archive folder not found: {root} (for --layout csv: the CSV file)")
     scan: ArchiveScan = LAYOUTS.get(layout)(
@@ -258,9 +263,9 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict]:
     folder = path if path.is_dir() else path.parent
     if not (folder / MANIFEST_NAME).is_file():
         raise FileNotFoundError(f"no {MANIFEST_NAME} in {folder}; build one with `medclip manifest ARCHIVE --out DIR`")
-    df = pd.read_parquet(folder / MANIFEST_NAME)
+    df = read_parquet(folder / MANIFEST_NAME)
     meta_path = folder / META_NAME
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_json(meta_path) if meta_path.is_file() else {}
     return df, meta
 
 
@@ -278,7 +283,9 @@ def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> Man
         if cfg.layout != "csv":
             raise InputError(f"columns (--column) apply to the csv layout only, not {cfg.layout}")
         options["columns"] = parse_column_roles(cfg.columns)
-    modalities = tuple(m.strip().upper() for m in cfg.modalities if m.strip()) or default_modalities(cfg.layout)
+    modalities: tuple[str, ...] | None = tuple(m.strip().upper() for m in cfg.modalities if m.strip())
+    if modalities == ("ALL",):
+        modalities = None
     return build_manifest(
         cfg.source,
         layout=cfg.layout,

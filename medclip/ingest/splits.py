@@ -13,11 +13,12 @@ import secrets
 
 import pandas as pd
 
-from medclip.errors import InputError
+from medclip.config import SPLITS
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+__all__ = ["SALT_ENV", "SPLITS", "assign_split", "check_splits_disjoint", "default_salt", "patient_key"]
+
 SALT_ENV = "MEDCLIP_PATIENT_SALT"
 
 
@@ -39,7 +40,7 @@ def check_splits_disjoint(df: pd.DataFrame) -> None:
     per_patient = df.groupby("patient_key")["split"].nunique()
     leaked = per_patient[per_patient > 1]
     if len(leaked):
-        raise InputError(f"{len(leaked)} patients appear in more than one split; splits must be by patient")
+        raise ValueError(f"{len(leaked)} patients appear in more than one split; splits must be by patient")
 
 
 def default_salt() -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from medclip.errors import InputError
 from medclip.ingest.manifest import read_manifest
 from medclip.ingest.splits import SPLITS, assign_split
+from medclip.io.tables import read_csv
 from medclip.reports.sections import TEXT_COLUMNS, pair_text
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def read_csv_table(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
-    df = pd.read_csv(path)
+    df = read_csv(path)
     source = str(path)
     if df.empty:
         raise InputError(f"{source}: the CSV has no rows")
@@ -171,7 +172,7 @@ def read_csv_table(
 
 def read_labels_csv(path: str | Path) -> pd.DataFrame:
     """A ground-truth CSV keyed by study_id -> frame with study_id + label columns (names as in the file)."""
-    labels = pd.read_csv(path)
+    labels = read_csv(path)
     if "study_id" not in labels.columns:
         raise InputError(f"{path}: needs a study_id column (and one column per finding)")
     labels["study_id"] = labels["study_id"].astype(str)
@@ -210,6 +211,14 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
     return EvalTable(rows, labels, str(manifest), has_text=True)
 
 
+def check_source(*, manifest: str | Path | None, csv: str | Path | None, shards: str | Path | None = None) -> None:
+    """InputError unless exactly one of a manifest or a CSV is given, and shards (if any) go with a manifest."""
+    if bool(manifest) == bool(csv):
+        raise InputError("give exactly one of a manifest (--manifest DIR) or a CSV (--csv FILE)")
+    if shards and not manifest:
+        raise InputError("--shards goes with --manifest (shards are keyed by manifest row)")
+
+
 def load_table(
     *,
     manifest: str | Path | None = None,
@@ -221,8 +230,7 @@ def load_table(
     label_cols: list[str] | None = None,
 ) -> EvalTable:
     """Exactly one of a manifest directory or a CSV -> :class:`EvalTable`."""
-    if bool(manifest) == bool(csv):
-        raise InputError("give exactly one of a manifest (--manifest DIR) or a CSV (--csv FILE)")
+    check_source(manifest=manifest, csv=csv)
     if manifest:
         return manifest_table(manifest, text_policy=text_policy, labels_csv=labels_csv)
     table = read_csv_table(csv, image_col=image_col, text_col=text_col, label_cols=label_cols)

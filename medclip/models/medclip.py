@@ -120,7 +120,7 @@ class MedClip(nn.Module):
         elif input_ids is not None and attention_mask is not None:
             text_emb = self.encode_text(input_ids, attention_mask)
         else:
-            raise InputError("MedClip.forward needs input_ids + attention_mask or text_features")
+            raise ValueError("MedClip.forward needs input_ids + attention_mask or text_features")
         out = {"image_emb": self.encode_image(image), "text_emb": text_emb, "logit_scale": self.scale()}
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias

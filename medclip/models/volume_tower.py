@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from medclip.errors import InputError
+from medclip.errors import InputError, SetupError
 from medclip.models.image_tower import IMAGE_TOWERS
 
 logger = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ class ViT3DTower(VolumeTower):
         try:
             import einops  # noqa: F401  # MONAI's self-attention block needs it; MONAI does not install it
         except ImportError as exc:
-            raise ImportError("vit_3d needs einops, which MONAI's ViT imports lazily: pip install einops") from exc
+            raise SetupError("vit_3d needs einops, which MONAI's ViT imports lazily: pip install einops") from exc
         self.img_size = tuple(int(s) for s in img_size)
         if len(self.img_size) != 3 or any(s % p for s, p in zip(self.img_size, patch_size, strict=True)):
             raise InputError(f"vit_3d img_size {self.img_size} must be 3 sides divisible by patch_size {patch_size}")

@@ -39,6 +39,8 @@ from medclip.reports.sections import SECTION_NAMES, TEXT_COLUMNS, parse_sections
 
 logger = logging.getLogger(__name__)
 
+# Report tables given to the labeler often name the text column "reports", "body" or "content" too.
+LABEL_TEXT_COLUMNS = (*TEXT_COLUMNS, "reports", "body", "content")
 ID_COLUMNS = ("id", "report_id", "study_id", "accession", "accession_number", "uid", "row_id", "name")
 PATH_COLUMNS = ("report_path", "path", "txt_path", "file", "filename")
 REJECT_COLUMNS = ("id", "source", "reason", "detail")
@@ -152,7 +154,7 @@ def _table_records(path: Path, id_column: str | None, text_column: str | None) -
             return id_column or "id", rejects
         raise InputError(f"{path}: no reports in this file; pass a table with one row per report")
     columns = [c for c in df.columns if c != "_line"]
-    text_col = _pick(columns, text_column, TEXT_COLUMNS, "report text", path)
+    text_col = _pick(columns, text_column, LABEL_TEXT_COLUMNS, "report text", path)
     path_col = None if text_col else _pick(columns, None, PATH_COLUMNS, "report path", path)
     id_col = _pick(columns, id_column, ID_COLUMNS, "report id", path)
     headerless = text_col is None and path_col is None and id_col is None and len(columns) == 1
@@ -162,7 +164,7 @@ def _table_records(path: Path, id_column: str | None, text_column: str | None) -
         text_col, columns = "text", ["text"]
     if text_col is None and path_col is None:
         raise InputError(
-            f"{path}: no report text column found (looked for {', '.join(TEXT_COLUMNS)} or a path column "
+            f"{path}: no report text column found (looked for {', '.join(LABEL_TEXT_COLUMNS)} or a path column "
             f"{', '.join(PATH_COLUMNS)}); columns are: {', '.join(map(str, columns))}. Pass text_column="
         )
     if id_col is None and len(columns) > 1:

@@ -29,7 +29,7 @@ SECTION_NAMES = (
 )
 DEID_TOKEN = "___"
 # Column names that hold a whole report in a table (CSV, JSONL, parquet), most likely first; compared loosely.
-TEXT_COLUMNS = ("text", "report", "report_text", "reporttext", "reports", "findings_impression", "body", "content")
+TEXT_COLUMNS = ("text", "report", "report_text", "findings_impression")
 SENTENCE_POLICY = "sentence_sample"  # a text policy that samples sentences afresh at every training step
 TEXT_POLICIES = ("impression", "findings", "findings_impression", "impression_or_findings", "sentence_sample")
 
@@ -430,7 +430,7 @@ def report_text(
     if policy == "findings_impression":
         return both
     if rng is None:
-        raise InputError("text policy 'sentence_sample' needs rng=random.Random(seed)")
+        raise ValueError("text policy 'sentence_sample' needs rng=random.Random(seed)")
     if max_sentences < 1:
         raise InputError(f"max_sentences must be >= 1, got {max_sentences}")
     sentences = split_sentences(both)

@@ -10,16 +10,22 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
+from medclip.errors import InputError
+
 
 def prepare_archive(out: Path, mark: str, subdirs: Sequence[str]) -> None:
-    """Create ``out/<subdir>`` for each subdir, emptied if a previous archive with README mark ``mark`` left files
-    there; refuse (FileExistsError) to write into non-empty folders of anything else."""
+    """Create ``out/<subdir>`` for each subdir, emptied if a previous archive of the same kind left files there;
+    refuse (InputError) to write into non-empty folders of anything else.
+
+    The kind is ``mark`` up to " written by ": archives written by earlier versions (other module names) count too.
+    """
     readme = out / "README.txt"
-    ours = readme.is_file() and readme.read_text(encoding="utf-8").startswith(mark)
+    kind = mark.split(" written by ")[0]
+    ours = readme.is_file() and readme.read_text(encoding="utf-8").startswith(kind)
     for sub in subdirs:
         if (out / sub).is_dir() and any((out / sub).iterdir()):
             if not ours:
-                raise FileExistsError(f"{out / sub} is not empty and is not a synthetic archive; use a fresh directory")
+                raise InputError(f"{out / sub} is not empty and is not a synthetic archive; use a fresh directory")
             shutil.rmtree(out / sub)
     for sub in subdirs:
         (out / sub).mkdir(parents=True, exist_ok=True)

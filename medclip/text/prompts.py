@@ -23,7 +23,10 @@ def load_prompts(name_or_path: str) -> dict[str, dict[str, list[str]]]:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"prompt file not found: {path}")
-        raw = yaml.safe_load(path.read_text())
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a valid YAML prompt file ({str(exc).splitlines()[0]}); fix it") from None
     else:
         names = packaged_prompt_sets()
         if name_or_path not in names:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medclip.distributed import all_reduce_mean, get_world_size
-from medclip.errors import InputError
+from medclip.errors import InputError, MedclipError
 from medclip.train.grad_cache import GradCache
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(MedclipError, RuntimeError):
     """Too many non-finite losses in a row."""
 
 

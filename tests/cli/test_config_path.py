@@ -64,7 +64,6 @@ def test_eval_flags_yaml_and_overrides_build_one_config(tmp_path, monkeypatch):
         (["index", "build", "--checkpoint", "c", "--manifest", "m", "--out", "o", "params.nprob=3"], "params.nprobe"),
         (["manifest", "archive", "--out", "o", "layuot=csv"], "Did you mean 'layout'"),
         (["demo", "demo.studies=abc"], "bad value for 'studies'"),
-        (["eval", "zeroshot", "--checkpoint", "c", "--manifest", "m", "--csv", "x.csv"], "exactly one of"),
     ],
 )
 def test_config_mistakes_are_one_line_exit_2(argv, needle, monkeypatch, capsys):
@@ -81,6 +80,28 @@ def test_demo_checks_its_training_overrides_before_synthesising(tmp_path, capsys
     assert main(["demo", "--out", str(tmp_path / "d"), "train.epoch=1"]) == 2
     assert "Did you mean 'train.epochs'" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["eval", "zeroshot", "--checkpoint", "c", "--manifest", "m", "--csv", "x.csv"], "exactly one of"),
+        (["eval", "zeroshot", "--checkpoint", "c", "--csv", "x.csv", "--shards", "s"], "--shards goes with"),
+        (["index", "build", "--checkpoint", "c", "--csv", "x.csv", "--shards", "s", "--out", "o"], "--shards goes"),
+        (["index", "build", "--checkpoint", "c", "--csv", "x.csv", "--out", "o", "params.kind=bogus"], "params.kind"),
+        (["eval", "zeroshot", "--checkpoint", "c", "--manifest", "m", "--split", "bogus"], "invalid choice"),
+        (["index", "query", "idx", "cost ${x}", "--checkpoint", "c"], "is not a case index"),
+    ],
+)
+def test_source_and_option_mistakes_fail_before_any_work(argv, needle, capsys):
+    """Checked by the library entry points (and argparse for choices) before a checkpoint is even opened."""
+    code = 0
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err, err
 
 
 def test_index_build_flags_set_nested_params(monkeypatch):

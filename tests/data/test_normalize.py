@@ -38,3 +38,15 @@ def test_the_monai_pipeline_and_batch_augmentation_use_it(tiny_manifest):
     got = np.asarray(pipeline(item)["image"])
     assert np.allclose(got, (raw - CFG.mean) / CFG.std, atol=1e-5)
     assert BatchAugment(CFG).black == pytest.approx(normalize_image(0.0, CFG))
+
+
+@pytest.mark.parametrize(("mean", "std"), [(0.5, 0.25), (0.3, 0.3), (0.05, 0.2)])  # CXR, CT, sketch recipes
+def test_bit_identical_to_monai_normalize_intensity(mean, std):
+    """Subtract-then-divide, as MONAI did before: recipes' images, and so trained figures, do not move by an ulp."""
+    from monai.transforms import NormalizeIntensity
+
+    x = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    cfg = PreprocessCfg(mean=mean, std=std)
+    want = np.asarray(NormalizeIntensity(subtrahend=mean, divisor=std)(x))
+    assert np.array_equal(normalize_image(x, cfg), want)
+    assert np.array_equal(normalize_image(torch.from_numpy(x.copy()), cfg, inplace=True).numpy(), want)

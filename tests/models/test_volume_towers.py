@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import medclip.models.volume_tower as volume  # registers the 3-D towers, whether or not image.py imports this module yet
+import medclip.models.volume_tower as volume  # the module whose towers are checked below
 from medclip.models.factory import create_image_tower
 from medclip.models.image_tower import IMAGE_TOWERS
 

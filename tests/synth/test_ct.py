@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from medclip.errors import InputError
 from medclip.io.volumes import load_series, load_volume
 from medclip.synth.ct import phantom as ct_phantom
 from medclip.synth.ct.archive import CT_FINDINGS, SHAPE, _plan, render_ct, synth_ct
@@ -179,7 +180,7 @@ def test_rerun_replaces_and_foreign_directory_is_refused(tmp_path: Path) -> None
     assert len(list((tmp_path / "a" / "dicom").rglob("*.dcm"))) == summary["series"] * SHAPE[0]
     assert not list((tmp_path / "a" / "nifti").glob("*.nii.gz"))
     (tmp_path / "b" / "dicom" / "someone").mkdir(parents=True)
-    with pytest.raises(FileExistsError, match="not a synthetic archive"):
+    with pytest.raises(InputError, match="not a synthetic archive"):
         synth_ct(tmp_path / "b", studies=1)
 
 

@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
 
+from medclip.errors import InputError
 from medclip.synth.cxr import phantom
 from medclip.synth.cxr.archive import CXR_FINDINGS, SIDED_FINDINGS, synth_cxr
 
@@ -146,9 +147,18 @@ def test_rerun_replaces_previous_archive(tmp_path: Path) -> None:
     assert len(list((tmp_path / "reports").glob("*.txt"))) == 6
 
 
+def test_rerun_replaces_an_archive_written_by_an_earlier_version(tmp_path: Path) -> None:
+    """Archives from before the synth/ package (README mark naming medclip.data.synthetic) are still ours."""
+    synth_cxr(tmp_path, studies=4, seed=1)
+    readme = tmp_path / "README.txt"
+    text = readme.read_text(encoding="utf-8")
+    readme.write_text(text.replace("medclip.synth.cxr.archive", "medclip.data.synthetic", 1), encoding="utf-8")
+    assert synth_cxr(tmp_path, studies=3, seed=2)["studies"] == 3
+
+
 def test_refuses_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "dicom" / "someone").mkdir(parents=True)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(InputError):
         synth_cxr(tmp_path, studies=2)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medclip.errors import InputError
 from medclip.ingest.manifest import build_manifest
 from medclip.synth.sketch.archive import MARK_STYLES, REGIONS, render_sketch, synth_sketch
 from medclip.synth.sketch.text import BILATERAL, NEGATIONS, PHRASES, describe
@@ -120,7 +121,7 @@ def test_rerun_replaces_archive_and_refuses_foreign_images(tmp_path: Path) -> No
     foreign = tmp_path / "other"
     (foreign / "images").mkdir(parents=True)
     (foreign / "images" / "x.png").write_bytes(b"x")
-    with pytest.raises(FileExistsError, match="fresh directory"):
+    with pytest.raises(InputError, match="fresh directory"):
         synth_sketch(foreign, n=2)
 
 

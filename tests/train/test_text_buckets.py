@@ -77,7 +77,7 @@ def test_encoders_outside_the_packable_types_pad_instead(monkeypatch):
     bert = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     assert HFTextTower("x", config_dict=bert.to_dict(), packing=True).packing
     with monkeypatch.context() as m:  # transformers 4.x BERT would attend across the packed texts: never pack there
-        m.setattr(text_module.transformers, "__version__", "4.57.0")  # the module text.py reads (loading a model
+        m.setattr(text_module.transformers, "__version__", "4.57.0")  # the module text_tower.py reads (loading a model
         # can replace sys.modules["transformers"], so a fresh `import transformers` here may be another object)
         assert not HFTextTower("x", config_dict=bert.to_dict(), packing=True).packing
     distil = DistilBertConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, hidden_dim=64)

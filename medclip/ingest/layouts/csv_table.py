@@ -11,7 +11,6 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from medclip.errors import InputError
@@ -29,6 +28,7 @@ from medclip.ingest.archive import (
 )
 from medclip.ingest.layouts.public import ASSUMED_MODALITY
 from medclip.io.dicom import IMAGE_SUFFIXES, ReadError, load_image, read_header
+from medclip.io.tables import read_csv
 from medclip.reports.sections import SECTION_NAMES, TEXT_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def scan_csv(
     Images may be PNG/JPEG (modality from a modality column, else ``modality``) or DICOM (header facts).
     """
     table = _csv_file(Path(root))
-    df = pd.read_csv(table, dtype=object, keep_default_na=False, encoding_errors="surrogateescape")
+    df = read_csv(table, dtype=object, keep_default_na=False, encoding_errors="surrogateescape")
     roles = csv_columns(table, [str(c) for c in df.columns], columns, need_report=reports is None)
     scan = ArchiveScan(inputs=0)
     for i, row in enumerate(tqdm(df.to_dict("records"), desc="scan", unit="row", disable=not show_progress)):

@@ -33,7 +33,6 @@ from functools import partial
 from pathlib import Path
 
 import nibabel as nib
-import pandas as pd
 from tqdm.auto import tqdm
 
 from medclip.errors import InputError
@@ -48,6 +47,7 @@ from medclip.ingest.archive import (
     walk_files,
 )
 from medclip.io.dicom import ReadError, read_header
+from medclip.io.tables import read_csv
 from medclip.io.volumes import SERIES_TAG, is_nifti
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def _read_index(folder: Path) -> dict[str, dict] | None:
     path = folder / NIFTI_INDEX
     if not path.is_file():
         return None
-    df = pd.read_csv(path, dtype=object, keep_default_na=False)
+    df = read_csv(path, dtype=object, keep_default_na=False)
     columns = {role: find_column(list(df.columns), names) for role, names in _INDEX_COLUMNS.items()}
     if columns["file"] is None or columns["patient_id"] is None:
         raise InputError(

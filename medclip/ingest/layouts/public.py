@@ -13,7 +13,6 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from medclip.errors import InputError
@@ -29,6 +28,7 @@ from medclip.ingest.archive import (
     walk_files,
 )
 from medclip.io.dicom import IMAGE_SUFFIXES
+from medclip.io.tables import read_csv
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _mimic_metadata(root: Path) -> dict[str, tuple[str, str, str | None]]:
     if path is None:
         logger.info("no %s under %s: views unknown", MIMIC_METADATA[0], root)
         return {}
-    df = pd.read_csv(path, dtype=object, keep_default_na=False)
+    df = read_csv(path, dtype=object, keep_default_na=False)
     need = ("dicom_id", "subject_id", "study_id", "ViewPosition")
     if missing := [c for c in need if c not in df.columns]:
         raise InputError(f"{path}: missing columns {missing}; it has {list(df.columns)}")

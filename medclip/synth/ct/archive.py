@@ -32,6 +32,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from medclip.errors import InputError
 from medclip.synth.common import prepare_archive, serial_ids, synthetic_uid, write_csv
 from medclip.synth.ct import phantom as ct_phantom
 from medclip.synth.ct.findings import CT_FINDINGS, SIDED_FINDINGS, CTFinding, sample_finding
@@ -251,7 +252,7 @@ def _instance_numbers(st: Study, seed: int) -> np.ndarray:
         return np.arange(n, 0, -1)
     if st.order == "shuffled":
         return np.random.default_rng([seed, 4, st.idx]).permutation(n) + 1
-    raise ValueError(f"unknown slice order {st.order!r}; expected one of {_ORDERS}")
+    raise RuntimeError(f"unknown slice order {st.order!r}; expected one of {_ORDERS}")
 
 
 def _write_dicom(out: Path, st: Study, hu: np.ndarray, seed: int) -> Path:
@@ -284,7 +285,7 @@ def _nifti_affine(st: Study) -> tuple[np.ndarray, bool]:
     if st.axcodes == "RAS":  # i -> patient right, j -> anterior: the first stored voxel is the LPS grid's last
         x1, y1 = x0 + (SHAPE[2] - 1) * p, y0 + (SHAPE[1] - 1) * p
         return np.array([[p, 0, 0, -x1], [0, p, 0, -y1], [0, 0, SLICE_MM, st.z0], [0, 0, 0, 1]]), True
-    raise ValueError(f"unknown NIfTI orientation {st.axcodes!r}; expected 'LPS' or 'RAS'")
+    raise RuntimeError(f"unknown NIfTI orientation {st.axcodes!r}; expected 'LPS' or 'RAS'")
 
 
 def _write_nifti(out: Path, st: Study, hu: np.ndarray) -> Path:
@@ -351,9 +352,9 @@ def synth_ct(out_dir: str | Path, *, studies: int = 300, seed: int = 0, nifti_fr
         of studies, incl. "no_finding"}, "out_dir", "seconds"}.
     """
     if isinstance(studies, bool) or not isinstance(studies, int) or studies < 1:
-        raise ValueError(f"studies must be an integer >= 1, got {studies!r}")
+        raise InputError(f"studies must be an integer >= 1, got {studies!r}")
     if not 0.0 <= float(nifti_fraction) <= 1.0:
-        raise ValueError(f"nifti_fraction must be in [0, 1], got {nifti_fraction!r}")
+        raise InputError(f"nifti_fraction must be in [0, 1], got {nifti_fraction!r}")
     t0 = time.perf_counter()
     out = Path(out_dir)
     prepare_archive(out, _README_MARK, ("dicom", "nifti", "reports"))

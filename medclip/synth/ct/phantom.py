@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from medclip.errors import InputError
 from medclip.registry import did_you_mean
 from medclip.synth.ct import findings as ct_findings
 from medclip.synth.ct.anatomy import CTAnatomy, sample_anatomy
@@ -238,15 +239,15 @@ def _blur_hw(v: np.ndarray) -> np.ndarray:
 
 def _check(findings: Sequence[CTFinding | str], shape: Sequence[int], spacing: Sequence[float]) -> None:
     if len(shape) != 3 or min(int(n) for n in shape) < 8:
-        raise ValueError(f"shape must be 3 sizes (D, H, W), each >= 8; got {tuple(shape)}")
+        raise InputError(f"shape must be 3 sizes (D, H, W), each >= 8; got {tuple(shape)}")
     if len(spacing) != 3 or not all(float(v) > 0 for v in spacing):
-        raise ValueError(f"spacing must be 3 positive mm values (dz, dy, dx); got {tuple(spacing)}")
+        raise InputError(f"spacing must be 3 positive mm values (dz, dy, dx); got {tuple(spacing)}")
     names = [f.name if isinstance(f, CTFinding) else f for f in findings]
     if len(set(names)) != len(names):
-        raise ValueError(f"each finding may appear once; got {names}")
+        raise InputError(f"each finding may appear once; got {names}")
     for name in names:
         if name not in CT_FINDINGS:
-            raise ValueError(
+            raise InputError(
                 f"unknown CT finding {name!r};{did_you_mean(str(name), CT_FINDINGS)} "
                 f"available: {', '.join(CT_FINDINGS)}"
             )

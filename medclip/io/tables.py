@@ -1,0 +1,48 @@
+"""Reading table files (CSV, parquet, JSON) the user hands in: a file that does not parse is an InputError.
+
+pandas, pyarrow and json raise ValueError subclasses (ParserError, EmptyDataError, ArrowInvalid, JSONDecodeError,
+UnicodeDecodeError) whose messages do not name the file; these name it and say what to check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medclip.errors import InputError
+
+
+def _bad(path: str | Path, what: str, exc: Exception) -> InputError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"{path}: cannot read it as {what} ({detail}); check the file")
+
+
+def read_csv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv(path, **kwargs)``; an empty or malformed file is an :class:`InputError` naming it."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise _bad(path, "a CSV table", exc) from exc
+
+
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """``pd.read_parquet(path)``; a file that is not parquet is an :class:`InputError` naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _bad(path, "a parquet table", exc) from exc
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path``; malformed JSON is an :class:`InputError` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise _bad(path, "JSON", exc) from exc
