@@ -240,3 +240,31 @@ def test_train_help_lists_the_registered_towers_and_losses(capsys):
     text = capsys.readouterr().out
     assert all(name in text for name in [*IMAGE_TOWERS.list(), *LOSSES.list()]), text
     assert "sketch_cnn" in text and "siglip" in text
+
+
+def test_a_malformed_input_table_is_a_user_error_naming_the_file(tiny_archive, tmp_path, capsys):
+    bad = tmp_path / "reports.csv"
+    bad.write_bytes(b'accession,text\n"unterminated,\n')
+    empty = tmp_path / "cases.csv"
+    empty.write_text("")
+    for argv, name in (
+        (["manifest", str(tiny_archive), "--out", str(tmp_path / "m"), "--salt", "s", "--reports", str(bad)], bad),
+        (["manifest", str(empty), "--layout", "csv", "--out", str(tmp_path / "m2"), "--salt", "s"], empty),
+    ):
+        assert main(["-q", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert str(name) in err and len(err.splitlines()) == 1, err
+
+
+def test_manifest_source_may_be_an_override_and_all_keeps_every_modality(tiny_archive, tmp_path, capsys):
+    from medclip.ingest.manifest import read_manifest
+
+    out = tmp_path / "m"
+    assert (
+        main(["-q", "manifest", f"source={tiny_archive}", "--out", str(out), "--salt", "s", "--modalities", "CT"]) == 0
+    )
+    assert "rejected modality" in capsys.readouterr().out  # CT only: every radiograph is a modality reject
+    assert main(["-q", "manifest", f"source={tiny_archive}", f"out_dir={out}", "salt=s", "modalities=[all]"]) == 0
+    df, meta = read_manifest(out)
+    assert len(df) == meta["counts"]["inputs"] - meta["counts"]["rejected"] and len(df) > 0
+    assert "modality" not in meta["counts"]["reject_reasons"]
