@@ -128,9 +128,9 @@ def build_index(
 
 def load_index(path: str | Path, *, nprobe: int | None = None) -> CaseIndex:
     """A case index saved by :func:`build_index` or ``medclip index build``."""
-    from medclip.eval.index import load_case_index
+    from medclip.eval.index import CaseIndex
 
-    return load_case_index(path, nprobe=nprobe)
+    return CaseIndex.load(path, nprobe=nprobe)
 
 
 def query_index(

@@ -161,6 +161,7 @@ class TrainCfg:
 
 
 SPLITS = ("train", "val", "test")  # patient-level splits of a manifest (medclip.ingest.splits)
+EVAL_SPLITS = (*SPLITS, "all")  # what an evaluation or an index may read ("all": every row)
 EVAL_MODES = ("multilabel", "multiclass")
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 INDEX_COMPRESSIONS = ("none", "int8", "pq")
@@ -355,8 +356,10 @@ def load_config(
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
     for key, value in (values or {}).items():
+        if value is None:  # an option not given
+            continue
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([]) if value is None else _nested(key, value))
+            cfg = OmegaConf.merge(cfg, _nested(key, value))
         except OmegaConfBaseException as exc:
             raise _explain(exc, base, f"option for '{key}'") from None
     for item in overrides:

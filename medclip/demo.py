@@ -33,7 +33,7 @@ class DemoSpec:
     layout: str
     title: str
     default_studies: int
-    modalities: tuple[str, ...] | None = None  # None -> the layout's default
+    modalities: tuple[str, ...] = ()  # () -> the layout's default (build_manifest)
     layout_options: dict = field(default_factory=dict)
 
 
@@ -108,7 +108,7 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
         archive,
         layout=spec.layout,
         salt=DEMO_SALT,
-        modalities=spec.modalities or (),
+        modalities=spec.modalities,
         layout_options=spec.layout_options,
         show_progress=show_progress,
     )

@@ -105,7 +105,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from medclip.eval.index import build_case_index, load_case_index, query_case_index, results_table
+    from medclip.eval.index import CaseIndex, build_case_index, query_case_index, results_table
 
     if args.index_command == "build":
         cfg: IndexBuildCfg = command_config(args, IndexBuildCfg, {})
@@ -116,7 +116,7 @@ def cmd_index(args) -> int:
         )
         return 0
     q: IndexQueryCfg = command_config(args, IndexQueryCfg, {"index": args.index, "query": args.query})
-    index = load_case_index(q.index, nprobe=q.nprobe or None)
+    index = CaseIndex.load(q.index, nprobe=q.nprobe or None)
     answer = query_case_index(
         index, q.query, k=q.k, checkpoint=q.checkpoint or None, unique_studies=q.unique_studies, device=q.device
     )

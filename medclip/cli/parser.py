@@ -11,9 +11,9 @@ from medclip.cli import commands
 from medclip.cli.commands import CFG
 from medclip.config import (
     EVAL_MODES,
+    EVAL_SPLITS,
     INDEX_COMPRESSIONS,
     INDEX_KINDS,
-    SPLITS,
     DemoCfg,
     EvalCfg,
     IndexBuildCfg,
@@ -59,13 +59,12 @@ class RegistryChoices:
 
 def _registry_option(p: argparse.ArgumentParser, *flags: str, names: RegistryChoices, metavar: str, help: str,
                      **kwargs: Any) -> None:  # fmt: skip
-    """An option or positional whose choices come from a registry; they are listed in --help only when asked."""
-    kwargs.setdefault("help", f"{help}: %(choices)s" if help else "%(choices)s")
+    """An option (with ``key=``) or a positional whose choices come from a registry, listed in --help when asked."""
+    text = f"{help}: %(choices)s"
     if "key" in kwargs:
-        _option(p, *flags, choices=names, metavar=metavar, **kwargs)
+        _option(p, *flags, choices=names, metavar=metavar, help=text, **kwargs)
     else:
-        kwargs.pop("schema", None)
-        p.add_argument(*flags, choices=names, metavar=metavar, **kwargs)
+        p.add_argument(*flags, choices=names, metavar=metavar, help=text, **kwargs)
 
 
 def _layouts() -> list[str]:
@@ -251,7 +250,7 @@ def _add_eval(sub) -> None:
     _option(p, "--prompts", key="prompts", schema=s, help="prompt set (cxr_demo, chexpert, chestxray14, ct, sketch) "
             "or a YAML file")  # fmt: skip
     _option(p, "--mode", key="mode", schema=s, choices=EVAL_MODES, help="zero-shot scoring")
-    _option(p, "--split", key="split", schema=s, choices=(*SPLITS, "all"), help="which split")
+    _option(p, "--split", key="split", schema=s, choices=EVAL_SPLITS, help="which split")
     _option(p, "--bootstrap", key="bootstrap", schema=s, type=int, help="bootstrap resamples for 95%% CIs (0: none)")
     _option(p, "--seed", key="seed", schema=s, type=int, help="bootstrap / sampling seed")
     _option(p, "--no-cache", key="cache", schema=s, action="store_const", const=False,
@@ -271,7 +270,7 @@ def _add_index(sub) -> None:
     s = IndexBuildCfg
     _source_args(b, s)
     _option(b, "--out", key="out_dir", schema=s, help="index directory")
-    _option(b, "--split", key="split", schema=s, choices=(*SPLITS, "all"), help="which split")
+    _option(b, "--split", key="split", schema=s, choices=EVAL_SPLITS, help="which split")
     _option(b, "--kind", key="params.kind", schema=s, choices=INDEX_KINDS,
             help="auto: exact below 50,000 images, IVF above")  # fmt: skip
     _option(b, "--compression", key="params.compression", schema=s, choices=INDEX_COMPRESSIONS,

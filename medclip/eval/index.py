@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medclip.config import INDEX_COMPRESSIONS, INDEX_KINDS, IndexBuildCfg, IndexParams
+from medclip.config import EVAL_SPLITS, INDEX_COMPRESSIONS, INDEX_KINDS, IndexBuildCfg, IndexParams
 from medclip.errors import InputError, SetupError
 from medclip.eval.embeddings import Embedder, checkpoint_fingerprint
-from medclip.ingest.splits import SPLITS
 from medclip.ingest.tables import check_source, load_table
 from medclip.models.medclip import WEIGHTS_NAME
 
@@ -226,8 +225,8 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
     if not cfg.checkpoint or not cfg.out_dir:
         raise InputError("building a case index needs a checkpoint (--checkpoint) and an output directory (--out)")
     check_source(manifest=cfg.manifest, csv=cfg.csv, shards=cfg.shards)
-    if cfg.split not in (*SPLITS, "all"):
-        raise InputError(f"unknown split '{cfg.split}'; choose from {(*SPLITS, 'all')}")
+    if cfg.split not in EVAL_SPLITS:
+        raise InputError(f"unknown split '{cfg.split}'; choose from {EVAL_SPLITS}")
     embedder = Embedder(
         cfg.checkpoint,
         cache_dir=cfg.out_dir,
@@ -262,11 +261,6 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
     index = CaseIndex.build(emb.image_emb.numpy(), entries, params=cfg.params, info=info)
     index.save(cfg.out_dir)
     return index
-
-
-def load_case_index(path: str | Path, *, nprobe: int | None = None) -> CaseIndex:
-    """A saved :class:`CaseIndex` (``nprobe`` overrides the IVF cells it searches per query)."""
-    return CaseIndex.load(path, nprobe=nprobe)
 
 
 def _query_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: str):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclip.config import EvalCfg
+from medclip.config import EVAL_SPLITS, EvalCfg
 from medclip.errors import InputError
 from medclip.eval.embeddings import Embedder
 from medclip.eval.linear_probe import linear_probe
@@ -26,15 +26,12 @@ from medclip.eval.zero_shot import (
     laterality,
     scores_for_mode,
 )
-from medclip.ingest.splits import SPLITS
 from medclip.ingest.tables import EvalTable, check_source, finding_key, load_table
 from medclip.registry import Registry
 from medclip.reports.sections import normalize_text
 from medclip.text.prompts import load_prompts
 
 logger = logging.getLogger(__name__)
-
-EVAL_SPLITS = (*SPLITS, "all")
 
 
 @dataclass
