@@ -8,6 +8,7 @@ last paragraph as the impression when nothing is labelled) but is an independent
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -53,25 +54,99 @@ _HEADER_VARIANTS: dict[str, tuple[str, ...]] = {
 HEADER_OF = {v: name for name, variants in _HEADER_VARIANTS.items() for v in variants}
 
 
-def _alternation(words: list[str]) -> str:
-    # Longest first so "examination" wins over "exam"; spaces inside a header may be any whitespace.
-    return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
+# Headers that are also ordinary words of report text ("compared with the prior: ..."); in the middle of a line they
+# start a section only in capitals or right after a sentence end.
+_WEAK_HEADERS = frozenset({
+    "prior", "priors", "prior study", "prior studies", "prior exam", "prior exams", "study", "exam", "exams", "report",
+    "procedure", "procedures", "summary", "opinion", "observation", "observations", "hx", "clinical hx",
+})  # fmt: skip
+# Real words within a typo's distance of a header; they are never headers ("depression" is 2 edits from impression).
+_NOT_HEADERS = frozenset({
+    "depression", "expression", "compression", "suppression", "regression", "progression", "impressive", "procession",
+    "confusion", "contusion", "conclusive", "histology", "indicated", "indicates", "induction", "binding", "bindings",
+    "funding", "holdings", "readings", "sidings", "windings", "reporter", "reported", "deport", "export", "mystery",
+    "prion", "price", "pride", "print", "technical", "comparable", "compassion", "opinions",
+})  # fmt: skip
+_NON_IMAGING = ("indication", "history", "comparison", "technique", "examination")
+# Words before a header that make it part of a sentence ("a new finding: ...", "the impression: ...").
+_ARTICLES = frozenset(["a", "an", "the", "this", "that", "these", "those", "new", "no", "any", "other", "same", "such"])
+_JOINER_WORDS = frozenset({"and", "&", "/", "+", ","})
+_SEP_RE = re.compile(r"[ \t]*(?::+(?:[ \t]*-+(?=\s|$))?|-{2,}|[\u2013\u2014]+|(?<=\s)-+(?=\s|$))")
+_TOKEN_RE = re.compile(r"[A-Za-z][A-Za-z']*|[&/+,]|\S")
 
 
-_JOINER = r"(?:\s+and\s+|\s*[&/,+]\s*)"
-_ONE = f"(?:{_alternation(list(HEADER_OF))})"
-_HEADER_RE = re.compile(
-    rf"^\s*(?P<h>{_ONE}(?:{_JOINER}{_ONE})*)(?!\w)\s*(?:#?\d{{1,2}}(?!\w)\s*)?(?P<sep>:|[-\u2013\u2014]+(?=\s|$)|$)",
-    re.IGNORECASE,
-)
-_JOINER_RE = re.compile(_JOINER, re.IGNORECASE)
-# An UPPERCASE header with a colon right after a sentence ("... clear. IMPRESSION: ...") starts a section even mid
-# line: flattened exports put whole reports on one line. Lower/title case mid-line words never do.
-_INLINE_RE = re.compile(
-    rf"(?:(?<=[.!?])\s+|(?<!\s)\s{{2,}})(?=(?:{_alternation([w.upper() for w in HEADER_OF])})(?![A-Za-z])\s*:)"
-)
+def _typo_distance(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment edit distance (insert, delete, substitute, swap neighbours), capped at limit + 1."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def typo_limit(header: str) -> int:
+    """Edits a spelling of ``header`` may carry and still be read as it: none under 6 letters, 1 up to 8, else 2.
+
+    An edit is an insertion, deletion, substitution or swap of neighbours, never of the first letter.
+    """
+    letters = sum(c.isalpha() for c in header)
+    return 0 if letters < 6 else 1 if letters <= 8 else 2
+
+
+@functools.lru_cache(maxsize=8192)
+def _header_part(words: str) -> tuple[str, bool] | None:
+    """One header phrase (lowercase, single spaces) -> (section, exact) or None; typos within :func:`typo_limit`."""
+    if words in HEADER_OF:
+        return HEADER_OF[words], True
+    if words in _NOT_HEADERS or not words.replace(" ", "").isalpha():
+        return None
+    best: tuple[int, set[str]] = (3, set())
+    for variant, name in HEADER_OF.items():
+        limit = typo_limit(variant)
+        if limit and variant[0] == words[0]:  # typos keep the first letter ("Pression" is not an impression)
+            d = _typo_distance(words, variant, limit)
+            if d <= limit and d <= best[0]:
+                best = (d, {name} if d < best[0] else best[1] | {name})
+    return (best[1].pop(), False) if len(best[1]) == 1 else None  # ambiguous typos are not headers
+
+
+def _header_phrase(tokens: list[str]) -> tuple[tuple[str, ...], bool, bool] | None:
+    """Header tokens -> (sections, every part exact, weak) or None; parts joined by and / & / "/" / "+" / ",".
+
+    ``"FINDINGS AND IMPRESSION"`` -> ``(("findings", "impression"), True, False)``.
+    """
+    parts: list[list[str]] = [[]]
+    for tok in tokens:
+        if tok.lower() in _JOINER_WORDS:
+            parts.append([])
+        else:
+            parts[-1].append(tok.lower())
+    if any(not p for p in parts) or len(parts) > 3:
+        return None
+    names, exact, weak = [], True, len(parts) == 1
+    for p in parts:
+        words = " ".join(p)
+        found = _header_part(words)
+        if found is None:
+            return None
+        names.append(found[0])
+        exact = exact and found[1]
+        weak = weak and words in _WEAK_HEADERS
+    return tuple(dict.fromkeys(names)), exact, weak
+
+
 _SEPARATOR_RE = re.compile(r"^\s*[_=*~#-]{5,}\s*$")
 _FINAL_RE = re.compile(r"^\s*final\s+report\s*:?\s*$", re.IGNORECASE)
+_FINAL_PREFIX_RE = re.compile(r"^\s*final\s+report\b\s*:?", re.IGNORECASE)
 _WET_RE = re.compile(
     r"^\s*(?:wet\s+read(?:\s+version\s*#?\s*\d+)?|provisional\s+findings\s+impression(?:\s*\(pfi\))?)(?!\w)",
     re.IGNORECASE,
@@ -166,64 +241,139 @@ def _finish(paras: list[str]) -> str | None:
     return text if any(c.isalnum() for c in text) else None
 
 
-def _split_inline(line: str) -> list[str]:
-    if not line or not any(c.isupper() for c in line):
-        return [line]
-    cuts = [m.end() for m in _INLINE_RE.finditer(line)]
+def _tokens_before(region: str, limit: int = 6) -> list[re.Match[str]]:
+    """The trailing run of words / joiners of ``region`` (at most ``limit``): where a header before a separator is."""
+    run: list[re.Match[str]] = []
+    for tok in reversed(list(_TOKEN_RE.finditer(region[-80:]))):
+        if not (tok.group()[0].isalpha() or tok.group() in _JOINER_WORDS) or len(run) == limit:
+            break
+        run.append(tok)
+    run.reverse()
+    return run
+
+
+def _case(phrase: str) -> str:
+    letters = [c for c in phrase if c.isalpha()]
+    return "upper" if all(c.isupper() for c in letters) else "title" if phrase[:1].isupper() else "lower"
+
+
+def _accept(line: str, start: int, phrase: str, found: tuple, sep: str, previous: tuple | None) -> bool:
+    """Whether a header phrase at ``line[start:]`` followed by ``sep`` starts a section (see :func:`_cut_line`).
+
+    ``previous``: (sections, phrase) of the header before it on this line, if any.
+    """
+    keys, exact, weak = found
+    before = line[:start].rstrip()
+    if not before:
+        return True
+    case = _case(phrase)
+    prev_word = before.split()[-1].strip("\"'([").lower()
+    if before[-1] == ":" and all(k in _NON_IMAGING for k in keys):
+        return False  # "INDICATION: History: cough" - a header word right after a header is its text
+    if case == "upper":
+        return prev_word not in _ARTICLES
+    if before[-1] in ".!?;" or line[:start].endswith("  "):
+        return sep.startswith(":") or case == "title"
+    # No sentence end before it ("history: cough findings: clear"): an exact header that continues the line's header
+    # style (same case, a colon) and opens another section. "FINDINGS: Chest Comparison: ..." is a sub-heading.
+    return (
+        sep.startswith(":")
+        and exact
+        and not weak
+        and prev_word not in _ARTICLES
+        and previous is not None
+        and _case(previous[1]) == case
+        and set(keys) != set(previous[0])
+    )
+
+
+def _cut_line(line: str) -> list[tuple[tuple[str, ...] | None, str]]:
+    """A line -> ``[(None, text before any header), (sections, text after a header), ...]``.
+
+    A header is a known spelling (or a typo within :func:`typo_limit`) followed by a separator (``:``, ``::``,
+    ``--``, a spaced ``-``, an en / em dash, a space before any of them) or alone on its line. At the start of a line
+    it always counts; in the middle of a line (reports flattened to one line by an export) it counts when written in
+    capitals, or after a sentence end, or when an exact header with a colon continues the style of a header earlier
+    on the line and opens another section ("history: cough findings: clear"); never after an article ("a new
+    finding: ..." stays text).
+    """
+    cuts: list[tuple[int, int, tuple[str, ...]]] = []  # (header start, text start, sections)
+    last = 0
+    for m in _SEP_RE.finditer(line):
+        if m.start() <= last:
+            continue
+        run = _tokens_before(line[last : m.start()])
+        offset = last + max(0, len(line[last : m.start()]) - 80)
+        for k in range(len(run), 0, -1):
+            sub = run[-k:]
+            if not sub[0].group()[0].isalpha():
+                continue
+            found = _header_phrase([t.group() for t in sub])
+            if found is None:
+                continue
+            start = offset + sub[0].start()
+            phrase = line[start : m.start()].strip()
+            previous = (cuts[-1][2], line[cuts[-1][0] : cuts[-1][1]]) if cuts else None
+            if _accept(line, start, phrase, found, m.group().strip(), previous):
+                cuts.append((start, m.end(), found[0]))
+                last = m.end()
+            break
     if not cuts:
-        return [line]
-    return [line[a:b] for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)]
+        words = _TOKEN_RE.findall(line)
+        found = _header_phrase(words) if words and words[0][0].isalpha() else None
+        # A header alone on its line; in lower case not a weak one, since a hard-wrapped sentence may leave a word
+        # such as "study" on a line of its own.
+        if found and (not line.strip().islower() or not found[2]):
+            return [(found[0], "")]
+        return [(None, line)]
+    pieces: list[tuple[tuple[str, ...] | None, str]] = []
+    if line[: cuts[0][0]].strip():
+        pieces.append((None, line[: cuts[0][0]]))
+    for i, (start, text_start, keys) in enumerate(cuts):
+        end = cuts[i + 1][0] if i + 1 < len(cuts) else len(line)
+        rest = line[text_start:end]
+        header = re.escape(" ".join(line[start:text_start].split()).rstrip(" :-\u2013\u2014"))
+        rest = re.sub(
+            rf"^(?:\s*{header}\s*(?::+|-{{2,}}))+", "", rest, flags=re.IGNORECASE
+        )  # "INDICATION: INDICATION:"
+        pieces.append((keys, rest.lstrip(" :-\u2013\u2014")))
+    return pieces
 
 
-def _header_keys(line: str, prev_blank: bool) -> tuple[tuple[str, ...], str] | None:
-    """(sections, rest of line) when ``line`` starts with a header, else None."""
-    m = _HEADER_RE.match(line)
-    if m is None:
-        return None
-    # A header with no ':' or '-'. Lowercase words followed by more text after a non-blank line are a hard-wrapped
-    # sentence ("... no acute\nfindings of edema ..."), not a header; a lowercase header word alone on its line is a
-    # header (exports write "findings\n...").
-    alone = not line[m.end() :].strip()
-    if not m.group("sep") and not (prev_blank or alone or line.lstrip()[0].isupper()):
-        return None
-    names = [HEADER_OF.get(" ".join(p.lower().split()), "_other") for p in _JOINER_RE.split(m.group("h"))]
-    keys = tuple(dict.fromkeys(names))
-    rest = line[m.end() :]
-    again = _HEADER_RE.match(rest)
-    while again and again.group("sep") and again.group("h").lower() == m.group("h").lower():
-        rest = rest[again.end() :]  # "INDICATION: INDICATION: cough" repeats the header inside the text
-        again = _HEADER_RE.match(rest)
-    return keys, rest.lstrip(" :-\u2013\u2014")
+def _lines(text: str):
+    """Report lines, with a "FINAL REPORT" marker that opens a line split off the text after it."""
+    for line in text.split("\n"):
+        m = _FINAL_PREFIX_RE.match(line)
+        if m and line[m.end() :].strip():
+            yield line[: m.end()]
+            line = line[m.end() :]
+        yield line
 
 
 def _segments(text: str) -> list[tuple[tuple[str, ...], list[str]]]:
     """Text -> ordered (section keys, raw lines); pseudo keys ``_lead`` (before any header), ``_wet``, ``_other``."""
     segs: list[tuple[tuple[str, ...], list[str]]] = [(("_lead",), [])]
-    prev_blank = True
-    for raw in text.split("\n"):
-        for line in _split_inline(raw):
-            keys, lines = segs[-1]
-            if not line.strip() or _SEPARATOR_RE.match(line):
-                if keys == ("_wet",) and line.strip():
-                    segs.append((("_lead",), []))  # the rule under a wet read ends it
-                lines.append("")
-                prev_blank = True
-                continue
-            if _FINAL_RE.match(line):
-                # MIMIC: whatever precedes FINAL REPORT is a preamble; only a wet read in it is worth keeping.
-                if all(k[0].startswith("_") for k, _ in segs):
-                    segs = [s for s in segs if s[0] == ("_wet",)] + [(("_lead",), [])]
-                prev_blank = True
-                continue
-            wet = _WET_RE.match(line)
-            header = None if wet else _header_keys(line, prev_blank)
-            if wet:
-                segs.append((("_wet",), [line[wet.end() :][_STAMP_RE.match(line[wet.end() :]).end() :]]))
-            elif header:
-                segs.append((header[0], [header[1]]))
+    for line in _lines(text):
+        keys, lines = segs[-1]
+        if not line.strip() or _SEPARATOR_RE.match(line):
+            if keys == ("_wet",) and line.strip():
+                segs.append((("_lead",), []))  # the rule under a wet read ends it
+            lines.append("")
+            continue
+        if _FINAL_RE.match(line):
+            # MIMIC: whatever precedes FINAL REPORT is a preamble; only a wet read in it is worth keeping.
+            if all(k[0].startswith("_") for k, _ in segs):
+                segs = [s for s in segs if s[0] == ("_wet",)] + [(("_lead",), [])]
+            continue
+        wet = _WET_RE.match(line)
+        if wet:
+            segs.append((("_wet",), [line[wet.end() :][_STAMP_RE.match(line[wet.end() :]).end() :]]))
+            continue
+        for piece_keys, piece in _cut_line(line):
+            if piece_keys is None:
+                segs[-1][1].append(piece)
             else:
-                lines.append(line)
-            prev_blank = bool(wet or header)
+                segs.append((piece_keys, [piece]))
     return segs
 
 
@@ -268,9 +418,35 @@ def _fallback(out: dict[str, Any], reasons: dict[str, str], segs: list, wet: lis
                 for key in keys if keys != ("_lead",) else ():
                     out[key] = _finish(paras[:start])
                 return
+        if len(keys) == 1 and keys[0] in _NON_IMAGING and _imaging_tail(out, reasons, keys[0], paras):
+            return
     out["impression"] = _finish(wet) if wet else None
     if out["impression"] is not None:
         reasons["impression"] = "fallback:wet_read"
+
+
+# A sentence that describes an image: imaging words, or radiographic findings and anatomy.
+_IMAGING_RE = re.compile(
+    r"\b(?:cxr|x-?rays?|xr|radiographs?|radiographic(?:ally)?|films?|imaging|images?|ct|views?|projections?"
+    r"|lungs?|heart\s+size|cardiac\s+silhouette|cardiomediastinal|mediastin\w*|hil(?:um|ar|a)|costophrenic|pleura\w*"
+    r"|opaci\w*|consolidat\w*|effusions?|pneumothora\w*|atelecta\w*|cardiomegaly|infiltrat\w*|nodul\w*|edema)\b",
+    re.IGNORECASE,
+)
+
+
+def _imaging_tail(out: dict[str, Any], reasons: dict[str, str], key: str, paras: list[str]) -> bool:
+    """A note under a non-imaging header ("Past medical history: diabetes. CXR showing ...") whose later sentences
+    describe the image: those become the impression (``fallback:trailing_text``); True when it did that."""
+    sentences = split_sentences(" ".join(paras))
+    first = next((i for i, s in enumerate(sentences) if i and _IMAGING_RE.search(s)), None)
+    if first is None:
+        return False
+    out["impression"] = _finish([" ".join(sentences[first:])])
+    if out["impression"] is None:
+        return False
+    out[key] = _finish([" ".join(sentences[:first])])
+    reasons["impression"] = "fallback:trailing_text"
+    return True
 
 
 def _leading_paragraphs(segs: list) -> list[str]:
@@ -290,7 +466,7 @@ def parse_sections(text: str | None) -> dict[str, Any]:
     Returns:
         Every key of ``SECTION_NAMES`` (text or None) plus ``"_reasons"``: section -> why it is missing or derived
         (``missing``, ``empty``, ``merged``, ``fallback:last_paragraph``, ``fallback:wet_read``,
-        ``fallback:leading_text``). Never raises.
+        ``fallback:leading_text``, ``fallback:trailing_text``). Never raises.
     """
     segs = [(keys, _drop_signature(lines)) for keys, lines in _segments(_coerce(text))]
     segs = [(keys, _paragraphs(lines)) for keys, lines in segs]
@@ -321,6 +497,34 @@ def parse_sections(text: str | None) -> dict[str, Any]:
         if len(" ".join(lead).split()) >= 8 and any(c in p for p in lead for c in ".!?"):
             out["findings"] = _finish(lead)  # unlabelled prose before the first header, then an impression
             reasons["findings"] = "fallback:leading_text"
+    out["_reasons"] = reasons
+    return out
+
+
+def sections_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Sections a source already keeps apart (an XML element or a table column per section) -> the
+    :func:`parse_sections` shape, without searching the text for headers: the source's split is the truth.
+
+    Each field is cleaned as a parsed section would be (wrapped lines joined, de-identification placeholders
+    normalised, sign-off lines dropped, a repeated own header such as "INDICATION: INDICATION: cough" removed).
+    Field names are compared loosely ("Findings", "FINDINGS"); unknown names are ignored.
+    """
+    out: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+    by_name = {str(k).strip().lower(): v for k, v in fields.items()}
+    for name in SECTION_NAMES:
+        value = by_name.get(name)
+        if not isinstance(value, str) or not value.strip():
+            out[name] = None
+            reasons[name] = "missing" if value is None else "empty"
+            continue
+        lines = _coerce(value).split("\n")
+        pieces = _cut_line(lines[0])
+        if len(pieces) == 1 and pieces[0][0] and name in pieces[0][0]:
+            lines[0] = pieces[0][1]  # the field repeats its own header
+        out[name] = _finish(_paragraphs(_drop_signature(lines))) if any(line.strip() for line in lines) else None
+        if out[name] is None:
+            reasons[name] = "empty"
     out["_reasons"] = reasons
     return out
 
