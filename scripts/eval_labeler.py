@@ -9,6 +9,13 @@ label is mentioned at all (non-empty), and value agreement is the share of repor
 where the two values are equal.
 
     python scripts/eval_labeler.py labels.csv gold.csv --uncertain negative
+
+``--regression FILE --label-set SET`` labels the texts of a regression JSONL (one object per line: ``id``, ``text`` and
+one gold mapping per label set, label -> 1 / 0 / -1, a label left out = not mentioned; e.g. the project's
+tests/data/label_regression.jsonl, described in docs/labels.md) with medclip's labeler and scores the labels that the
+gold names, the same way, listing every report / label whose value differs:
+
+    python scripts/eval_labeler.py --regression tests/data/label_regression.jsonl --label-set chestxray14
 """
 
 from __future__ import annotations
@@ -114,10 +121,50 @@ def evaluate(pred_path: Path, gold_path: Path, *, uncertain: str = "positive", i
     }
 
 
+def _cell(value: object) -> str:
+    return "blank" if value is None else str(int(value))
+
+
+def evaluate_regression(path: Path, label_set: str, *, uncertain: str = "positive") -> dict:
+    """Label a regression JSONL's texts with ``label_set`` and score them against its gold for that set."""
+    from medclip.reports.labeler import label_report, load_rules  # only this mode needs medclip
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if label_set in r]
+    if not rows:
+        raise SystemExit(f"{path}: no report has gold for label set '{label_set}'")
+    rules = load_rules(label_set)
+    labels = [lab for lab in rules.labels if any(lab in r[label_set] for r in rows)]
+    pred = [label_report(r["text"], rules=rules) for r in rows]
+    gold_cells = {lab: pd.Series([_cell(r[label_set].get(lab)) for r in rows]) for lab in labels}
+    pred_cells = {lab: pd.Series([_cell(p[lab]) for p in pred]) for lab in labels}
+    per_label = {lab: _score(pred_cells[lab], gold_cells[lab], uncertain == "positive") for lab in labels}
+    differences = [
+        {"id": r["id"], "label": lab, "gold": gold_cells[lab][i], "pred": pred_cells[lab][i], "text": r["text"]}
+        for i, r in enumerate(rows)
+        for lab in labels
+        if gold_cells[lab][i] != pred_cells[lab][i]
+    ]
+    return {
+        "regression": str(path),
+        "label_set": label_set,
+        "reports": len(rows),
+        "uncertain_as": uncertain,
+        "macro_f1": _macro(per_label),
+        "macro_f1_without_no_finding": _macro(per_label, skip=("No Finding",)),
+        "f1": {lab: v["f1"] for lab, v in per_label.items()},
+        "value_agreement": round(1 - len(differences) / (len(rows) * len(labels)), 4),
+        "labels": per_label,
+        "differences": differences,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("pred", type=Path, help="labels CSV from medclip label")
-    ap.add_argument("gold", type=Path, help="gold-standard labels CSV, same columns")
+    ap.add_argument("pred", type=Path, nargs="?", help="labels CSV from medclip label")
+    ap.add_argument("gold", type=Path, nargs="?", help="gold-standard labels CSV, same columns")
+    ap.add_argument("--regression", type=Path, default=None, help="regression JSONL to label and score instead")
+    ap.add_argument("--label-set", default="chexpert", help="label set for --regression (chexpert, chestxray14)")
     ap.add_argument(
         "--uncertain",
         choices=("positive", "negative"),
@@ -126,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--id-column", default=None, help="id column shared by both files (default: first shared)")
     args = ap.parse_args(argv)
+    if args.regression is not None:
+        if args.pred or args.gold:
+            ap.error("give either PRED GOLD or --regression FILE, not both")
+        if not args.regression.is_file():
+            raise SystemExit(f"{args.regression} does not exist; pass a regression JSONL file")
+        json.dump(evaluate_regression(args.regression, args.label_set, uncertain=args.uncertain), sys.stdout, indent=2)
+        print()
+        return 0
+    if args.pred is None or args.gold is None:
+        ap.error("give PRED and GOLD label CSVs, or --regression FILE")
     for path in (args.pred, args.gold):
         if not path.is_file():
             raise SystemExit(f"{path} does not exist; pass two labels CSV files")

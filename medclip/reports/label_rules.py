@@ -3,6 +3,11 @@
 A label set's vocabulary lives in YAML (``rules/``: ``chexpert.yaml``, ``chestxray14.yaml``, ``triggers.yaml``,
 each documented at the top); a user YAML or mapping is merged on top. :func:`load_rules` compiles the phrases into one
 regex of mentions and one of triggers: the :class:`Rules` every labelling function takes.
+
+Where two label sets follow different conventions (docs/labels.md), the set's file says so with the same few switches:
+``uncertain: keep | negative`` (report -1 or map it to 0, for sets with binary labels), ``hedged`` phrases (a mention
+that is itself only suggestive, e.g. CheXpert's "vascular congestion" as uncertain Edema) and a ``triggers`` block that
+adds or reassigns triggers for that set only ("history of" negates in CheXpert instead of being dropped).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import yaml
 from medclip.errors import InputError
 from medclip.registry import did_you_mean
 
-__all__ = ["LABEL_SETS", "RULES_DIR", "TRIGGER_KINDS", "Rules", "load_rules"]
+__all__ = ["LABEL_SETS", "RULES_DIR", "TRIGGER_KINDS", "UNCERTAIN_OUTPUTS", "Rules", "load_rules"]
 
 RULES_DIR = Path(__file__).with_name("rules")
 LABEL_SETS = ("chexpert", "chestxray14")
@@ -31,13 +36,16 @@ TRIGGER_KINDS = (
     "uncertain.pre",
     "uncertain.post",
     "uncertain.near",
+    "uncertain.weak",
     "hypothetical.pre",
     "hypothetical.post",
     "pseudo",
     "ignore",
     "terminate",
 )
-_LABEL_KEYS = ("mention", "normal", "exclude", "remove", "derived")
+_LABEL_KEYS = ("mention", "normal", "hedged", "exclude", "remove", "derived")
+_SET_KEYS = ("name", "labels", "no_finding", "uncertain", "triggers")
+UNCERTAIN_OUTPUTS = {"keep": -1, "negative": 0}  # a set's `uncertain:` -> the value an uncertain label is reported as
 _GAP_STOP = r"(?:but|however|although|though|whereas|while)\b"
 _SEP = r"[\s\-]+"
 _TOKEN_RE = re.compile(r"\([^()]*\)|\.\.\.|\S+")
@@ -46,7 +54,7 @@ _TOKEN_RE = re.compile(r"\([^()]*\)|\.\.\.|\S+")
 @dataclass(frozen=True)
 class Phrase:
     text: str
-    targets: tuple[tuple[str, str], ...]  # (label, "mention" | "normal"); empty for exclusions
+    targets: tuple[tuple[str, str], ...]  # (label, "mention" | "normal" | "hedged"); empty for exclusions
     gap: bool
 
 
@@ -59,7 +67,9 @@ class Rules:
     no_finding: str | None
     no_finding_ignore: frozenset[str]
     no_finding_otherwise: int | None
+    uncertain_value: int  # what an uncertain label is reported as: -1 (keep) or 0 (binary sets)
     windows: dict[str, int]
+    coordinated_re: re.Pattern[str]  # the word before a weak trigger that makes it join modifiers, not findings
     config: dict[str, Any]  # the merged YAML, for inspection
     mention_re: re.Pattern[str]
     phrases: tuple[Phrase | None, ...]  # by regex group index
@@ -224,7 +234,7 @@ def _label_phrases(cfg: dict[str, Any], where: str) -> tuple[dict[str, list[tupl
             derived = str(label)
             continue
         removed = [str(r).lower() for r in spec.get("remove") or ()]
-        for kind in ("mention", "normal", "exclude"):
+        for kind in ("mention", "normal", "hedged", "exclude"):
             for phrase in spec.get(kind) or ():
                 _check_phrase(phrase, f"{where}: label '{label}' {kind}")
                 # `remove: [infection]` drops every phrase of the label that would match "infection".
@@ -234,8 +244,56 @@ def _label_phrases(cfg: dict[str, Any], where: str) -> tuple[dict[str, list[tupl
     return table, derived
 
 
-def _compile(cfg: dict[str, Any], triggers: dict[str, Any]) -> Rules:
+def _trigger_phrases(triggers: dict[str, Any], kind: str) -> list[Any]:
+    group, _, sub = kind.partition(".")
+    values = (triggers.get(group) or {}).get(sub) if sub else triggers.get(group)
+    return list(values or ())
+
+
+def _over(base: dict[str, Any], own: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """Triggers ``own`` on top of ``base``: lists are extended, and a phrase ``own`` lists under one kind is taken out
+    of every other kind, so a label set (or a user) can reassign a shared trigger as well as add one (CheXpert reads
+    "history of pneumonia" as negative where the shared file drops the mention)."""
+    if not own:
+        return base
+    if not isinstance(own, dict):
+        raise InputError(f"{where}: 'triggers' must be a mapping like triggers.yaml, got {type(own).__name__}")
+    merged = _merge(base, own)
+    for kind in TRIGGER_KINDS:
+        claimed = {str(p).strip() for p in _trigger_phrases(own, kind)}
+        if not claimed:
+            continue
+        for other in TRIGGER_KINDS:
+            if other == kind:
+                continue
+            group, _, sub = other.partition(".")
+            kept = [p for p in _trigger_phrases(merged, other) if str(p).strip() not in claimed]
+            if sub:
+                merged[group] = {**(merged.get(group) or {}), sub: kept}
+            else:
+                merged[group] = kept
+    return merged
+
+
+def _coordinated_re(words: Any) -> re.Pattern[str]:
+    """``coordinated`` words -> a regex that matches when the text before a weak trigger ends in one of them."""
+    for word in words or ():
+        _check_phrase(word, "triggers coordinated")
+    alts = sorted({str(w).strip().lower() for w in words or ()}, key=len, reverse=True)
+    return re.compile(rf"(?<!\w)(?:{'|'.join(re.escape(w) for w in alts) or '(?!)'})\W*$")
+
+
+def _compile(cfg: dict[str, Any], shared: dict[str, Any], user_triggers: dict[str, Any] | None = None) -> Rules:
     where = f"label set '{cfg.get('name')}'"
+    for key in cfg:
+        if key not in _SET_KEYS:
+            raise InputError(
+                f"{where}: unknown key '{key}'.{did_you_mean(key, _SET_KEYS)} Allowed: {', '.join(_SET_KEYS)}"
+            )
+    uncertain = cfg.get("uncertain", "keep")
+    if uncertain not in UNCERTAIN_OUTPUTS:
+        raise InputError(f"{where}: uncertain must be one of {', '.join(UNCERTAIN_OUTPUTS)}, got {uncertain!r}")
+    triggers = _over(_over(shared, cfg.get("triggers"), where), user_triggers, "user triggers")
     windows = {"pre": 15, "post": 8, "near": 3, "gap": 5, **(triggers.get("windows") or {})}
     table, derived = _label_phrases(cfg, where)
     labels = tuple(str(k) for k in (cfg.get("labels") or {}))
@@ -247,9 +305,7 @@ def _compile(cfg: dict[str, Any], triggers: dict[str, Any]) -> Rules:
     phrases = tuple(None if p is None else Phrase(*p) for p in m_payload)
     t_items = []
     for kind in TRIGGER_KINDS:
-        group, _, sub = kind.partition(".")
-        values = (triggers.get(group) or {}).get(sub) if sub else triggers.get(group)
-        for value in values or ():
+        for value in _trigger_phrases(triggers, kind):
             _check_phrase(value, f"triggers {kind}")
             t_items.append((value.strip(), kind))
     trigger_re, t_payload = _combine(t_items, windows["gap"], lookahead=False)
@@ -266,7 +322,9 @@ def _compile(cfg: dict[str, Any], triggers: dict[str, Any]) -> Rules:
         no_finding=derived,
         no_finding_ignore=ignore,
         no_finding_otherwise=0 if otherwise == 0 else None,
+        uncertain_value=UNCERTAIN_OUTPUTS[uncertain],
         windows=windows,
+        coordinated_re=_coordinated_re(triggers.get("coordinated")),
         config={**cfg, "triggers": triggers},
         mention_re=mention_re,
         phrases=phrases,
@@ -278,15 +336,16 @@ def _compile(cfg: dict[str, Any], triggers: dict[str, Any]) -> Rules:
 def load_rules(label_set: str = "chexpert", user_rules: str | Path | Mapping | None = None) -> Rules:
     """Compile a label set, optionally with a user YAML (path or dict) merged on top.
 
-    The user YAML may hold ``triggers:`` (same shape as ``triggers.yaml``) and ``label_sets:`` (name -> ``labels`` /
-    ``no_finding`` blocks added to a built-in set, or a new set, optionally ``extends: chexpert``). Lists are
-    extended; a label's ``remove:`` list drops built-in phrases.
+    The user YAML may hold ``triggers:`` (same shape as ``triggers.yaml``, for every set) and ``label_sets:`` (name ->
+    ``labels`` / ``no_finding`` / ``uncertain`` / ``triggers`` blocks added to a built-in set, or a new set, optionally
+    ``extends: chexpert``). Lists are extended; a label's ``remove:`` list drops built-in phrases. Order: shared
+    triggers.yaml, then the set's own ``triggers:`` (built-in, then the user's), then the user's top-level triggers.
     """
     if user_rules is None and label_set in LABEL_SETS:
         return _builtin(label_set)
     user = _user_config(user_rules)
-    triggers = _merge(_read_yaml(RULES_DIR / "triggers.yaml"), user.get("triggers") or {})
-    return _compile(_set_config(label_set, user), triggers)
+    shared = _read_yaml(RULES_DIR / "triggers.yaml")
+    return _compile(_set_config(label_set, user), shared, user.get("triggers"))
 
 
 @functools.cache

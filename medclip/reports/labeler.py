@@ -16,9 +16,11 @@ mapping), then each sentence of the chosen sections is lowercased and scanned wi
 phrases and one of triggers. A mention is negative / uncertain when a trigger has it in scope (pre triggers look
 forward, post triggers backward over a list of findings, near triggers a few words either way; terminators such as
 "but" end scopes; pseudo triggers such as "not significantly changed" keep it positive; hypothetical ones such as "if"
-drop the mention). A label's report value is positive > uncertain > negative over its mentions (the CheXpert
-convention); "No Finding" is derived from the others. Side (left / right / bilateral) and severity words near the
-deciding mention are kept as :class:`Mention` attributes.
+drop the mention; weak ones such as "or" hedge a mention that nothing else has in scope). A label's report value is
+positive > uncertain > negative over its mentions (the CheXpert convention); a set whose labels are binary
+(ChestX-ray14, ``uncertain: negative``) then reports uncertain as 0. "No Finding" is derived from the others. Side
+(left / right / bilateral) and severity words near the deciding mention are kept as :class:`Mention` attributes.
+Where the two built-in sets differ, and why: docs/labels.md.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class Mention:
         sentence: index of the sentence within that section (-1 when derived).
         phrase: the matched text; evidence: the whole (lowercased) sentence.
         attributes: ``side`` (left / right / bilateral) and ``severity`` (e.g. small, mild, moderate to large) when
-            written near the mention.
+            written near the mention; ``hedged: "yes"`` when a set with binary labels reported an uncertain mention
+            as 0.
     """
 
     value: int
@@ -123,15 +126,22 @@ def _polarity(kinds: Iterable[str]) -> int | None:
     return NEGATIVE if any(k.startswith("negation") for k in kinds) else POSITIVE
 
 
-def _pre(s: str, start: int, before: list[tuple[int, int, str]], w: dict[str, int]) -> str | None:
-    """The pre / near trigger whose forward scope reaches a mention starting at ``start``."""
+def _adjacent(s: str, a: int, b: int, near: int) -> bool:
+    """A near trigger reaches a mention across at most ``near`` words of its own clause (no , ; : in between)."""
+    gap = s[a:b]
+    return len(gap.split()) <= near and not any(c in gap for c in ",;:")
+
+
+def _pre(s: str, start: int, before: list[tuple[int, int, str]], w: dict[str, int], lo: int) -> str | None:
+    """The pre / near trigger whose forward scope reaches a mention starting at ``start`` (``lo``: end of the
+    previous mention, which a near trigger before it belongs to)."""
     if not before:
         return None
-    _, te, kind = before[-1]  # anything else in between (terminator, pseudo, post trigger) closes the scope
+    ts, te, kind = before[-1]  # anything else in between (terminator, pseudo, post trigger) closes the scope
     if kind.endswith(".pre"):
         return kind if _words(s, te, start) <= w["pre"] else None
     if kind.endswith(".near"):
-        return kind if _words(s, te, start) <= w["near"] else None
+        return kind if ts >= lo and _adjacent(s, te, start, w["near"]) else None
     return None
 
 
@@ -139,9 +149,10 @@ def _post(s: str, end: int, after: list[tuple[int, int, str]], later: list[tuple
     """The post / near trigger whose backward scope reaches a mention ending at ``end``."""
     if not after:
         return None
-    ts, _, kind = after[0]
+    ts, te, kind = after[0]
     if kind.endswith(".near"):
-        return kind if _words(s, end, ts) <= w["near"] else None
+        hi = later[0][0] if later else len(s)  # a near trigger past the next mention is that mention's
+        return kind if te <= hi and _adjacent(s, end, ts, w["near"]) else None
     if not kind.endswith(".post"):
         return None
     pos, words = end, 0
@@ -189,7 +200,10 @@ def _sentence(s: str, rules: Rules, detail: bool) -> list[tuple[str, int, int, i
         return []
     kinds = rules.trigger_kinds
     triggers = [(m.start(), m.end(), kinds[m.lastindex or 0]) for m in rules.trigger_re.finditer(s)]
-    triggers = [t for t in triggers if t[2] != "ignore"]
+    # Weak triggers ("or") open and close no scope: they only hedge a mention nothing else has in scope, and only
+    # where they join two findings ("atelectasis or pneumonia"), not two modifiers ("new or increased effusion").
+    weak = [(ts, te) for ts, te, k in triggers if k == "uncertain.weak" and not rules.coordinated_re.search(s, 0, ts)]
+    triggers = [t for t in triggers if t[2] not in ("ignore", "uncertain.weak")]
     spans = [(a, b) for a, b, _ in mentions]
     # A trigger inside a mention phrase ("heart is not enlarged") belongs to that mention only.
     outer = [t for t in triggers if not any(a <= t[0] and t[1] <= b for a, b in spans)]
@@ -204,9 +218,13 @@ def _sentence(s: str, rules: Rules, detail: bool) -> list[tuple[str, int, int, i
         if inner:
             value = _polarity(inner)
         else:
-            pre = _pre(s, start, [t for t in outer if t[1] <= start], rules.windows)
+            before = [t for t in outer if t[1] <= start]
+            pre = _pre(s, start, before, rules.windows, spans[i - 1][1] if i else 0)
             post = _post(s, end, [t for t in outer if t[0] >= end], spans[i + 1 :], rules.windows)
             value = _polarity(k for k in (pre, post) if k)
+            asserted = bool(before) and before[-1][2] == "pseudo"  # "no change in the effusion or atelectasis"
+            if value == POSITIVE and weak and not asserted and _near_weak(s, i, spans, weak, rules.windows["near"]):
+                value = UNCERTAIN  # "atelectasis or pneumonia"; "no effusion or pneumothorax" stays negative
         if value is None:
             continue
         attrs = {}
@@ -216,10 +234,26 @@ def _sentence(s: str, rules: Rules, detail: bool) -> list[tuple[str, int, int, i
         for label, kind in phrase.targets:
             if kind == "normal":  # describes absence; a trigger inside it flips it ("heart size is not normal")
                 label_value = {UNCERTAIN: UNCERTAIN, NEGATIVE: POSITIVE}.get(value, NEGATIVE) if inner else NEGATIVE
+            elif kind == "hedged":  # only suggests the finding: asserted it is uncertain, denied it is negative
+                label_value = NEGATIVE if value == NEGATIVE else UNCERTAIN
             else:
                 label_value = value
             out.append((label, label_value, start, end, attrs))
     return out
+
+
+def _near_weak(s: str, i: int, spans: list[tuple[int, int]], weak: list[tuple[int, int]], near: int) -> bool:
+    """Whether a weak trigger is next to mention ``i``: within ``near`` words, no other mention and no , ; : between."""
+    start, end = spans[i]
+    lo = spans[i - 1][1] if i else 0
+    hi = spans[i + 1][0] if i + 1 < len(spans) else len(s)
+    for ts, te in weak:
+        if lo <= ts and te <= start and _adjacent(s, te, start, near):
+            return True
+        # "effusion, or pneumonia": a comma right before the weak trigger still joins the two
+        if end <= ts and te <= hi and (_adjacent(s, end, ts, near) or s[end:ts].strip() == ","):
+            return True
+    return False
 
 
 def check_sections(sections: Iterable[str] | str) -> tuple[str, ...]:
@@ -276,6 +310,12 @@ def _label(text: Any, rules: Rules, sections: Iterable[str] | str, detail: bool)
         m = best.get(label)
         if m is not None and len(sides[label]) > 1:  # "left effusion ... right effusion" -> bilateral
             m = Mention(m.value, m.section, m.sentence, m.phrase, m.evidence, {**m.attributes, "side": "bilateral"})
+        if m is not None and m.value == UNCERTAIN and rules.uncertain_value != UNCERTAIN:
+            # A set with binary labels (ChestX-ray14) reports a hedged finding as not present; the mention says why.
+            m = Mention(
+                rules.uncertain_value, m.section, m.sentence, m.phrase, m.evidence, {**m.attributes, "hedged": "yes"}
+            )
+            best[label] = m
         out[label] = m
     if rules.no_finding:
         blocked = any(m.value != NEGATIVE for lab, m in best.items() if lab not in rules.no_finding_ignore)
