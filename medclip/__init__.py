@@ -8,7 +8,7 @@ What a notebook user types::
     image_emb = medclip.encode_images(model, ["a.dcm", "b.png"])       # [N, D], the checkpoint's own preprocessing
     text_emb = medclip.encode_texts(model, ["small left pleural effusion"])
     scores = medclip.zero_shot_scores(model, ["a.dcm"], prompts="cxr_demo")  # finding -> [N] probabilities
-    index = medclip.build_index(model, "runs/index", manifest="data/manifest")
+    index = medclip.build_index(model, "runs/index", manifest="data/manifest", split="test")  # held-out patients
     medclip.query_index(index, "small left apical pneumothorax", k=5)
     medclip.parse_sections(report_text)                                # {"findings": ..., "impression": ...}
     medclip.label_report(report_text, "chexpert")                      # label -> 1 / 0 / -1 / None
@@ -103,11 +103,13 @@ def build_index(
     manifest: str | Path | None = None,
     csv: str | Path | None = None,
     split: str = "all",
+    allow_overlap: bool = False,
     **params: Any,
 ) -> CaseIndex:
     """Embed every image of a manifest (or CSV) split and save a FAISS case index to ``out``.
 
-    ``params`` are :class:`medclip.config.IndexParams` fields (``kind="ivf"``, ``compression="int8"``, ...).
+    A split holding patients the checkpoint trained on is refused unless ``allow_overlap`` (then the counts are in
+    the index's info). ``params`` are :class:`medclip.config.IndexParams` fields (``kind="ivf"``, ...).
     """
     from medclip.config import IndexBuildCfg, IndexParams
     from medclip.eval.index import build_case_index
@@ -121,6 +123,7 @@ def build_index(
         manifest=str(manifest or ""),
         csv=str(csv or ""),
         split=split,
+        allow_overlap=allow_overlap,
         params=IndexParams(**params),
     )
     return build_case_index(cfg, show_progress=False)

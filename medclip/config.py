@@ -200,6 +200,7 @@ class EvalCfg(EvalOptions):
     cache: bool = True  # reuse OUT/embeddings.<split>.npz when the checkpoint and the rows match
     plots: bool = True
     out_dir: str = ""  # results, plots and embedding cache ("" -> next to the checkpoint)
+    allow_overlap: bool = False  # evaluate even when the split holds patients/studies the checkpoint trained on
 
 
 @dataclass
@@ -214,7 +215,12 @@ class ManifestCfg:
     # role may repeat for several image columns; unnamed roles are auto-detected
     columns: list[str] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)  # to keep ([] -> the layout's default; [all] -> every one)
-    salt: str = ""  # secret salt for patient-key hashes ("" -> env MEDCLIP_PATIENT_SALT, else a random one)
+    # secret salt for patient-key hashes ("" -> salt_file, else env MEDCLIP_PATIENT_SALT, else OUT/.medclip_salt,
+    # created once with a random salt and reused by every rebuild into OUT)
+    salt: str = ""
+    salt_file: str = ""  # read the salt from this file (created with a random one if absent; share it across OUTs)
+    splits: str = ""  # split table CSV[.gz] (split + patient and/or study column); unlisted patients: hash split
+    reshuffle: bool = False  # re-split: accept a salt other than OUT's manifest's and do not keep its splits
     text_policy: str = "findings_impression"
     verify_pixels: bool = True  # decode every image once while scanning, so corrupt pixels are rejected up front
     labels: str = ""  # attach report labels: chexpert | chestxray14 | "" (none)
@@ -251,6 +257,7 @@ class IndexBuildCfg:
     batch_size: int = 64
     device: str = "cpu"
     params: IndexParams = field(default_factory=IndexParams)
+    allow_overlap: bool = False  # index a split holding patients/studies the checkpoint trained on
 
 
 @dataclass

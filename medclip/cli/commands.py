@@ -57,6 +57,9 @@ def cmd_manifest(args) -> int:
     for reason, n in sorted(c["reject_reasons"].items()):
         print(f"  rejected {reason}: {n}")
     print(f"studies {c['studies']}, patients {c['patients']}, splits {c['splits']} -> {cfg.out_dir}")
+    s = result.meta["splits"]
+    table = f", {s['from_table']} from {s['file']}" if s["source"] == "table" else ""
+    print(f"patient splits: {s['pinned']} pinned to the previous manifest{table}, {s['hashed']} by hash")
     return 0
 
 

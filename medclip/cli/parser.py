@@ -134,6 +134,11 @@ def _source_args(p: argparse.ArgumentParser, schema: type) -> None:
     _option(p, "--device", key="device", schema=schema, help="cpu, cuda, cuda:N")
 
 
+def _overlap_option(p: argparse.ArgumentParser, schema: type) -> None:
+    _option(p, "--allow-overlap", key="allow_overlap", schema=schema, action="store_const", const=True,
+            help="go on when the split holds patients or studies the checkpoint trained on (counts are recorded)")  # fmt: skip
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", **_parser_kwargs("demo", "synthesise an archive, build a manifest, train, evaluate"))
     _registry_option(
@@ -179,7 +184,14 @@ def _add_manifest(sub) -> None:
             help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
             "modality); repeat for several image columns; the rest is auto-detected")  # fmt: skip
     _option(p, "--out", key="out_dir", schema=s, help="output folder")
-    _option(p, "--salt", key="salt", schema=s, help="secret salt for patient-key hashes (or env MEDCLIP_PATIENT_SALT)")
+    _option(p, "--salt", key="salt", schema=s, help="secret salt for patient-key hashes (default: --salt-file, env "
+            "MEDCLIP_PATIENT_SALT, else OUT/.medclip_salt, made once and reused by every rebuild into OUT)")  # fmt: skip
+    _option(p, "--salt-file", key="salt_file", schema=s, metavar="PATH", help="read the secret salt from this file (created with a "
+            "random salt if absent); several output folders can share one")  # fmt: skip
+    _option(p, "--splits", key="splits", schema=s, metavar="FILE", help="split table CSV[.gz] with a split column and a patient "
+            "and/or study column (e.g. mimic-cxr-2.0.0-split.csv.gz); unlisted patients get the hash split")  # fmt: skip
+    _option(p, "--reshuffle", key="reshuffle", schema=s, action="store_const", const=True,
+            help="re-split from scratch: accept a salt other than OUT's manifest's and drop its pinned splits")  # fmt: skip
     _option(p, "--text-policy", key="text_policy", schema=s, help="which report text pairs with an image")
     _option(p, "--no-verify", key="verify_pixels", schema=s, action="store_const", const=False,
             help="skip decoding every image once while scanning")  # fmt: skip
@@ -256,6 +268,7 @@ def _add_eval(sub) -> None:
     _option(p, "--no-cache", key="cache", schema=s, action="store_const", const=False,
             help="recompute embeddings instead of reusing OUT/embeddings.*")  # fmt: skip
     _option(p, "--out", key="out_dir", schema=s, help="output directory (default: next to the checkpoint)")
+    _overlap_option(p, s)
     _config_args(p, "eval")
     p.set_defaults(func=commands.cmd_eval)
 
@@ -277,6 +290,7 @@ def _add_index(sub) -> None:
             help="int8/pq: less memory")  # fmt: skip
     _option(b, "--nlist", key="params.nlist", schema=s, type=int, help="IVF cells (0: ~2 sqrt(N))")
     _option(b, "--nprobe", key="params.nprobe", schema=s, type=int, help="IVF cells searched per query")
+    _overlap_option(b, s)
     _config_args(b, "index build")
     q = isub.add_parser("query", help="similar cases for a text or an image file", description="similar cases for a "
                         "text or an image file", epilog="example:\n  " + examples[1].strip(),

@@ -25,6 +25,7 @@ import pandas as pd
 from medclip.config import EVAL_SPLITS, INDEX_COMPRESSIONS, INDEX_KINDS, IndexBuildCfg, IndexParams
 from medclip.errors import InputError, SetupError
 from medclip.eval.embeddings import Embedder, checkpoint_fingerprint
+from medclip.eval.overlap import check_training_overlap
 from medclip.ingest.tables import check_source, load_table
 from medclip.models.medclip import WEIGHTS_NAME
 
@@ -242,6 +243,9 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
         image_col=cfg.image_col or None,
         text_col=cfg.text_col or None,
     )
+    overlap = check_training_overlap(
+        cfg.checkpoint, table, cfg.split, allow=cfg.allow_overlap, action="build the case index"
+    )
     emb = embedder.embed(table, cfg.split)
     entries = pd.DataFrame(
         {
@@ -257,6 +261,7 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
         "weights_stat": _weights_stat(ckpt),
         "source": table.source,
         "split": cfg.split,
+        **overlap,
     }
     index = CaseIndex.build(emb.image_emb.numpy(), entries, params=cfg.params, info=info)
     index.save(cfg.out_dir)

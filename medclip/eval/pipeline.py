@@ -16,6 +16,7 @@ from medclip.errors import InputError
 from medclip.eval.embeddings import Embedder
 from medclip.eval.linear_probe import linear_probe
 from medclip.eval.metrics import macro
+from medclip.eval.overlap import check_training_overlap
 from medclip.eval.plots import plot_probe, plot_retrieval_grid, plot_roc_curves, plot_training_curves
 from medclip.eval.retrieval import label_precision_at_k, retrieval_metrics, study_hits
 from medclip.eval.zero_shot import (
@@ -240,6 +241,8 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
     rows = table.subset(cfg.split).rows
     if rows.empty:
         raise InputError(f"{table.source}: no rows in split '{cfg.split}'")
+    # before any embedding: a split holding training patients is refused (unless allowed), in one line
+    overlap = check_training_overlap(cfg.checkpoint, table, cfg.split, allow=cfg.allow_overlap)
     run = EvalRun(
         embedder, table, cfg.split, out, n_bootstrap=cfg.bootstrap, seed=cfg.seed, plots=cfg.plots and out is not None
     )
@@ -251,6 +254,7 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
         "n_studies": int(rows["study_id"].nunique()),
         "labels": list(table.labels.columns),
         "train_manifest_hash": embedder.meta.get("manifest_hash"),
+        **overlap,
     }
     results.update(_run_tasks(run, cfg))
     results["embeddings"] = {"cache_dir": str(out) if out and cfg.cache else None, "reused_splits": embedder.reused}

@@ -7,7 +7,6 @@ not, so that ``inputs = kept + rejected`` always holds downstream. The ``dicom``
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -21,8 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from medclip.errors import InputError
 from medclip.io.dicom import VIEW_ALIASES, ReadError, check_path, check_size, load_image
 from medclip.io.tables import read_csv
+from medclip.io.text import read_text, split_lines
 from medclip.registry import Registry
-from medclip.reports.sections import HEADER_OF, SECTION_NAMES, TEXT_COLUMNS
+from medclip.reports.sections import SECTION_NAMES, TEXT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +41,21 @@ KEY_COLUMNS = (
     "study_id",
     "study",
 )
-# An upper-case header word after a sentence end starts a new section in parse_sections ("... clear. IMPRESSION:");
-# inside one section given as a field (XML, table column) it is text, so it is written in title case, which the
-# parser leaves alone. The parser's own header vocabulary is used so the two cannot drift apart.
-_HEADER_WORDS = "|".join(re.escape(h.upper()).replace(r"\ ", r"\s+") for h in sorted(HEADER_OF, key=len, reverse=True))
-_INLINE_HEADER_RE = re.compile(rf"(?<=[.!?])(\s+)({_HEADER_WORDS})(?![A-Za-z])(?=\s*:)")
 
 
 @dataclass(frozen=True)
 class InlineReport:
-    """A report given as text (a table row, an XML file); ``id`` is path-like ("reports.csv#row=3") for rejects."""
+    """A report given as text (a table row, an XML file); ``id`` is path-like ("reports.csv#row=3") for rejects.
+
+    ``encoding`` is how its source was decoded (the table's :func:`medclip.io.text.decode_text` codec; "xml" for an
+    XML file the XML parser decoded from its own declaration); it becomes the manifest's ``report_encoding``.
+    """
 
     id: str
     text: str
+    encoding: str = "unknown"
+    # The source's own sections (an XML element or a table column each): used as they are, never re-parsed.
+    sections: Mapping[str, str | None] | None = None
 
 
 def reject(path: Path | str, reason: str, detail: str, kind: str = "image") -> dict:
@@ -100,20 +102,24 @@ def walk_files(root: Path) -> list[Path]:
 
 
 def sections_text(sections: Mapping[str, str | None]) -> str:
-    """Known sections -> "FINDINGS: ...\\nIMPRESSION: ..." that :func:`parse_sections` splits back the same way."""
+    """Known sections -> "FINDINGS: ...\nIMPRESSION: ..." (the readable text of an :class:`InlineReport` whose
+    source keeps sections apart; the manifest takes the sections themselves, see ``InlineReport.sections``)."""
     lines = []
     for name, body in sections.items():
         if name not in SECTION_NAMES:
             logger.debug("dropping unknown report section %r", name)
             continue
         body = " ".join(str(body or "").split())
-        label = name.upper()
-        while body.upper().startswith(label) and body[len(label) :].lstrip().startswith(":"):
-            body = body[len(label) :].lstrip()[1:].lstrip()  # "INDICATION: INDICATION: cough" repeats the label
-        body = _INLINE_HEADER_RE.sub(lambda m: m.group(1) + m.group(2).title(), body)
         if body:
-            lines.append(f"{label}: {body}")
+            lines.append(f"{name.upper()}: {body}")
     return "\n".join(lines)
+
+
+def inline_sections(id: str, sections: Mapping[str, str | None], encoding: str = "unknown") -> InlineReport | None:
+    """An :class:`InlineReport` of a source's own sections (None when they hold no text)."""
+    known = {name: body for name, body in sections.items() if name in SECTION_NAMES}
+    text = sections_text(known)
+    return InlineReport(id, text, encoding, known) if text else None
 
 
 def column_key(name: str) -> str:
@@ -127,13 +133,18 @@ def find_column(columns: Sequence[str], candidates: Sequence[str]) -> str | None
     return next((by_norm[column_key(c)] for c in candidates if column_key(c) in by_norm), None)
 
 
-def _table_rows(path: Path) -> tuple[list[dict], list[dict]]:
-    """CSV/TSV (optionally .gz) or JSON Lines -> (rows as str dicts, rejects for unparseable lines)."""
+def _table_rows(path: Path) -> tuple[list[dict], list[dict], str]:
+    """CSV/TSV (optionally .gz) or JSON Lines -> (rows as str dicts, rejects for unparseable lines, encoding).
+
+    The file is decoded once by :func:`medclip.io.text.read_text` (UTF-8, UTF-16, cp1252, ...), then parsed.
+    """
     name = path.name.lower().removesuffix(".gz")
+    if not name.endswith((".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt")):
+        raise InputError(f"report table {path}: unknown format; use .csv, .tsv or .jsonl (optionally .gz)")
+    text, encoding = read_text(path)
     if name.endswith((".jsonl", ".ndjson", ".json")):
         rows, bad = [], []
-        raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
-        for n, line in enumerate(raw.decode("utf-8", "surrogateescape").splitlines(), start=1):
+        for n, line in enumerate(split_lines(text), start=1):
             if not line.strip():
                 continue
             try:
@@ -144,18 +155,10 @@ def _table_rows(path: Path) -> tuple[list[dict], list[dict]]:
                 bad.append(reject(f"{path}#line={n}", "malformed_report", f"{path} line {n}: {exc}", kind="report"))
                 continue
             rows.append({k: "" if v is None else str(v) for k, v in row.items()} | {"_id": f"{path}#line={n}"})
-        return rows, bad
-    if not name.endswith((".csv", ".tsv", ".txt")):
-        raise InputError(f"report table {path}: unknown format; use .csv, .tsv or .jsonl (optionally .gz)")
-    df = read_csv(
-        path,
-        dtype=object,
-        keep_default_na=False,
-        sep="\t" if name.endswith(".tsv") else ",",
-        encoding_errors="surrogateescape",
-    )
+        return rows, bad, encoding
+    df = read_csv(path, text=text, dtype=object, keep_default_na=False, sep="\t" if name.endswith(".tsv") else ",")
     # Row ids count the header as line 1, so "#row=2" is the first data line as a spreadsheet shows it.
-    return [row | {"_id": f"{path}#row={i + 2}"} for i, row in enumerate(df.to_dict("records"))], []
+    return [row | {"_id": f"{path}#row={i + 2}"} for i, row in enumerate(df.to_dict("records"))], [], encoding
 
 
 def read_report_table(path: Path, *, key_fn: Callable[[str], str] = str) -> tuple[dict[str, InlineReport], list]:
@@ -164,7 +167,7 @@ def read_report_table(path: Path, *, key_fn: Callable[[str], str] = str) -> tupl
     The key column is the first of ``KEY_COLUMNS`` present (accession before StudyInstanceUID); the text is the
     first of ``TEXT_COLUMNS``, or is composed from section columns (``findings``, ``impression``, ...).
     """
-    rows, rejects = _table_rows(path)
+    rows, rejects, encoding = _table_rows(path)
     columns = list(dict.fromkeys(k for row in rows for k in row if k != "_id"))
     key_col, text_col = find_column(columns, KEY_COLUMNS), find_column(columns, TEXT_COLUMNS)
     section_cols = {s: c for s in SECTION_NAMES if (c := find_column(columns, (s,)))}
@@ -179,12 +182,15 @@ def read_report_table(path: Path, *, key_fn: Callable[[str], str] = str) -> tupl
         if not key:
             rejects.append(reject(row["_id"], "malformed_report", f"{row['_id']}: empty {key_col}", kind="report"))
             continue
-        text = row.get(text_col, "") if text_col else sections_text({s: row.get(c) for s, c in section_cols.items()})
         key = key_fn(key)
         if key in out:
             rejects.append(reject(row["_id"], "duplicate_report", f"{row['_id']}: second report for {key}", "report"))
             continue
-        out[key] = InlineReport(row["_id"], str(text))
+        if text_col:
+            out[key] = InlineReport(row["_id"], str(row.get(text_col, "")), encoding)
+        else:
+            fields = {s: row.get(c) for s, c in section_cols.items()}
+            out[key] = inline_sections(row["_id"], fields, encoding) or InlineReport(row["_id"], "", encoding)
     return out, rejects
 
 

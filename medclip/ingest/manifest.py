@@ -22,17 +22,29 @@ from medclip.errors import InputError
 from medclip.ingest.archive import ArchiveScan, InlineReport, reject
 from medclip.ingest.layouts import LAYOUTS
 from medclip.ingest.layouts.csv_table import parse_column_roles
-from medclip.ingest.splits import SPLITS, assign_split, check_splits_disjoint, default_salt, patient_key
+from medclip.ingest.split_table import read_split_table
+from medclip.ingest.splits import (
+    SPLITS,
+    assign_splits,
+    check_splits_disjoint,
+    default_salt,
+    patient_key,
+    read_pins,
+    resolve_salt,
+    salt_fingerprint,
+    study_key,
+)
 from medclip.io.tables import read_json, read_parquet
-from medclip.reports.sections import parse_sections, report_text
+from medclip.io.text import LEGACY_ENCODINGS, NotTextError, decode_text
+from medclip.reports.sections import parse_sections, report_text, sections_from_fields
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME, META_NAME, REJECTS_NAME = "manifest.parquet", "manifest.meta.json", "rejects.parquet"
 COLUMNS = (
-    "row_id", "image_path", "study_id", "series_id", "sop_uid", "accession", "patient_key", "split", "modality",
-    "view", "rows", "columns", "findings", "impression", "text",
+    "row_id", "image_path", "study_id", "series_id", "sop_uid", "accession", "patient_key", "study_key", "split",
+    "modality", "view", "rows", "columns", "findings", "impression", "text", "report_encoding",
 )  # fmt: skip
 REJECT_COLUMNS = ("path", "kind", "reason", "detail")
 DEFAULT_MODALITIES = ("CR", "DX", "DR")  # radiographs; a layout of other images names its own below
@@ -48,7 +60,7 @@ REJECT_REASONS: dict[str, str] = {
     "layout_path": "image: not where the layout puts images (e.g. MIMIC files/pNN/p<subject>/s<study>/)",
     "metadata_conflict": "image: the dataset's metadata CSV disagrees with the path about subject/study",
     "empty_report": "report: no findings or impression text (blank, or headers only)",
-    "report_encoding": "report: not UTF-8 text",
+    "report_binary": "report: binary data, not text (an image, a PDF, ...); text in any encoding is kept",
     "report_unreadable": "report: the file cannot be read (missing, permissions)",
     "orphan_report": "report: no image of its study (or an Open-i XML listing no image)",
     "duplicate_report": "report: a second report for a study that already has one",
@@ -68,21 +80,30 @@ def _source_id(source: Path | InlineReport) -> str:
     return source.id if isinstance(source, InlineReport) else str(source)
 
 
-def _read_report(source: Path | InlineReport) -> tuple[dict | None, dict | None]:
-    """A report file or inline text -> (sections, None) or (None, reject)."""
+def _read_report(source: Path | InlineReport) -> tuple[dict | None, str | None, dict | None]:
+    """A report file or inline text -> (sections, encoding, None) or (None, None, reject).
+
+    Files are decoded by :func:`medclip.io.text.decode_text` (UTF-8, UTF-16, cp1252, ...); inline text was decoded with
+    its table and carries that table's encoding.
+    """
     path = _source_id(source)
     try:
-        # Tables are read with surrogateescape, so non-UTF-8 bytes in a cell fail to encode here.
-        raw = source.text.encode("utf-8") if isinstance(source, InlineReport) else source.read_bytes()
-        text = raw.decode("utf-8")
+        if not isinstance(source, InlineReport):
+            text, encoding = decode_text(source.read_bytes())
+        else:
+            text, encoding = source.text, source.encoding
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a layout that read its table with surrogateescape: decode the bytes here
+                text, encoding = decode_text(text.encode("utf-8", "surrogateescape"))
     except OSError as exc:
-        return None, reject(path, "report_unreadable", f"{path}: {exc.strerror or exc}", kind="report")
-    except UnicodeError:
-        return None, reject(path, "report_encoding", f"{path}: not UTF-8 text; re-export as UTF-8", kind="report")
-    sections = parse_sections(text)
+        return None, None, reject(path, "report_unreadable", f"{path}: {exc.strerror or exc}", kind="report")
+    except (NotTextError, UnicodeError) as exc:
+        return None, None, reject(path, "report_binary", f"{path}: {exc}; export the report as text", kind="report")
+    sections = sections_from_fields(source.sections) if getattr(source, "sections", None) else parse_sections(text)
     if not (sections.get("findings") or sections.get("impression")):
-        return None, reject(path, "empty_report", f"{path}: no findings or impression text", kind="report")
-    return sections, None
+        return None, None, reject(path, "empty_report", f"{path}: no findings or impression text", kind="report")
+    return sections, encoding, None
 
 
 def check_patients(images: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -121,7 +142,7 @@ def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], li
             continue
         if key not in parsed:
             parsed[key] = _read_report(scan.reports[key])
-        sections, bad = parsed[key]
+        sections, encoding, bad = parsed[key]
         used.add(key)
         if bad is not None:
             detail = f"{img['image_path']}: its report {bad['path']} was rejected ({bad['reason']})"
@@ -133,9 +154,14 @@ def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], li
                 "findings": sections["findings"],
                 "impression": sections["impression"],
                 "text": report_text(sections, text_policy),
+                "report_encoding": encoding,
             }
         )
-    rejects += [v[1] for k, v in parsed.items() if v[1] is not None]
+    rejects += [bad for _, _, bad in parsed.values() if bad is not None]
+    encodings = Counter(encoding for _, encoding, bad in parsed.values() if bad is None)
+    legacy = sum(n for name, n in encodings.items() if name.endswith(LEGACY_ENCODINGS))  # "utf-8+cp1252" too
+    log = logger.info if legacy else logger.debug
+    log("%d of %d reports needed a legacy-encoding fallback; encodings: %s", legacy, encodings.total(), dict(encodings))
     return kept, rejects, used
 
 
@@ -151,6 +177,8 @@ def build_manifest(
     reports: str | Path | None = None,
     layout_options: dict | None = None,
     label_set: str | None = None,
+    splits: str | Path | None = None,
+    pin_to: str | Path | None = None,
 ) -> ManifestResult:
     """Scan an archive and build the manifest, the rejects and the meta (counts reconcile).
 
@@ -162,12 +190,19 @@ def build_manifest(
         label_set: attach rule-based report labels (``chexpert`` / ``chestxray14``) as manifest columns.
         modalities: the modalities to keep (others are ``modality`` rejects); ``()`` the layout's default
             (:func:`default_modalities`), ``None`` every modality.
+        salt: the patient salt (None: env MEDCLIP_PATIENT_SALT, else a random one; :func:`manifest_from_config`
+            keeps one per output folder, :func:`medclip.ingest.splits.resolve_salt`).
+        splits: a split table (CSV / CSV.gz, :mod:`medclip.ingest.split_table`); patients it does not list are
+            split by the hash of their key.
+        pin_to: a previous manifest folder: its patients keep their splits (:mod:`medclip.ingest.splits`).
     """
     root = Path(root)
     if modalities is not None and not modalities:
         modalities = default_modalities(layout)
     if not root.exists():
         raise FileNotFoundError(f"archive folder not found: {root} (for --layout csv: the CSV file)")
+    table = read_split_table(splits) if splits else None  # a bad table fails before the scan
+    pins = read_pins(Path(pin_to) / MANIFEST_NAME) if pin_to else None
     scan: ArchiveScan = LAYOUTS.get(layout)(
         root,
         modalities=modalities,
@@ -187,11 +222,13 @@ def build_manifest(
     df = pd.DataFrame(kept)
     if df.empty:
         df = pd.DataFrame(columns=list(COLUMNS))
+        _, split_info = assign_splits(df.reindex(columns=[*COLUMNS, "patient_id"]), table=table, pins=pins)
     else:
         df["study_id"] = df["study_uid"]
         df["series_id"] = df["series_uid"]
         df["patient_key"] = [patient_key(str(p), salt) for p in df["patient_id"]]
-        df["split"] = [assign_split(k) for k in df["patient_key"]]
+        df["study_key"] = [study_key(str(s), salt) if s else None for s in df["study_id"]]
+        df["split"], split_info = assign_splits(df, table=table, pins=pins)  # pinned > table > hash, per patient
         df = df.sort_values(["patient_key", "study_id", "image_path"]).reset_index(drop=True)
         df["row_id"] = range(len(df))
         df = df[list(COLUMNS)]  # drops raw patient_id and any other header facts that could identify a person
@@ -202,7 +239,10 @@ def build_manifest(
             # Labels extracted from the report text, one column per label (1 / 0 / -1 / NaN blank).
             df = pd.concat([df, label_dataframe(df, label_set=label_set)], axis=1)
     meta = _meta(root, layout, df, rejects, scan)
+    meta["counts"]["report_encodings"] = dict(Counter(df.drop_duplicates("study_id")["report_encoding"]))
     meta["label_set"] = label_set
+    meta["salt_fingerprint"] = salt_fingerprint(salt)  # tells salts apart; the salt itself is never written here
+    meta["splits"] = split_info
     reconcile(meta)
     return ManifestResult(df, rejects, meta)
 
@@ -286,10 +326,26 @@ def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> Man
     modalities: tuple[str, ...] | None = tuple(m.strip().upper() for m in cfg.modalities if m.strip())
     if modalities == ("ALL",):
         modalities = None
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    previous = out is not None and (out / MANIFEST_NAME).is_file()  # a rebuild: keep its salt and its splits
+    previous_meta = read_json(out / META_NAME) if previous and (out / META_NAME).is_file() else {}
+    salt = resolve_salt(
+        out,
+        cfg.salt or None,
+        cfg.salt_file or None,
+        previous_fingerprint=previous_meta.get("salt_fingerprint"),
+        reshuffle=cfg.reshuffle,
+    )
+    if previous and cfg.reshuffle:
+        logger.warning("--reshuffle: the splits of the manifest already in %s are not kept", out)
+    elif previous and not previous_meta.get("salt_fingerprint"):
+        logger.warning("%s: a manifest without a salt fingerprint (older medclip); its splits are kept by study", out)
     return build_manifest(
         cfg.source,
         layout=cfg.layout,
-        salt=cfg.salt or None,
+        salt=salt,
+        splits=cfg.splits or None,
+        pin_to=out if previous and not cfg.reshuffle else None,
         text_policy=cfg.text_policy,
         modalities=modalities,
         verify_pixels=cfg.verify_pixels,

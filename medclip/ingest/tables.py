@@ -26,13 +26,14 @@ from medclip.reports.sections import TEXT_COLUMNS, pair_text
 logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("row_id", "image_path", "study_id", "split", "report")
+KEY_COLUMNS = ("patient_key", "study_key")  # salted keys, kept when the source has them (the training-overlap check)
 IMAGE_COLUMNS = ("image_path", "path", "image", "filename", "file", "png_path", "dicom_path", "Path")
 # A single-section column is report text too when a CSV has nothing else.
 CSV_TEXT_COLUMNS = (*TEXT_COLUMNS, "impression", "findings")
 STUDY_COLUMNS = ("study_id", "study", "accession", "accession_number")
 PATIENT_COLUMNS = ("patient_id", "patient", "subject_id", "patient_key")
 # Never label columns, even when they hold only 0/1 values.
-ID_LIKE = {"row_id", "split", "rows", "columns", "series_id", *STUDY_COLUMNS, *PATIENT_COLUMNS}
+ID_LIKE = {"row_id", "split", "rows", "columns", "series_id", *STUDY_COLUMNS, *PATIENT_COLUMNS, *KEY_COLUMNS}
 
 
 def finding_key(name: str) -> str:
@@ -42,12 +43,14 @@ def finding_key(name: str) -> str:
 
 @dataclass
 class EvalTable:
-    """Rows (``TABLE_COLUMNS``) and aligned labels ([N, F] floats 1 / 0 / -1 / NaN, columns are finding keys)."""
+    """Rows (``TABLE_COLUMNS``, plus the ``KEY_COLUMNS`` the source has) and aligned labels ([N, F] floats
+    1 / 0 / -1 / NaN, columns are finding keys); ``salt_fingerprint`` of the keys when known (a manifest's)."""
 
     rows: pd.DataFrame
     labels: pd.DataFrame
     source: str
     has_text: bool
+    salt_fingerprint: str | None = None
 
     def subset(self, split: str) -> EvalTable:
         """The rows of one split ("all" keeps every row), re-indexed from 0."""
@@ -55,7 +58,11 @@ class EvalTable:
             return self
         mask = (self.rows["split"] == split).to_numpy()
         return EvalTable(
-            self.rows[mask].reset_index(drop=True), self.labels[mask].reset_index(drop=True), self.source, self.has_text
+            self.rows[mask].reset_index(drop=True),
+            self.labels[mask].reset_index(drop=True),
+            self.source,
+            self.has_text,
+            self.salt_fingerprint,
         )
 
     def label_dict(self, findings: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -166,6 +173,9 @@ def read_csv_table(
             "report": list(text),
         }
     )
+    for col in KEY_COLUMNS:  # keys from a manifest of the same salt make the training-overlap check possible
+        if col in df.columns:
+            rows[col] = df[col].astype(str).where(df[col].notna(), None).to_numpy()
     logger.info("%s: %d rows, label columns %s, text column %s", source, len(rows), cols, text_col)
     return EvalTable(rows, _labels_frame(df, list(cols), source), source, has_text=text_col is not None)
 
@@ -181,7 +191,7 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
 
 def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | Path | None = None) -> EvalTable:
     """A manifest directory -> :class:`EvalTable`; labels from ``labels_csv`` (by study_id) or manifest columns."""
-    df, _ = read_manifest(manifest)
+    df, meta = read_manifest(manifest)
     if df.empty:
         raise InputError(f"{manifest}: the manifest has no rows")
     rows = pd.DataFrame(
@@ -193,6 +203,9 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
             "report": [pair_text(r, text_policy) for r in df.itertuples(index=False)],
         }
     )
+    for col in KEY_COLUMNS:
+        if col in df.columns:
+            rows[col] = df[col].to_numpy()
     if labels_csv:
         table = read_labels_csv(labels_csv)
         merged = rows[["study_id"]].merge(table, on="study_id", how="left")
@@ -208,7 +221,7 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
         labels = _labels_frame(merged, list(table.columns[1:]), str(labels_csv))
     else:
         labels = _labels_frame(df, label_columns(df, exclude=set(rows.columns) | {"text"}), str(manifest))
-    return EvalTable(rows, labels, str(manifest), has_text=True)
+    return EvalTable(rows, labels, str(manifest), has_text=True, salt_fingerprint=meta.get("salt_fingerprint"))
 
 
 def check_source(*, manifest: str | Path | None, csv: str | Path | None, shards: str | Path | None = None) -> None:

@@ -6,6 +6,7 @@ UnicodeDecodeError) whose messages do not name the file; these name it and say w
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,14 @@ def _bad(path: str | Path, what: str, exc: Exception) -> InputError:
     return InputError(f"{path}: cannot read it as {what} ({detail}); check the file")
 
 
-def read_csv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
-    """``pd.read_csv(path, **kwargs)``; an empty or malformed file is an :class:`InputError` naming it."""
+def read_csv(path: str | Path, *, text: str | None = None, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv(path, **kwargs)``; an empty or malformed file is an :class:`InputError` naming it.
+
+    ``text`` is the file's content already decoded (:func:`medclip.io.text.read_text`): it is parsed instead of
+    reading ``path``, which then only names the file in errors.
+    """
     try:
-        return pd.read_csv(path, **kwargs)
+        return pd.read_csv(path if text is None else io.StringIO(text), **kwargs)
     except InputError:
         raise
     except ValueError as exc:

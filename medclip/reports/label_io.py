@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from medclip.errors import InputError
+from medclip.io.text import NotTextError, decode_text, read_text, split_lines
 from medclip.reports.labeler import (
     DEFAULT_SECTIONS,
     POSITIVE,
@@ -57,11 +58,11 @@ class _Record:
 
 
 def _decode(raw: bytes, source: str) -> tuple[str | None, str | None, str]:
-    """bytes -> (text, reject reason, detail)."""
+    """bytes -> (text, reject reason, detail): text in any encoding (:func:`medclip.io.text.decode_text`), or binary."""
     try:
-        return raw.decode("utf-8"), None, ""
-    except UnicodeDecodeError as exc:
-        return None, "encoding", f"{source}: not UTF-8 (byte {exc.start}); re-export it as UTF-8"
+        return decode_text(raw)[0], None, ""
+    except NotTextError as exc:
+        return None, "binary", f"{source}: {exc}; export the report as text"
 
 
 def _read_folder(folder: Path) -> tuple[str, list[_Record]]:
@@ -83,17 +84,16 @@ def _read_folder(folder: Path) -> tuple[str, list[_Record]]:
 
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[_Record]]:
     rows, rejects = [], []
-    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
+    text, _ = read_text(path)  # the whole file at once: UTF-16 lines cannot be split as bytes
+    for n, line in enumerate(split_lines(text), start=1):
+        if not line.strip():
             continue
         source = f"{path}:{n}"
-        line, reason, detail = _decode(raw, source)
-        if line is not None:
-            try:
-                row = json.loads(line)
-                reason, detail = (None, "") if isinstance(row, dict) else ("bad_json", f"{source}: not a JSON object")
-            except json.JSONDecodeError as exc:
-                reason, detail = "bad_json", f"{source}: {exc.msg}"
+        try:
+            row = json.loads(line)
+            reason, detail = (None, "") if isinstance(row, dict) else ("bad_json", f"{source}: not a JSON object")
+        except json.JSONDecodeError as exc:
+            reason, detail = "bad_json", f"{source}: {exc.msg}"
         if reason:
             rejects.append(_Record(f"line {n}", source, None, reason, detail))
         else:
@@ -102,13 +102,8 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[_Record]]:
 
 
 def _read_csv(path: Path, header: str | None) -> pd.DataFrame:
-    raw = path.read_bytes()
-    try:
-        text, bad = raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        # Bad bytes become U+FFFD and only the rows holding them are rejected, not the whole file.
-        text, bad = raw.decode("utf-8", errors="replace"), True
-    df = pd.read_csv(
+    text, _ = read_text(path)  # UTF-8, UTF-16, cp1252, ...: see medclip.io.text.decode_text
+    return pd.read_csv(
         io.StringIO(text),
         sep="\t" if path.suffix.lower() == ".tsv" else ",",
         dtype=str,
@@ -116,8 +111,6 @@ def _read_csv(path: Path, header: str | None) -> pd.DataFrame:
         header=header,
         names=None if header else ["text"],
     )
-    df.attrs["bad_bytes"] = bad
-    return df
 
 
 def _read_table(path: Path) -> tuple[pd.DataFrame, list[_Record]]:
@@ -177,7 +170,7 @@ def _table_records(path: Path, id_column: str | None, text_column: str | None) -
     ids = df[id_col].map(_cell).tolist() if id_col else [str(i) for i in range(len(df))]
     values = df[text_col or path_col].map(_cell).tolist()
     for rid, value, line in zip(ids, values, lines, strict=True):
-        source = f"{path}:{line}"
+        source, reason, detail = f"{path}:{line}", None, ""
         if path_col:
             report = Path(value) if Path(value).is_absolute() else path.parent / value
             try:
@@ -185,10 +178,6 @@ def _table_records(path: Path, id_column: str | None, text_column: str | None) -
             except OSError as exc:
                 value, reason, detail = None, "unreadable", f"{report}: {exc.strerror or exc}"
             source = str(report)
-        else:
-            reason, detail = None, ""
-            if value and df.attrs.get("bad_bytes") and "\ufffd" in value:
-                value, reason, detail = None, "encoding", f"{source}: not UTF-8 text; re-export the table as UTF-8"
         records.append(_Record(rid.strip(), source, value, reason, detail))
     return str(id_col or "row"), records
 

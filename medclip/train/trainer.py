@@ -27,6 +27,7 @@ from medclip.data.shards import ShardStore
 from medclip.distributed import DistInfo, barrier, destroy, init_distributed, is_initialized
 from medclip.errors import InputError
 from medclip.ingest.manifest import COLUMNS, read_manifest
+from medclip.ingest.trained_on import write_trained_on
 from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.models.text_tower import row_extents
@@ -314,12 +315,14 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
             "text_policy": cfg.data.text_policy,
             "max_text_tokens": cfg.data.max_text_tokens,
             "manifest_hash": meta.get("content_hash"),
+            "salt_fingerprint": meta.get("salt_fingerprint"),
             "train_steps": total,
             "skipped_steps": run.state["skipped"],
             "world_size": info.world_size,
             "global_batch": sampler.batch_size * info.world_size,
         }
         model.save_pretrained(final, tokenizer=tokenizer, extra=extra)
+        write_trained_on(final, train_df, meta)  # salted keys of the training patients/studies: eval checks overlap
     barrier()
     return final
 

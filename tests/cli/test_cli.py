@@ -112,6 +112,7 @@ def test_end_to_end_smoke_through_the_console_script(tiny_archive, tmp_path):
         str(tiny_archive / "labels.csv"),
         "--split",
         "all",
+        "--allow-overlap",
         "--out",
         str(tmp_path / "ev"),
     )
@@ -125,6 +126,9 @@ def test_end_to_end_smoke_through_the_console_script(tiny_archive, tmp_path):
     assert results["split"] == "all" and results["n_images"] == len(manifest)
     assert results["n_studies"] == manifest["study_id"].nunique()
     assert results["train_manifest_hash"] == meta["content_hash"]
+    assert results["overlap_check"] == "overlap allowed"  # split "all" holds the training patients
+    train_patients = manifest.loc[manifest["split"] == "train", "patient_key"].nunique()
+    assert results["training_overlap"]["patients"] == train_patients
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1]["step"] == 4 and np.isfinite(steps[-1]["loss"])  # the tiny preset's max_steps
 

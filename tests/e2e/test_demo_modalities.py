@@ -56,6 +56,8 @@ def test_sketch_index_answers_a_symptom_description(sketch_run, capsys):
                 str(sketch_run / "manifest"),
                 "--out",
                 str(index),
+                "--split",
+                "test",  # held-out patients; the default "all" holds the training ones and is refused
             ]
         )
         == 0

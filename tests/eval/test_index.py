@@ -87,12 +87,14 @@ def test_index_build_and_query_through_the_cli(tiny_checkpoint, tiny_manifest, t
                 str(tiny_manifest),
                 "--out",
                 str(idx),
+                "--allow-overlap",  # every image, the checkpoint's training patients too
             ]
         )
         == 0
     )
     info = json.loads((idx / "index.json").read_text())
     entries = pd.read_parquet(idx / "entries.parquet")
+    assert info["overlap_check"] == "overlap allowed" and info["training_overlap"]["patients"] > 0
     assert (
         info["kind"] == "flat"
         and info["n"] == len(entries)
@@ -124,6 +126,8 @@ def test_query_refuses_another_checkpoint(tiny_checkpoint, tiny_manifest, tmp_pa
                 str(tiny_manifest),
                 "--out",
                 str(idx),
+                "--split",
+                "test",
             ]
         )
         == 0

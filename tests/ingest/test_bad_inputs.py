@@ -8,7 +8,9 @@ archive. Outcomes that are *not* rejects are documented by cases with no expecte
 - an RGB (``RGB``/``YBR``) DICOM is kept and converted to luminance; only ``PALETTE COLOR`` is rejected (``rgb``);
 - a 16-bit PNG is kept (min-max scaled); a PNG saved under a ``.jpg`` name is kept (Pillow reads the content);
 - a CR image object whose PixelData is missing is ``truncated`` (an image object cut short), while a non-image SOP
-  class without pixels is ``no_pixel_data``; a zero-byte file is ``truncated``.
+  class without pixels is ``no_pixel_data``; a zero-byte file is ``truncated``;
+- a report in Latin-1, cp1252 or UTF-16 is kept (``medclip.io.text.decode_text``); only binary data is
+  ``report_binary``.
 """
 
 from __future__ import annotations
@@ -155,13 +157,14 @@ def _broken_link(folder: Path, tag: str) -> Path:
     return folder / "link.dcm"
 
 
-def report_case(reason: str, text: str | bytes) -> Callable[[Path, str], Built]:
-    """A good image whose report is bad: the report is rejected with ``reason`` and the image with report_rejected."""
+def report_case(reason: str | None, text: str | bytes) -> Callable[[Path, str], Built]:
+    """A good image whose report is bad: the report is rejected with ``reason`` and the image with report_rejected
+    (``reason`` None: an odd report that is kept)."""
 
     def build(root: Path, tag: str) -> Built:
         dcm(root / tag / "1.dcm", tag)
         name = report(root, tag, text).name
-        return Built([(name, reason), ("1.dcm", "report_rejected")])
+        return Built([(name, reason), ("1.dcm", "report_rejected")]) if reason else Built(kept=1)
 
     return build
 
@@ -244,7 +247,11 @@ DICOM_CASES: dict[str, Callable[[Path, str], Built]] = {
     "empty_report": report_case("empty_report", ""),
     "header_only_report": report_case("empty_report", "FINDINGS:\nIMPRESSION:\n"),
     "placeholder_only_report": report_case("empty_report", "FINDINGS: XXXX.\nIMPRESSION: ___\n"),
-    "latin1_report": report_case("report_encoding", "FINDINGS: Caf\xe9 clear.\nIMPRESSION: Normal.".encode("latin-1")),
+    "latin1_report_kept": report_case(None, "FINDINGS: Caf\xe9 clear.\nIMPRESSION: Normal.".encode("latin-1")),
+    "cp1252_report_kept": report_case(None, "FINDINGS: 38.5\xb0C \u2013 clear.\nIMPRESSION: Normal.".encode("cp1252")),
+    "utf16_report_kept": report_case(None, REPORT.encode("utf-16")),
+    "png_saved_as_report": report_case("report_binary", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)),
+    "random_bytes_report": report_case("report_binary", np.random.default_rng(0).bytes(512)),
     "duplicate_sop_uid": duplicate_sop,
     "study_under_two_patient_ids": two_patient_ids,
     "orphan_report": orphan_report,
@@ -296,9 +303,14 @@ def csv_no_image(root: Path, tag: str) -> Built:
 def csv_non_utf8(root: Path, tag: str) -> Built:
     png(root / tag / "a.png")
     text = "FINDINGS: Caf\udce9 clear."  # surrogate-escaped latin-1 byte: the CSV is written with surrogateescape
-    return Built(
-        [("#row=", "report_encoding"), ("a.png", "report_rejected")], rows=[csv_row(tag, f"{tag}/a.png", text=text)]
-    )
+    return Built(kept=1, rows=[csv_row(tag, f"{tag}/a.png", text=text)])  # that line decodes as cp1252
+
+
+def csv_binary_report_file(root: Path, tag: str) -> Built:
+    png(root / tag / "a.png")
+    _text(root / tag, "scan.txt", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n")
+    row = csv_row(tag, f"{tag}/a.png", text="", report_path=f"{tag}/scan.txt")
+    return Built([("scan.txt", "report_binary"), ("a.png", "report_rejected")], rows=[row])
 
 
 def csv_duplicate_image(root: Path, tag: str) -> Built:
@@ -331,7 +343,8 @@ CSV_CASES: dict[str, Callable[[Path, str], Built]] = {
     "csv_png_named_jpg_kept": csv_image_case(None, lambda f: png(f / "wrong.jpg")),
     "csv_missing_report": csv_missing_report,
     "csv_row_without_image": csv_no_image,
-    "csv_non_utf8_report": csv_non_utf8,
+    "csv_non_utf8_report_kept": csv_non_utf8,
+    "csv_binary_report_file": csv_binary_report_file,
     "csv_same_image_twice": csv_duplicate_image,
     "csv_missing_report_file": csv_missing_report_file,
     "csv_blank_patient": csv_blank_patient,

@@ -20,7 +20,7 @@ from medclip.ingest.archive import LAYOUTS, InlineReport, read_report_table, sec
 from medclip.ingest.layouts.csv_table import csv_columns
 from medclip.ingest.layouts.public import parse_openi_xml, scan_openi
 from medclip.ingest.manifest import COLUMNS, REJECT_REASONS, build_manifest, check_patients, reconcile
-from medclip.reports.sections import normalize_deid, parse_sections
+from medclip.reports.sections import normalize_deid, parse_sections, sections_from_fields
 
 REPORT = "FINDINGS: Lungs are clear. No effusion.\nIMPRESSION: No acute disease.\n"
 
@@ -137,16 +137,18 @@ def test_report_table_errors_name_columns(tmp_path):
         read_report_table(tmp_path / "r.xlsx")
 
 
-def test_report_table_non_utf8_cell_and_duplicate(tmp_path):
+def test_report_table_cp1252_cell_and_duplicate(tmp_path):
     body = b"accession,text\nA1,FINDINGS: caf\xe9 clear.\nA2,Normal chest.\nA2,Again.\n"
     (tmp_path / "r.csv").write_bytes(body)
     table, rejects = read_report_table(tmp_path / "r.csv")
     assert set(table) == {"A1", "A2"} and table["A2"].id.endswith("r.csv#row=3")
+    assert (table["A1"].text, table["A1"].encoding) == ("FINDINGS: caf\xe9 clear.", "cp1252")
     assert [r["reason"] for r in rejects] == ["duplicate_report"]
     root = tmp_path / "arc"
     write_dicom(root / "1.dcm", acc="A1", patient="P1", study="1.2.1")
     result = build(root, "dicom", reports=tmp_path / "r.csv")
-    assert reasons(result) == ["duplicate_report", "orphan_report", "report_encoding", "report_rejected"]
+    assert reasons(result) == ["duplicate_report", "orphan_report"]
+    assert result.manifest[["findings", "report_encoding"]].values.tolist() == [["caf\xe9 clear.", "cp1252"]]
 
 
 # ---------------------------------------------------------------- mimic-cxr-jpg
@@ -233,10 +235,10 @@ def test_openi_sections_roundtrip(tmp_path):
     result = build(tmp_path, "openi")
     df = result.manifest
     assert len(df) == 2 and set(df["study_id"]) == {"CXR1"} and df["patient_key"].nunique() == 1
-    parsed = parse_sections(scan_openi(tmp_path, show_progress=False).reports["CXR1"].text)
+    parsed = sections_from_fields(scan_openi(tmp_path, show_progress=False).reports["CXR1"].sections)
     for label, raw in OPENI_SECTIONS.items():
         assert (parsed[label.lower()] or "").casefold() == (expected_section(label, raw) or "").casefold(), label
-    assert parsed["findings"] == "The heart is normal. There are no ___ of effusion. Comparison : ___."
+    assert parsed["findings"] == "The heart is normal. There are no ___ of effusion. COMPARISON : ___."
     assert df["impression"][0] == "1. Normal chest x-___. 2. No change."
 
 
@@ -246,10 +248,16 @@ def test_sections_text_skips_unknown_and_empty():
     assert parse_sections(text)["impression"] is None
 
 
-def test_sections_text_recases_only_inline_header_words():
-    text = sections_text({"findings": "Normal. CT: none. NOTE: x. IMPRESSION: see above.", "impression": "Clear."})
-    assert text.splitlines()[0] == "FINDINGS: Normal. CT: none. NOTE: x. Impression: see above."
-    assert parse_sections(text)["impression"] == "Clear."
+def test_section_fields_are_not_reparsed(tmp_path):
+    # A findings column that mentions "IMPRESSION:" keeps it: the table's split into columns is the truth.
+    (tmp_path / "r.csv").write_text(
+        "study_uid,findings,impression\n1.2,Normal. CT: none. IMPRESSION: see above.,Clear.\n", encoding="utf-8"
+    )
+    table, rejects = read_report_table(tmp_path / "r.csv")
+    assert not rejects and table["1.2"].text.splitlines()[0].startswith("FINDINGS: Normal.")
+    sections = sections_from_fields(table["1.2"].sections)
+    assert sections["findings"] == "Normal. CT: none. IMPRESSION: see above."
+    assert sections["impression"] == "Clear."
 
 
 def test_report_table_jsonl_gz(tmp_path):

@@ -10,7 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medclip.reports.label_io import iter_openi_reports, label_dataframe, label_reports_file, openi_archive
+from medclip.reports.label_io import (
+    iter_openi_reports,
+    label_dataframe,
+    label_reports_file,
+    openi_archive,
+    read_report_texts,
+)
 from medclip.reports.labeler import LABEL_SETS, Mention, label_report, label_text, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,15 +270,30 @@ def _read(path: Path) -> pd.DataFrame:
 
 def test_label_csv_with_rejects(tmp_path):
     src = tmp_path / "reports.csv"
-    src.write_bytes(b"id,text\nr1,Small left pleural effusion.\nr2,\nr3,No pneumothorax \xff here.\nr1,Edema.\n")
+    # r3 holds a Windows-1252 byte (0xB0, "°") in an otherwise UTF-8 file: decoded, not rejected.
+    src.write_bytes(b"id,text\nr1,Small left pleural effusion.\nr2,\nr3,No pneumothorax at 38\xb0C.\nr1,Edema.\n")
     summary = label_reports_file(src, tmp_path / "out" / "labels.csv", show_progress=False)
-    assert (summary["inputs"], summary["labelled"], summary["rejected"]) == (4, 1, 3)
-    assert summary["reject_reasons"] == {"empty_report": 1, "encoding": 1, "duplicate_id": 1}
+    assert (summary["inputs"], summary["labelled"], summary["rejected"]) == (4, 2, 2)
+    assert summary["reject_reasons"] == {"empty_report": 1, "duplicate_id": 1}
     assert summary["positives"]["Pleural Effusion"] == 1
     out = _read(tmp_path / "out" / "labels.csv")
     assert list(out.columns) == ["id", *CHEXPERT]
-    assert out.iloc[0][["Pleural Effusion", "Pneumothorax"]].tolist() == ["1", ""]
-    assert set(_read(tmp_path / "out" / "labels.rejects.csv")["reason"]) == {"empty_report", "encoding", "duplicate_id"}
+    assert out[["id", "Pleural Effusion", "Pneumothorax"]].values.tolist() == [["r1", "1", ""], ["r3", "", "0"]]
+    assert set(_read(tmp_path / "out" / "labels.rejects.csv")["reason"]) == {"empty_report", "duplicate_id"}
+
+
+def test_label_cp1252_and_utf16_tables(tmp_path):
+    text = "FINDINGS: Dr. Jos\xe9 M\xfcller \u2013 38.5\xb0C. Small left pleural effusion."
+    for name, data in (
+        ("a.csv", f"id,text\nr1,{text}\n".encode("cp1252")),
+        ("b.csv", f"id,text\nr1,{text}\n".encode("utf-16")),
+    ):
+        (tmp_path / name).write_bytes(data)
+        assert read_report_texts(tmp_path / name) == {"r1": text}, name
+        summary = label_reports_file(tmp_path / name, tmp_path / f"{name}.labels.csv", show_progress=False)
+        assert (summary["labelled"], summary["positives"]["Pleural Effusion"]) == (1, 1), name
+    (tmp_path / "c.jsonl").write_bytes(json.dumps({"id": "r1", "text": text}, ensure_ascii=False).encode("cp1252"))
+    assert read_report_texts(tmp_path / "c.jsonl") == {"r1": text}
 
 
 def test_label_jsonl(tmp_path):
@@ -281,18 +302,20 @@ def test_label_jsonl(tmp_path):
     summary = label_reports_file(src, tmp_path / "labels.csv", label_set="chestxray14", show_progress=False)
     assert summary["reject_reasons"] == {"bad_json": 1, "empty_report": 1}
     out = _read(tmp_path / "labels.csv")
-    assert out.loc[0, "report_id"] == "7" and out.loc[0, "Pneumonia"] == "-1" and list(out.columns)[1:] == list(CXR14)
+    # ChestX-ray14's labels are binary: the hedged pneumonia is reported as 0, not -1
+    assert out.loc[0, "report_id"] == "7" and out.loc[0, "Pneumonia"] == "0" and list(out.columns)[1:] == list(CXR14)
 
 
 def test_label_txt_folder(tmp_path):
     folder = tmp_path / "reports"
     folder.mkdir()
     (folder / "a.txt").write_text("FINDINGS: No acute disease.\n\nIMPRESSION: Normal chest.")
-    (folder / "b.txt").write_bytes(b"IMPRESSION: caf\xe9 effusion")
+    (folder / "b.txt").write_bytes(b"IMPRESSION: caf\xe9 effusion")  # Latin-1 / cp1252: kept
     (folder / "c.txt").write_text("   \n")
+    (folder / "d.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(32))  # an image saved as .txt
     summary = label_reports_file(folder, tmp_path / "labels.csv", show_progress=False)
-    assert summary["reject_reasons"] == {"encoding": 1, "empty_report": 1}
-    assert _read(tmp_path / "labels.csv")[["id", "No Finding"]].values.tolist() == [["a", "1"]]
+    assert summary["reject_reasons"] == {"binary": 1, "empty_report": 1}
+    assert _read(tmp_path / "labels.csv")[["id", "Pleural Effusion"]].values.tolist() == [["a", ""], ["b", "1"]]
 
 
 def test_label_path_column_and_headerless(tmp_path):
@@ -341,7 +364,7 @@ GOLD = [
     ("The heart is normal in size. The lungs are clear.", {"Cardiomegaly": 0, "No Finding": 1}),
     ("No focal airspace disease, pleural effusion or pneumothorax.", {"Lung Opacity": 0, "Pleural Effusion": 0,
                                                                       "Pneumothorax": 0, "No Finding": 1}),
-    ("Mild cardiomegaly with pulmonary vascular congestion.", {"Cardiomegaly": 1, "Edema": 1}),
+    ("Mild cardiomegaly with pulmonary vascular congestion.", {"Cardiomegaly": 1, "Edema": -1}),  # CheXpert: hedged
     ("Bibasilar opacities likely atelectasis.", {"Lung Opacity": 1, "Atelectasis": -1}),
     ("Streaky left basilar atelectasis.", {"Atelectasis": 1}),
     ("No pneumothorax following chest tube removal.", {"Pneumothorax": 0, "Support Devices": 0, "No Finding": 1}),

@@ -21,14 +21,15 @@ from medclip.ingest.archive import (
     add_reports,
     column_key,
     find_column,
+    inline_sections,
     reject,
-    sections_text,
     try_record,
     view_name,
 )
 from medclip.ingest.layouts.public import ASSUMED_MODALITY
 from medclip.io.dicom import IMAGE_SUFFIXES, ReadError, load_image, read_header
 from medclip.io.tables import read_csv
+from medclip.io.text import read_text
 from medclip.reports.sections import SECTION_NAMES, TEXT_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -103,17 +104,21 @@ def csv_columns(
     return roles
 
 
-def _csv_report(scan: ArchiveScan, row: dict, roles: dict[str, list[str]], study: str, row_id: str, base: Path):
-    """Register the row's report for its study; rows repeating the study's report are not duplicates."""
+def _csv_report(
+    scan: ArchiveScan, row: dict, roles: dict[str, list[str]], study: str, row_id: str, base: Path, encoding: str
+):
+    """Register the row's report for its study; rows repeating the study's report are not duplicates.
+
+    Inline text carries the table's ``encoding``; a report-path cell names a file decoded when the manifest reads it.
+    """
     source: Path | InlineReport | None = None
     if "report_text" in roles and str(row[roles["report_text"][0]]).strip():
-        source = InlineReport(row_id, str(row[roles["report_text"][0]]))
+        source = InlineReport(row_id, str(row[roles["report_text"][0]]), encoding)
     elif "report_path" in roles and (value := str(row[roles["report_path"][0]]).strip()):
         source = Path(value) if Path(value).is_absolute() else base / value
     elif "report_text" not in roles and "report_path" not in roles:
         cols = {s: c for s in SECTION_NAMES if (c := find_column(list(row), (s,)))}
-        text = sections_text({s: row[c] for s, c in cols.items()})
-        source = InlineReport(row_id, text) if text else None
+        source = inline_sections(row_id, {s: row[c] for s, c in cols.items()}, encoding)
     if source is None:
         return
     known = scan.reports.get(study)
@@ -158,7 +163,8 @@ def scan_csv(
     Images may be PNG/JPEG (modality from a modality column, else ``modality``) or DICOM (header facts).
     """
     table = _csv_file(Path(root))
-    df = read_csv(table, dtype=object, keep_default_na=False, encoding_errors="surrogateescape")
+    text, encoding = read_text(table)  # UTF-8, UTF-16, cp1252, ...: see medclip.io.text.decode_text
+    df = read_csv(table, text=text, dtype=object, keep_default_na=False)
     roles = csv_columns(table, [str(c) for c in df.columns], columns, need_report=reports is None)
     scan = ArchiveScan(inputs=0)
     for i, row in enumerate(tqdm(df.to_dict("records"), desc="scan", unit="row", disable=not show_progress)):
@@ -168,7 +174,7 @@ def scan_csv(
             return str(row[roles[role][0]]).strip() if role in roles else ""
 
         study = cell("study") or f"row{i + 2}"
-        _csv_report(scan, row, roles, study, row_id, table.parent)
+        _csv_report(scan, row, roles, study, row_id, table.parent, encoding)
         values = [str(row[c]).strip() for c in roles["image"] if str(row[c]).strip()]
         if not values:
             scan.inputs += 1

@@ -21,8 +21,8 @@ from medclip.ingest.archive import (
     ArchiveScan,
     InlineReport,
     add_reports,
+    inline_sections,
     reject,
-    sections_text,
     try_record,
     view_name,
     walk_files,
@@ -153,7 +153,7 @@ def scan_openi(
     """Open-i: ``*.xml`` reports (``ecgen-radiology/``) + images named by their ``parentImage`` id, anywhere.
 
     Patient = study = the XML's ``uId`` (Open-i has one report per patient). The report text is rebuilt from the
-    XML sections with :func:`sections_text`. A listed image that is absent is a ``missing_file`` reject; an image
+    XML sections as they are (:func:`inline_sections`). A listed image that is absent is a ``missing_file`` reject; an image
     no XML lists is a ``no_report`` reject; an XML without images is an orphan report.
     """
     root = Path(root)
@@ -172,7 +172,8 @@ def scan_openi(
             detail = f"{xml}: malformed XML ({exc}); its images stay unpaired"
             scan.rejects.append(reject(xml, "malformed_xml", detail, kind="report"))
             continue
-        scan.add_report(uid, InlineReport(str(xml), sections_text(sections)))
+        # Decoded by the XML parser as the file declares; its sections are the XML's own AbstractText elements.
+        scan.add_report(uid, inline_sections(str(xml), sections, "xml") or InlineReport(str(xml), "", "xml"))
         for image_id in image_ids:
             scan.inputs += 1
             listed.add(image_id)
