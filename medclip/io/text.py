@@ -163,9 +163,9 @@ def decode_text(raw: bytes, declared: str | Sequence[str] | None = None) -> tupl
     """Decode a report's bytes: ``(text, encoding used)``, or :class:`NotTextError` for binary data.
 
     The order: a byte-order mark (UTF-8, UTF-16, UTF-32) wins; then ``declared``, when the bytes decode as it; then
-    strict UTF-8, so whatever decoded as UTF-8 before still does; then UTF-16 without a BOM when every other byte is
-    NUL; then :data:`LEGACY_ENCODINGS` line by line (see ``_decode_legacy``). A candidate whose text is mostly control
-    characters is skipped, so UTF-16 bytes (valid UTF-8, full of NULs) are not taken for UTF-8.
+    UTF-16 without a BOM when every other byte is NUL (a candidate so far whose text is mostly control characters is
+    skipped); then strict UTF-8, so whatever decoded as UTF-8 before still does; then :data:`LEGACY_ENCODINGS` line
+    by line (see ``_decode_legacy``), rejected when the result is mostly control characters.
 
     Args:
         raw: the file's bytes.
@@ -180,8 +180,8 @@ def decode_text(raw: bytes, declared: str | Sequence[str] | None = None) -> tupl
         "cp1252", "latin-1", "utf-8+cp1252" (mixed lines), or the declared codec ("iso8859-2", ...).
 
     Raises:
-        NotTextError: a known binary signature (PNG, JPEG, PDF, ZIP, ...), a DICOM file, or more than a few control
-            characters (NUL included) in every decoding.
+        NotTextError: a known binary signature (PNG, JPEG, PDF, ZIP, ...), a DICOM file, or bytes that are not
+            UTF-8 and hold more than a few control characters (NUL included) in every other decoding.
     """
     for magic, what in _MAGIC:
         if raw.startswith(magic):
@@ -193,12 +193,14 @@ def decode_text(raw: bytes, declared: str | Sequence[str] | None = None) -> tupl
     if bom is not None:
         candidates.append(_strict(raw, bom))
     candidates.append(_decode_declared(raw, declared))
-    candidates.append(_strict(raw, "utf-8"))
-    if utf16 := _utf16_without_bom(raw):
+    if utf16 := _utf16_without_bom(raw):  # before UTF-8: ASCII text in UTF-16 is valid UTF-8 full of NULs
         candidates.append(_strict(raw, utf16))
     for candidate in candidates:
         if candidate is not None and _binary_reason(candidate[0]) is None:
             return candidate
+    utf8 = _strict(raw, "utf-8")
+    if utf8 is not None and any(c.isalpha() for c in utf8[0]):
+        return utf8  # whatever decoded as UTF-8 before still does, control characters and all (never lost now)
     text, encoding = _decode_legacy(raw)
     if reason := _binary_reason(text):
         raise NotTextError(f"{reason}, not text")

@@ -38,18 +38,23 @@ TEXT_POLICIES = ("impression", "findings", "findings_impression", "impression_or
 # them but their text is dropped: call-back notes ("discussed with Dr. ___ at 10:00") are not image content.
 _HEADER_VARIANTS: dict[str, tuple[str, ...]] = {
     "impression": ("impression", "impressions", "impresssion", "impresion", "impresions", "imprssion", "impresson",
-                   "final impression", "clinical impression", "conclusion", "conclusions", "summary", "opinion"),
+                   "final impression", "clinical impression", "conclusion", "conclusions", "summary", "opinion",
+                   "interpretation"),
     "findings": ("findings", "finding", "findngs", "fidings", "report", "observations", "observation"),
     "indication": ("indication", "indications", "clinical indication", "clinical indications", "reason for exam",
                    "reason for examination", "reason for study", "reason for request", "clinical information",
                    "clinical info", "clinical data", "clinical details"),
-    "history": ("history", "clinical history", "medical history", "past medical history", "hx", "clinical hx"),
+    "history": ("history", "clinical history", "medical history", "past medical history", "patient history", "hx",
+                "clinical hx"),
     "comparison": ("comparison", "comparisons", "comparison study", "comparison studies", "comparison exam",
-                   "comparison exams", "prior", "priors", "prior study", "prior studies", "prior exam", "prior exams"),
+                   "comparison exams", "prior", "priors", "prior study", "prior studies", "prior exam", "prior exams",
+                   "reference exam", "reference study"),
     "technique": ("technique", "techniques", "procedure", "procedures"),
     "examination": ("examination", "examinations", "exam", "exams", "type of examination", "type of exam", "study"),
     "addendum": ("addendum",),
-    "_other": ("notification", "notifications", "communication"),
+    # Ends the section before it; the text is not image content (call-backs, advice for the referrer).
+    "_other": ("notification", "notifications", "communication", "recommendation", "recommendations", "follow up",
+               "follow-up", "followup", "advice"),
 }  # fmt: skip
 HEADER_OF = {v: name for name, variants in _HEADER_VARIANTS.items() for v in variants}
 
@@ -72,7 +77,8 @@ _NON_IMAGING = ("indication", "history", "comparison", "technique", "examination
 _ARTICLES = frozenset(["a", "an", "the", "this", "that", "these", "those", "new", "no", "any", "other", "same", "such"])
 _JOINER_WORDS = frozenset({"and", "&", "/", "+", ","})
 _SEP_RE = re.compile(r"[ \t]*(?::+(?:[ \t]*-+(?=\s|$))?|-{2,}|[\u2013\u2014]+|(?<=\s)-+(?=\s|$))")
-_TOKEN_RE = re.compile(r"[A-Za-z][A-Za-z']*|[&/+,]|\S")
+_PLURAL_RE = re.compile(r"(?<=[A-Za-z])\(s\)\s*$", re.IGNORECASE)
+_TOKEN_RE = re.compile(r"[A-Za-z](?:[A-Za-z']|-(?=[A-Za-z]))*|[&/+,]|\S")
 
 
 def _typo_distance(a: str, b: str, limit: int) -> int:
@@ -302,8 +308,11 @@ def _cut_line(line: str) -> list[tuple[tuple[str, ...] | None, str]]:
     for m in _SEP_RE.finditer(line):
         if m.start() <= last:
             continue
-        run = _tokens_before(line[last : m.start()])
-        offset = last + max(0, len(line[last : m.start()]) - 80)
+        region = line[last : m.start()]
+        plural = _PLURAL_RE.search(region)  # "RECOMMENDATION(S):", "IMPRESSION(S):"
+        region = region[: plural.start()] if plural else region
+        run = _tokens_before(region)
+        offset = last + max(0, len(region) - 80)
         for k in range(len(run), 0, -1):
             sub = run[-k:]
             if not sub[0].group()[0].isalpha():

@@ -183,3 +183,10 @@ def test_split_lines_only_at_line_ends():
         '{"c": "\x85"}',
         "",
     ]
+
+
+def test_utf8_with_many_control_bytes_is_kept() -> None:
+    # A fixed-width export pads fields with NULs: valid UTF-8 with letters was kept before and must stay kept.
+    raw = b"FINDINGS: Lungs clear." + b"\x00" * 80 + b"IMPRESSION: Normal." + b"\x07" * 10
+    text, encoding = decode_text(raw)
+    assert encoding == "utf-8" and text == raw.decode("utf-8")
