@@ -19,13 +19,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from medclip.reports.sections import _HEADER_VARIANTS, HEADER_OF, parse_sections, typo_limit  # noqa: E402
+from medclip.reports.headers import HEADER_OF, HEADER_VARIANTS, WEAK_HEADERS, typo_limit  # noqa: E402
+from medclip.reports.sections import parse_sections  # noqa: E402
 
 SECTIONS = ("indication", "history", "comparison", "technique", "examination", "findings", "impression")
-# Headers that are ordinary words too ("prior", "study"); the parser reads them mid-line only in capitals or after a
+# Headers that are ordinary words too ("prior", "study"): the parser reads them mid-line only in capitals or after a
 # sentence end, so the generator uses them at line start only.
-WEAK = {"prior", "priors", "prior study", "prior studies", "prior exam", "prior exams", "study", "exam", "exams",
-        "report", "procedure", "procedures", "summary", "opinion", "observation", "observations", "hx", "clinical hx"}  # fmt: skip
+WEAK = WEAK_HEADERS
 SENTENCES = (
     "The lungs are clear.",
     "Heart size is normal.",
@@ -65,8 +65,8 @@ def _unambiguous(typo: str, section: str) -> bool:
     """The typo is nearer to (or as near as) a variant of its own section than to any other section's variant."""
     if typo in HEADER_OF:
         return HEADER_OF[typo] == section
-    own = min(_distance(typo, v) for v in _HEADER_VARIANTS[section] if len(v) >= 6)
-    others = min(_distance(typo, v) for name, vs in _HEADER_VARIANTS.items() if name != section for v in vs)
+    own = min(_distance(typo, v) for v in HEADER_VARIANTS[section] if len(v) >= 6)
+    others = min(_distance(typo, v) for name, vs in HEADER_VARIANTS.items() if name != section for v in vs)
     return own < others
 
 
@@ -118,7 +118,7 @@ def reports(draw):
     mixed_case = not flat and draw(st.booleans())  # header case may change from line to line in line-based reports
     parts, expected = [], {}
     for n, name in enumerate(names):
-        variants = [v for v in _HEADER_VARIANTS[name] if not (flat and n and v in WEAK)]
+        variants = [v for v in HEADER_VARIANTS[name] if not (flat and n and v in WEAK)]
         variant = draw(st.sampled_from(variants))
         spelled = draw(typo(variant))
         # Edits drawn one after another can overlap (a swap, then a change of the swapped letter): keep typos that
