@@ -19,6 +19,7 @@ from medclip.reports.labeler import label_report, label_text, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 REGRESSION = ROOT / "tests" / "data" / "label_regression.jsonl"
+HOLDOUT = ROOT / "tests" / "data" / "label_holdout.jsonl"
 SHARED = {  # chexpert name -> chestxray14 name, for the findings both sets label
     "Atelectasis": "Atelectasis",
     "Cardiomegaly": "Cardiomegaly",
@@ -106,12 +107,26 @@ SHARED_RULES = [
     pytest.param("No change in the small bilateral pleural effusions.", "Pleural Effusion", 1, id="no-change-in"),
     pytest.param("Resolving right lower lobe pneumonia.", "Pneumonia", 1, id="resolving"),
     pytest.param("Right basilar consolidation, atelectasis versus pneumonia.", "Consolidation", 1, id="versus-stops"),
+    # Found by the blind holdout set (tests/data/label_holdout.jsonl): missing resolution / preference phrases.
+    pytest.param("Interval clearing of the left pleural effusion.", "Pleural Effusion", 0, id="clearing-of"),
+    pytest.param(
+        "Interval clearing of right basilar consolidation with minimal residual atelectasis.",
+        "Atelectasis",
+        1,
+        id="with-residual-ends-the-negation",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "finding", "value"), SHARED_RULES)
 def test_shared_rule(text, finding, value):
     assert _both(text, finding) == (value, value)
+
+
+def test_favored_over_is_a_differential():
+    text = "Atelectasis is favored over pneumonia at the right base."
+    assert _both(text, "Pneumonia") == (-1, 0)  # a differential, as with "versus"
+    assert _both(text, "Atelectasis") == (-1, 0)
 
 
 def test_hedged_mention_is_explained():
@@ -184,13 +199,13 @@ def test_regression_set_has_gold_for_both_sets():
     assert {"normal", "hedged", "congestion", "opacity-pneumonia", "history", "resolved", "or", "versus"} <= topics
 
 
-def _eval(label_set: str, uncertain: str) -> dict:
+def _eval(label_set: str, uncertain: str, path: Path = REGRESSION) -> dict:
     run = subprocess.run(
         [
             sys.executable,
             str(ROOT / "scripts" / "eval_labeler.py"),
             "--regression",
-            str(REGRESSION),
+            str(path),
             "--label-set",
             label_set,
             "--uncertain",
@@ -217,3 +232,15 @@ def test_regression_f1(label_set, uncertain):
     assert report["macro_f1"] >= 0.98, report["differences"]
     assert min(report["f1"].values()) >= 0.95, report["f1"]
     assert report["value_agreement"] >= 0.99, report["differences"]
+
+
+# A second set, labelled blind by an annotator who read only docs/labels.md (not the rules, not the labeler's output):
+# macro F1 before the fixes it prompted was 0.981 (chestxray14) / 0.979 and 0.983 (chexpert, uncertain as 0 / 1).
+@pytest.mark.parametrize(
+    ("label_set", "uncertain"),
+    [("chestxray14", "negative"), ("chexpert", "negative"), ("chexpert", "positive")],
+)
+def test_blind_holdout_f1(label_set, uncertain):
+    report = _eval(label_set, uncertain, HOLDOUT)
+    assert report["reports"] == 150
+    assert report["macro_f1"] >= 0.97, report["differences"]
