@@ -3,7 +3,8 @@
 A checkpoint records the salted keys of the patients and studies it trained on (:mod:`medclip.ingest.trained_on`).
 Evaluating on a split that holds any of them would report training-set figures as held-out ones, so it is refused
 (:class:`TrainingOverlapError`, exit code 2) unless the caller allows it; the counts go into the output either way.
-Keys of different patient salts are not comparable: the check is then skipped with a warning.
+Keys of different patient salts are not comparable: that is refused too, unless allowed (another archive), when the
+check is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def check_training_overlap(
         return _skipped(f"{table.source} has no patient_key / study_key column", checkpoint, split)
     ours, theirs = table.salt_fingerprint, record.get("salt_fingerprint")
     if ours and theirs and ours != theirs:
+        # Not comparable, so not checkable: a rebuild with a new salt would otherwise pass training patients off as
+        # held-out ones. Another hospital's archive is the case to insist on.
+        if not allow:
+            raise TrainingOverlapError(
+                f"cannot check split '{split}' against the training set of {checkpoint}: its manifest has another "
+                f"patient salt (fingerprint {ours}, the checkpoint's {theirs}); rebuild it with the training "
+                "manifest's salt (--salt-file TRAIN_MANIFEST/.medclip_salt), or pass --allow-overlap for another archive"
+            )
         return _skipped("different patient salt", checkpoint, split)
     counts = count_overlap(
         record,

@@ -24,11 +24,15 @@ from medclip.ingest.layouts import LAYOUTS
 from medclip.ingest.layouts.csv_table import parse_column_roles
 from medclip.ingest.split_table import read_split_table
 from medclip.ingest.splits import (
+    HISTORY_NAME,
     SPLITS,
+    Pins,
     assign_splits,
     check_splits_disjoint,
     default_salt,
+    merge_history,
     patient_key,
+    read_history,
     read_pins,
     resolve_salt,
     salt_fingerprint,
@@ -74,6 +78,7 @@ class ManifestResult:
     manifest: pd.DataFrame
     rejects: pd.DataFrame
     meta: dict
+    split_history: pd.DataFrame | None = None  # patient_key -> split, every patient ever split (split_history.parquet)
 
 
 def _source_id(source: Path | InlineReport) -> str:
@@ -203,6 +208,10 @@ def build_manifest(
         raise FileNotFoundError(f"archive folder not found: {root} (for --layout csv: the CSV file)")
     table = read_split_table(splits) if splits else None  # a bad table fails before the scan
     pins = read_pins(Path(pin_to) / MANIFEST_NAME) if pin_to else None
+    history = read_history(pin_to) if pin_to else {}
+    if history:
+        pins = pins or Pins()
+        pins.by_patient = {**history, **pins.by_patient}  # patients absent from the last build keep their split too
     scan: ArchiveScan = LAYOUTS.get(layout)(
         root,
         modalities=modalities,
@@ -244,7 +253,7 @@ def build_manifest(
     meta["salt_fingerprint"] = salt_fingerprint(salt)  # tells salts apart; the salt itself is never written here
     meta["splits"] = split_info
     reconcile(meta)
-    return ManifestResult(df, rejects, meta)
+    return ManifestResult(df, rejects, meta, merge_history(history, df))
 
 
 def reconcile(meta: dict) -> None:
@@ -294,6 +303,8 @@ def write_manifest(result: ManifestResult, out_dir: str | Path) -> Path:
     result.manifest.to_parquet(out / MANIFEST_NAME, index=False)
     result.rejects.to_parquet(out / REJECTS_NAME, index=False)
     (out / META_NAME).write_text(json.dumps(result.meta, indent=2))
+    history = result.split_history if result.split_history is not None else merge_history({}, result.manifest)
+    history.to_parquet(out / HISTORY_NAME, index=False)
     return out
 
 

@@ -16,6 +16,7 @@ folder's manifest was built with. Manifests record only :func:`salt_fingerprint`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -45,6 +46,9 @@ __all__ = [
     "read_pins",
     "resolve_salt",
     "salt_fingerprint",
+    "HISTORY_NAME",
+    "merge_history",
+    "read_history",
     "study_key",
 ]
 
@@ -62,9 +66,14 @@ def study_key(study_id: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:study:{study_id}".encode()).hexdigest()[:20]
 
 
+@functools.lru_cache(maxsize=8)
 def salt_fingerprint(salt: str) -> str:
-    """12 hex that tell two salts apart without revealing either: keys of equal fingerprints are comparable."""
-    return hashlib.sha256(f"medclip-salt-id:{salt}".encode()).hexdigest()[:12]
+    """12 hex that tell two salts apart without revealing either: keys of equal fingerprints are comparable.
+
+    A slow key derivation (PBKDF2-SHA256, 1,000,000 rounds), because the fingerprint sits in the shareable meta: checking a
+    guessed salt against it must cost as much as it can without slowing a build (about 0.2 s, once per run).
+    """
+    return hashlib.pbkdf2_hmac("sha256", salt.encode(), b"medclip-salt-fingerprint", 1_000_000).hex()[:12]
 
 
 def assign_split(key: str, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> str:
@@ -137,6 +146,12 @@ def resolve_salt(
     create: Path | None = None
     if salt:
         origin = "--salt"
+        if len(salt) < 16:
+            logger.warning(
+                "--salt is short (%d characters): a guessable salt lets anyone with a list of patient IDs recompute "
+                "the keys; use a long random one (python -c 'import secrets; print(secrets.token_hex(16))')",
+                len(salt),
+            )
     elif salt_file:
         origin, path = f"--salt-file {salt_file}", Path(salt_file)
         if path.exists():
@@ -174,6 +189,34 @@ class Pins:
 
     by_patient: dict[str, str] = field(default_factory=dict)
     by_study: dict[str, str] = field(default_factory=dict)
+
+
+HISTORY_NAME = "split_history.parquet"  # every patient key an output folder has ever split, and its split
+
+
+def read_history(folder: str | Path) -> dict[str, str]:
+    """patient_key -> split of every patient a manifest in ``folder`` ever held (empty when there is none).
+
+    The manifest alone would forget a patient missing from one rebuild (a folder not synced yet, a rejected report)
+    and let the next rebuild split it afresh; the history only ever grows.
+    """
+    path = Path(folder) / HISTORY_NAME
+    if not path.is_file():
+        return {}
+    try:
+        df = pd.read_parquet(path, columns=["patient_key", "split"])
+    except (ValueError, OSError, KeyError) as exc:
+        raise InputError(
+            f"{path}: cannot read the split history ({type(exc).__name__}); restore it, or pass --reshuffle"
+        ) from None
+    return dict(zip(df["patient_key"].astype(str), df["split"].astype(str), strict=True))
+
+
+def merge_history(history: dict[str, str], manifest: pd.DataFrame) -> pd.DataFrame:
+    """The history with the patients of ``manifest`` added (an entry, once written, is never changed)."""
+    merged = dict(zip(manifest["patient_key"].astype(str), manifest["split"].astype(str), strict=True))
+    merged.update(history)
+    return pd.DataFrame({"patient_key": list(merged), "split": list(merged.values())})
 
 
 def read_pins(manifest_file: str | Path) -> Pins | None:

@@ -29,9 +29,9 @@ def read_csv(path: str | Path, *, text: str | None = None, **kwargs: Any) -> pd.
     """
     try:
         return pd.read_csv(path if text is None else io.StringIO(text), **kwargs)
-    except InputError:
+    except (InputError, FileNotFoundError, PermissionError):
         raise
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError) as exc:  # OSError / EOFError: a corrupt or truncated .gz
         raise _bad(path, "a CSV table", exc) from exc
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["HEADER_OF", "HEADER_VARIANTS", "NON_IMAGING", "WEAK_HEADERS", "cut_line", "typo_limit"]
+__all__ = ["HEADER_OF", "HEADER_VARIANTS", "NON_IMAGING", "WEAK_HEADERS", "cut_line", "strip_own_header", "typo_limit"]
 
 # Header spellings (lowercase; a space matches any whitespace) -> section. "_other" headers end the section before
 # them but their text is dropped: call-back notes ("discussed with Dr. ___ at 10:00") are not image content.
@@ -55,6 +55,7 @@ NON_IMAGING = ("indication", "history", "comparison", "technique", "examination"
 _ARTICLES = frozenset(["a", "an", "the", "this", "that", "these", "those", "new", "no", "any", "other", "same", "such"])
 _JOINER_WORDS = frozenset({"and", "&", "/", "+", ","})
 _SEP_RE = re.compile(r"[ \t]*(?::+(?:[ \t]*-+(?=\s|$))?|-{2,}|[\u2013\u2014]+|(?<=\s)-+(?=\s|$))")
+_SENTENCE_END_RE = re.compile(r"(?<![A-Z][a-z]\.)(?<!\b[A-Z]\.)(?<=[.!?])\s+(?=[A-Z0-9])")  # not after "Dr." / "J."
 _PLURAL_RE = re.compile(r"(?<=[A-Za-z])\(s\)\s*$", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"[A-Za-z](?:[A-Za-z']|-(?=[A-Za-z]))*|[&/+,]|\S")
 
@@ -144,10 +145,11 @@ def _case(phrase: str) -> str:
     return "upper" if all(c.isupper() for c in letters) else "title" if phrase[:1].isupper() else "lower"
 
 
-def _accept(line: str, start: int, phrase: str, found: tuple, sep: str, previous: tuple | None) -> bool:
-    """Whether a header phrase at ``line[start:]`` followed by ``sep`` starts a section (see :func:`_cut_line`).
+def _accept(line: str, start: int, phrase: str, found: tuple, sep: str, previous: tuple | None, flat: bool) -> bool:
+    """Whether a header phrase at ``line[start:]`` followed by ``sep`` starts a section (see :func:`cut_line`).
 
-    ``previous``: (sections, phrase) of the header before it on this line, if any.
+    ``previous``: (sections, phrase) of the header before it on this line, if any; ``flat``: the whole report is
+    this one line.
     """
     keys, exact, weak = found
     before = line[:start].rstrip()
@@ -159,6 +161,10 @@ def _accept(line: str, start: int, phrase: str, found: tuple, sep: str, previous
         return False  # "INDICATION: History: cough" - a header word right after a header is its text
     if case == "upper":
         return prev_word not in _ARTICLES
+    if weak or not (flat or previous is not None):
+        # In lower / title case mid-line, only a report flattened into lines of headers is read this way: inside a
+        # section's prose "... normal in size. Comparison: stable since 2019." is text, and so is "Hx: smoker".
+        return False
     if before[-1] in ".!?;" or line[:start].endswith("  "):
         return sep.startswith(":") or case == "title"
     # No sentence end before it ("history: cough findings: clear"): an exact header that continues the line's header
@@ -166,7 +172,6 @@ def _accept(line: str, start: int, phrase: str, found: tuple, sep: str, previous
     return (
         sep.startswith(":")
         and exact
-        and not weak
         and prev_word not in _ARTICLES
         and previous is not None
         and _case(previous[1]) == case
@@ -174,15 +179,18 @@ def _accept(line: str, start: int, phrase: str, found: tuple, sep: str, previous
     )
 
 
-def cut_line(line: str) -> list[tuple[tuple[str, ...] | None, str]]:
+def cut_line(line: str, *, flat: bool = False) -> list[tuple[tuple[str, ...] | None, str]]:
     """A line -> ``[(None, text before any header), (sections, text after a header), ...]``.
 
     A header is a known spelling (or a typo within :func:`typo_limit`) followed by a separator (``:``, ``::``,
     ``--``, a spaced ``-``, an en / em dash, a space before any of them) or alone on its line. At the start of a line
     it always counts; in the middle of a line (reports flattened to one line by an export) it counts when written in
-    capitals, or after a sentence end, or when an exact header with a colon continues the style of a header earlier
-    on the line and opens another section ("history: cough findings: clear"); never after an article ("a new
-    finding: ..." stays text).
+    capitals, or, on a line that opens with a header or in a one-line report (``flat``), after a sentence end or
+    when an exact header with a colon continues the style of a header earlier on the line and opens another section
+    ("history: cough findings: clear"); never after an article ("a new finding: ..." stays text), and a weak header
+    ("prior", "study") only in capitals. A call-back or recommendation in the middle of a line ("Recommendation: CT
+    in 3 months. No effusion.") ends at its sentence end: the text after it goes back (``("_back",)``) to the
+    section it interrupted.
     """
     cuts: list[tuple[int, int, tuple[str, ...]]] = []  # (header start, text start, sections)
     last = 0
@@ -204,7 +212,7 @@ def cut_line(line: str) -> list[tuple[tuple[str, ...] | None, str]]:
             start = offset + sub[0].start()
             phrase = line[start : m.start()].strip()
             previous = (cuts[-1][2], line[cuts[-1][0] : cuts[-1][1]]) if cuts else None
-            if _accept(line, start, phrase, found, m.group().strip(), previous):
+            if _accept(line, start, phrase, found, m.group().strip(), previous, flat):
                 cuts.append((start, m.end(), found[0]))
                 last = m.end()
             break
@@ -226,5 +234,25 @@ def cut_line(line: str) -> list[tuple[tuple[str, ...] | None, str]]:
         rest = re.sub(
             rf"^(?:\s*{header}\s*(?::+|-{{2,}}))+", "", rest, flags=re.IGNORECASE
         )  # "INDICATION: INDICATION:"
-        pieces.append((keys, rest.lstrip(" :-\u2013\u2014")))
+        rest = rest.lstrip(" :-\u2013\u2014")
+        back = _SENTENCE_END_RE.search(rest) if keys == ("_other",) and line[:start].strip() else None
+        if back:
+            pieces += [(keys, rest[: back.start()]), (("_back",), rest[back.end() :])]
+        else:
+            pieces.append((keys, rest))
     return pieces
+
+
+def strip_own_header(line: str, section: str) -> str:
+    """``line`` without the header of ``section`` it opens with, repeated or not ("INDICATION: INDICATION: cough" ->
+    "cough"); other text, headers of other sections included, is kept."""
+    while True:
+        m = _SEP_RE.search(line)
+        region = line[: m.start()] if m else line
+        words = _TOKEN_RE.findall(_PLURAL_RE.sub("", region))
+        found = _header_phrase(words) if words and words[0][0].isalpha() else None
+        if found is None or section not in found[0]:
+            return line
+        if m is None:
+            return ""  # the header alone
+        line = line[m.end() :].lstrip(" :-\u2013\u2014")

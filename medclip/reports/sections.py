@@ -16,7 +16,7 @@ from typing import Any
 
 from medclip.errors import InputError
 from medclip.registry import did_you_mean
-from medclip.reports.headers import NON_IMAGING, cut_line
+from medclip.reports.headers import NON_IMAGING, cut_line, strip_own_header
 
 SECTION_NAMES = (
     "findings",
@@ -144,6 +144,7 @@ def _lines(text: str):
 def _segments(text: str) -> list[tuple[tuple[str, ...], list[str]]]:
     """Text -> ordered (section keys, raw lines); pseudo keys ``_lead`` (before any header), ``_wet``, ``_other``."""
     segs: list[tuple[tuple[str, ...], list[str]]] = [(("_lead",), [])]
+    flat = "\n" not in text.strip()
     for line in _lines(text):
         keys, lines = segs[-1]
         if not line.strip() or _SEPARATOR_RE.match(line):
@@ -160,9 +161,11 @@ def _segments(text: str) -> list[tuple[tuple[str, ...], list[str]]]:
         if wet:
             segs.append((("_wet",), [line[wet.end() :][_STAMP_RE.match(line[wet.end() :]).end() :]]))
             continue
-        for piece_keys, piece in cut_line(line):
+        for piece_keys, piece in cut_line(line, flat=flat):
             if piece_keys is None:
                 segs[-1][1].append(piece)
+            elif piece_keys == ("_back",):  # the text after a mid-line call-back belongs to the section before it
+                segs.append((segs[-2][0] if len(segs) > 1 else ("_lead",), [piece]))
             else:
                 segs.append((piece_keys, [piece]))
     return segs
@@ -310,9 +313,7 @@ def sections_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
             reasons[name] = "missing" if value is None else "empty"
             continue
         lines = _coerce(value).split("\n")
-        pieces = cut_line(lines[0])
-        if len(pieces) == 1 and pieces[0][0] and name in pieces[0][0]:
-            lines[0] = pieces[0][1]  # the field repeats its own header
+        lines[0] = strip_own_header(lines[0], name)  # a field that repeats its own header
         out[name] = _finish(_paragraphs(_drop_signature(lines))) if any(line.strip() for line in lines) else None
         if out[name] is None:
             reasons[name] = "empty"

@@ -91,12 +91,17 @@ def test_a_csv_with_patient_keys_is_checked_too(tiny_checkpoint, tiny_manifest, 
     assert f"{train['patient_key'].nunique()} of {train['patient_key'].nunique()} patients" in capsys.readouterr().err
 
 
-def test_other_salt_or_an_old_checkpoint_skip_the_check(tiny_checkpoint, tiny_archive, tiny_manifest, tmp_path, caplog):
+def test_other_salt_is_refused_unless_allowed_and_an_old_checkpoint_skips(
+    tiny_checkpoint, tiny_archive, tiny_manifest, tmp_path, caplog
+):
+    # The same archive rebuilt with another salt: keys cannot be compared, so the check cannot pass it as held out.
     other = tmp_path / "other"
     write_manifest(build_manifest(tiny_archive, salt="another-site", show_progress=False), other)
     table = load_table(manifest=other)
+    with pytest.raises(TrainingOverlapError, match="another patient salt.*--allow-overlap"):
+        check_training_overlap(tiny_checkpoint, table, "all")
     with caplog.at_level(logging.WARNING, logger="medclip.eval.overlap"):
-        assert check_training_overlap(tiny_checkpoint, table, "all") == {
+        assert check_training_overlap(tiny_checkpoint, table, "all", allow=True) == {
             "overlap_check": "skipped: different patient salt"
         }
     assert "different patient salt" in caplog.text

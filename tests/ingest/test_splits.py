@@ -16,7 +16,15 @@ from medclip.config import ManifestCfg
 from medclip.errors import InputError
 from medclip.ingest.manifest import build_manifest, manifest_from_config, write_manifest
 from medclip.ingest.split_table import norm_patient_id, norm_study_id, read_split_table
-from medclip.ingest.splits import SALT_ENV, SALT_FILE, assign_split, patient_key, resolve_salt, salt_fingerprint
+from medclip.ingest.splits import (
+    HISTORY_NAME,
+    SALT_ENV,
+    SALT_FILE,
+    assign_split,
+    patient_key,
+    resolve_salt,
+    salt_fingerprint,
+)
 
 REPORT = "FINDINGS: Lungs are clear.\nIMPRESSION: No acute disease.\n"
 
@@ -146,6 +154,23 @@ def test_pinned_patients_keep_their_split_against_a_new_table(tmp_path):
     again, meta = manifest(tmp_path / "m", str(archive), "--splits", str(tmp_path / "split.csv"), "--reshuffle")
     assert meta["splits"]["from_table"] == 20 and all(a != b for a, b in zip(
         again.sort_values("study_id")["split"], old.sort_values("study_id")["split"], strict=True))  # fmt: skip
+
+
+def test_a_patient_missing_from_one_rebuild_keeps_its_split(tmp_path):
+    # Patients 0-4 are absent from the second build (a folder not synced yet) while a split table arrives that puts
+    # everyone in test: they keep their first split when they come back (split_history.parquet), the rest too.
+    archive = mimic_archive(tmp_path / "a", range(20))
+    first, _ = manifest(tmp_path / "m", str(archive))
+    pd.DataFrame({"subject_id": [str(10000000 + p) for p in range(20)], "split": "test"}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    partial = mimic_archive(tmp_path / "b", range(5, 20))
+    manifest(tmp_path / "m", str(partial), "--splits", str(tmp_path / "t.csv"))
+    third, meta = manifest(tmp_path / "m", str(archive), "--splits", str(tmp_path / "t.csv"))
+    assert study_splits(third) == study_splits(first)
+    assert meta["splits"]["pinned"] == 20
+    history = pd.read_parquet(tmp_path / "m" / HISTORY_NAME)
+    assert set(history.columns) == {"patient_key", "split"} and len(history) == 20
 
 
 # ---------------------------------------------------------------- split tables

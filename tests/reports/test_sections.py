@@ -480,10 +480,34 @@ def test_header_typos_within_tolerance_only(text: str, section: str, value: str 
     assert parse_sections(text)[section] == value
 
 
-def test_weak_headers_mid_line_need_capitals_or_a_sentence_end() -> None:
+def test_weak_headers_mid_line_need_capitals() -> None:
     sections = parse_sections("IMPRESSION: Stable compared with prior: effusion persists. Study: limited.")
-    assert sections["impression"] == "Stable compared with prior: effusion persists."
-    assert sections["examination"] == "limited."
+    assert sections["impression"] == "Stable compared with prior: effusion persists. Study: limited."
+    assert parse_sections("IMPRESSION: Stable. STUDY: limited.")["examination"] == "limited."
+    assert parse_sections("FINDINGS: Lungs clear. Hx: smoker. Heart normal.")["findings"] == (
+        "Lungs clear. Hx: smoker. Heart normal."
+    )
+
+
+def test_mid_line_header_inside_prose_of_a_multiline_report_is_text() -> None:
+    # Only a line that opens with a header (or a one-line report) is read as a flattened chain of sections.
+    text = (
+        "FINDINGS:\nThe heart is normal in size. Comparison: Stable appearance since 2019. The lungs are clear.\n"
+        "No pleural effusion.\n\nIMPRESSION: Normal."
+    )
+    assert parse_sections(text)["findings"] == (
+        "The heart is normal in size. Comparison: Stable appearance since 2019. The lungs are clear. "
+        "No pleural effusion."
+    )
+
+
+def test_mid_line_call_back_ends_at_its_sentence() -> None:
+    assert (
+        parse_sections("IMPRESSION: Pneumonia. Advice: repeat film after treatment. No effusion.")["impression"]
+        == "Pneumonia. No effusion."
+    )
+    text = "FINDINGS: Clear. IMPRESSION: Normal. NOTIFICATION: Discussed with Dr. Smith at 10:00. Stable lines."
+    assert parse_sections(text)["impression"] == "Normal. Stable lines."
 
 
 def test_sections_from_fields_keeps_the_sources_split() -> None:
@@ -496,3 +520,8 @@ def test_sections_from_fields_keeps_the_sources_split() -> None:
     assert sections["history"] is None and sections["_reasons"]["history"] == "empty"
     assert sections["_reasons"]["comparison"] == "missing"
     assert sections_from_fields({"indication": "INDICATION: cough"})["indication"] == "cough"
+    # The field's own header is dropped whatever follows it; other headers inside the field are its text.
+    fields = {"impression": "IMPRESSION: Normal. RECOMMENDATION: none.", "findings": "FINDINGS: Clear.\nIMPRESSION: x"}
+    sections = sections_from_fields(fields)
+    assert sections["impression"] == "Normal. RECOMMENDATION: none."
+    assert sections["findings"] == "Clear. IMPRESSION: x"
