@@ -194,7 +194,8 @@ def cut_line(line: str, *, flat: bool = False) -> list[tuple[tuple[str, ...] | N
     """
     cuts: list[tuple[int, int, tuple[str, ...]]] = []  # (header start, text start, sections)
     last = 0
-    for m in _SEP_RE.finditer(line):
+    separators = _SEP_RE.finditer(line) if any(c in line for c in ":-\u2013\u2014") else ()
+    for m in separators:
         if m.start() <= last:
             continue
         region = line[last : m.start()]
@@ -217,6 +218,8 @@ def cut_line(line: str, *, flat: bool = False) -> list[tuple[tuple[str, ...] | N
                 last = m.end()
             break
     if not cuts:
+        if len(line) > 60:  # the longest header alone on its line is a few words
+            return [(None, line)]
         words = _TOKEN_RE.findall(line)
         found = _header_phrase(words) if words and words[0][0].isalpha() else None
         # A header alone on its line; in lower case not a weak one, since a hard-wrapped sentence may leave a word
