@@ -295,7 +295,7 @@ def parse_sections(text: str | None) -> dict[str, Any]:
     return out
 
 
-def sections_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+def sections_from_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
     """Sections a source already keeps apart (an XML element or a table column per section) -> the
     :func:`parse_sections` shape, without searching the text for headers: the source's split is the truth.
 
@@ -305,7 +305,7 @@ def sections_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     reasons: dict[str, str] = {}
-    by_name = {str(k).strip().lower(): v for k, v in fields.items()}
+    by_name = {str(k).strip().lower(): v for k, v in (fields or {}).items()}
     for name in SECTION_NAMES:
         value = by_name.get(name)
         if not isinstance(value, str) or not value.strip():
