@@ -161,11 +161,15 @@ def _accept(line: str, start: int, phrase: str, found: tuple, sep: str, previous
         return False  # "INDICATION: History: cough" - a header word right after a header is its text
     if case == "upper":
         return prev_word not in _ARTICLES
-    if weak or not (flat or previous is not None):
-        # In lower / title case mid-line, only a report flattened into lines of headers is read this way: inside a
-        # section's prose "... normal in size. Comparison: stable since 2019." is text, and so is "Hx: smoker".
-        return False
-    if before[-1] in ".!?;" or line[:start].endswith("  "):
+    boundary = before[-1] in ".!?;" or line[:start].endswith("  ")
+    if weak:
+        return False  # "Hx: smoker", "Prior: ..." in lower / title case are text
+    if not (flat or previous is not None):
+        # Inside a section's prose (a line that does not open with a header, in a report of several lines) only a
+        # findings / impression header after a sentence end starts a section, as hard wrapping leaves them there
+        # ("... are\nstable. impression: stable chest."); "... normal in size. Comparison: stable since 2019." is text.
+        return boundary and sep.startswith(":") and exact and set(keys) <= {"findings", "impression"}
+    if boundary:
         return sep.startswith(":") or case == "title"
     # No sentence end before it ("history: cough findings: clear"): an exact header that continues the line's header
     # style (same case, a colon) and opens another section. "FINDINGS: Chest Comparison: ..." is a sub-heading.
@@ -187,7 +191,8 @@ def cut_line(line: str, *, flat: bool = False) -> list[tuple[tuple[str, ...] | N
     it always counts; in the middle of a line (reports flattened to one line by an export) it counts when written in
     capitals, or, on a line that opens with a header or in a one-line report (``flat``), after a sentence end or
     when an exact header with a colon continues the style of a header earlier on the line and opens another section
-    ("history: cough findings: clear"); never after an article ("a new finding: ..." stays text), and a weak header
+    ("history: cough findings: clear"), and elsewhere only as a findings / impression header after a sentence end
+    (hard wrapping leaves "... stable. impression: stable chest." mid-line); never after an article ("a new finding: ..." stays text), and a weak header
     ("prior", "study") only in capitals. A call-back or recommendation in the middle of a line ("Recommendation: CT
     in 3 months. No effusion.") ends at its sentence end: the text after it goes back (``("_back",)``) to the
     section it interrupted.
