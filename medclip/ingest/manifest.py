@@ -97,15 +97,12 @@ def _read_report(source: Path | InlineReport) -> tuple[dict | None, str | None, 
             text, encoding = decode_text(source.read_bytes())
         else:
             text, encoding = source.text, source.encoding
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # a layout that read its table with surrogateescape: decode the bytes here
-                text, encoding = decode_text(text.encode("utf-8", "surrogateescape"))
     except OSError as exc:
         return None, None, reject(path, "report_unreadable", f"{path}: {exc.strerror or exc}", kind="report")
-    except (NotTextError, UnicodeError) as exc:
+    except NotTextError as exc:
         return None, None, reject(path, "report_binary", f"{path}: {exc}; export the report as text", kind="report")
-    sections = sections_from_fields(source.sections) if getattr(source, "sections", None) else parse_sections(text)
+    fields = source.sections if isinstance(source, InlineReport) else None
+    sections = sections_from_fields(fields) if fields else parse_sections(text)
     if not (sections.get("findings") or sections.get("impression")):
         return None, None, reject(path, "empty_report", f"{path}: no findings or impression text", kind="report")
     return sections, encoding, None
