@@ -224,6 +224,16 @@ class ManifestCfg:
     text_policy: str = "findings_impression"
     verify_pixels: bool = True  # decode every image once while scanning, so corrupt pixels are rejected up front
     labels: str = ""  # attach report labels: chexpert | chestxray14 | "" (none)
+    # de-identification: auto (on for PACS sources and RIS reports: SR, HL7, FHIR) | on | off. On: every id column
+    # is a salted key and report text is scrubbed of names, ids, dates, phones and addresses (medclip.deid)
+    deid: str = "auto"
+    # PACS sources (dicomweb+http://HOST:PORT/PATH, dimse://AE@HOST:PORT): a sync into out_dir
+    since: str = ""  # only studies from this StudyDate on (YYYYMMDD or YYYY-MM-DD)
+    workers: int = 8  # studies retrieved in parallel
+    retries: int = 4  # tries per study before it counts as a fetch failure (retried by the next run)
+    retrieve: str = "get"  # dimse: get (C-GET on the same association) | move (C-MOVE to a local storage SCP)
+    calling_ae: str = "MEDCLIP"  # dimse: our AE title (for move, the destination the PACS knows)
+    store_port: int = 0  # dimse move: the port of the local storage SCP (the PACS must know it; 0: a free port)
 
 
 @dataclass

@@ -24,3 +24,7 @@ class UnknownNameError(InputError, KeyError):
 
 class SetupError(MedclipError, RuntimeError):
     """Something the environment lacks: a package, local model weights, a device."""
+
+
+class SourceError(MedclipError, ConnectionError):
+    """A server the user named (a PACS, a RIS) that cannot be reached, refuses us, or answers with an error."""

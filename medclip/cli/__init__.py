@@ -34,6 +34,9 @@ def configure_logging(quiet: bool) -> None:
     # Third-party libraries are chatty at INFO; keep their warnings only.
     for name in ("transformers", "monai", "huggingface_hub", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # The PACS / de-identification libraries log every request and recognizer at INFO (UIDs included).
+    for name in ("dicomweb_client", "pynetdicom", "presidio-analyzer", "presidio-anonymizer", "dicognito", "pydicom"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging

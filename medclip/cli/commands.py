@@ -41,7 +41,9 @@ def cmd_manifest(args) -> int:
     from medclip.ingest.manifest import manifest_from_config, write_manifest
 
     source = args.archive
-    if source and "=" in source and not Path(source).exists():  # `manifest source=X ...`: an override, not a path
+    if (
+        source and "=" in source and not Path(source).exists() and "://" not in source
+    ):  # `manifest source=X ...`: an override, not a path
         args.overrides, source = [source, *args.overrides], None
     cfg: ManifestCfg = command_config(args, ManifestCfg, {"source": source})
     if not cfg.out_dir:
@@ -49,6 +51,12 @@ def cmd_manifest(args) -> int:
     result = manifest_from_config(cfg, show_progress=not args.quiet)
     write_manifest(result, cfg.out_dir)
     c = result.meta["counts"]
+    if "sync" in result.meta:
+        y = result.meta["sync"]
+        print(
+            f"sync: {y['listed']} studies listed, {y['already']} already synced, {y['fetched']} fetched, "
+            f"{y['updated']} updated, {y['failed']} failed (retried by the next run)"
+        )
     print(f"inputs = kept + rejected: {c['inputs']} = {c['kept']} + {c['rejected']}")
     print(
         f"reports: {c['reports_found']} found, {c['reports_rejected']} rejected; "
@@ -60,6 +68,11 @@ def cmd_manifest(args) -> int:
     s = result.meta["splits"]
     table = f", {s['from_table']} from {s['file']}" if s["source"] == "table" else ""
     print(f"patient splits: {s['pinned']} pinned to the previous manifest{table}, {s['hashed']} by hash")
+    d = result.meta.get("deid", {})
+    if d.get("enabled"):
+        print(
+            f"de-identified: {d['reports_scrubbed']} reports scrubbed, {d['replacements']} replacements {d['by_kind']}"
+        )
     return 0
 
 

@@ -25,7 +25,9 @@ from medclip.config import (
 EXAMPLES = {
     "demo": "medclip demo --out runs/demo",
     "synth": "medclip synth cxr data/demo_archive --studies 200 --seed 0",
-    "manifest": "medclip manifest data/demo_archive --layout dicom --out data/demo_manifest --salt MY_SITE_SECRET",
+    "manifest": "medclip manifest data/demo_archive --layout dicom --out data/demo_manifest --salt MY_SITE_SECRET\n  "
+    "medclip manifest dicomweb+http://pacs:8042/dicom-web --reports ris/oru/ --since 2024-01-01 --out data/pacs\n  "
+    "medclip manifest dimse://ORTHANC@pacs:4242 --reports fhir_export.ndjson --modalities CR,DX --out data/pacs",
     "train": "medclip train demo_cxr data.manifest=data/demo_manifest train.out_dir=runs/cxr train.epochs=5",
     "eval": "medclip eval zeroshot --checkpoint runs/cxr/final --manifest data/demo_manifest "
     "--labels data/demo_archive/labels.csv --out runs/cxr/eval\n  "
@@ -171,15 +173,16 @@ def _add_synth(sub) -> None:
 def _add_manifest(sub) -> None:
     s = ManifestCfg
     p = sub.add_parser("manifest", **_parser_kwargs("manifest", "scan an archive into manifest.parquet + rejects"))
-    p.add_argument("archive", nargs="?", help="the archive folder, or the CSV of --layout csv (or source=PATH)")
+    p.add_argument("archive", nargs="?", help="the archive folder, the CSV of --layout csv, or a PACS: "
+                   "dicomweb+http(s)://HOST:PORT/PATH or dimse://AE_TITLE@HOST:PORT (or source=...)")  # fmt: skip
     _registry_option(p, "--layout", key="layout", schema=s, names=RegistryChoices(_layouts), metavar="LAYOUT",
                      help="dicom: DICOM tree + <accession>.txt; dicom-ct: one row per CT series or NIfTI volume; "
             "mimic-cxr-jpg: files/pNN/p*/s*/; openi: XML + PNG; csv: ARCHIVE is a CSV of image paths, "
             "patient, study and report")  # fmt: skip
     _option(p, "--modalities", key="modalities", schema=s, type=_comma_list, help="comma-separated modalities to "
             "keep (default CR,DX,DR; CT for dicom-ct; all: every one); others are rejected with reason 'modality'")  # fmt: skip
-    _option(p, "--reports", key="reports", schema=s, help="report table (CSV/JSONL: study key + text) or a folder of "
-            "<key>.txt files")  # fmt: skip
+    _option(p, "--reports", key="reports", schema=s, help="report table (CSV/JSONL: study key + text), a folder of "
+            "<key>.txt files, DICOM SR files, HL7 v2 ORU messages, or FHIR DiagnosticReport JSON/NDJSON")  # fmt: skip
     _option(p, "--column", key="columns", schema=s, action="append", metavar="ROLE=COLUMN",
             help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
             "modality); repeat for several image columns; the rest is auto-detected")  # fmt: skip
@@ -195,6 +198,23 @@ def _add_manifest(sub) -> None:
     _option(p, "--text-policy", key="text_policy", schema=s, help="which report text pairs with an image")
     _option(p, "--no-verify", key="verify_pixels", schema=s, action="store_const", const=False,
             help="skip decoding every image once while scanning")  # fmt: skip
+    _option(p, "--deid", key="deid", schema=s, action="store_const", const="on", help="de-identify: salted keys for "
+            "every id, report text scrubbed of names, ids, dates, phones and addresses (default: on for a PACS "
+            "source and for SR / HL7 / FHIR reports)")  # fmt: skip
+    _option(p, "--no-deid", key="deid", schema=s, action="store_const", const="off",
+            help="keep ids and report text as they are, even for a PACS source")  # fmt: skip
+    pacs = p.add_argument_group(
+        "PACS sources (credentials: env MEDCLIP_DICOMWEB_USER/_PASSWORD or _TOKEN, or ~/.netrc)"
+    )
+    _option(pacs, "--since", key="since", schema=s, metavar="DATE", help="only studies from this StudyDate on "
+            "(YYYY-MM-DD)")  # fmt: skip
+    _option(pacs, "--workers", key="workers", schema=s, type=int, help="studies retrieved in parallel")
+    _option(pacs, "--retries", key="retries", schema=s, type=int, help="tries per study (exponential backoff)")
+    _option(pacs, "--retrieve", key="retrieve", schema=s, choices=("get", "move"), help="DIMSE: C-GET on the "
+            "association, or C-MOVE to a local storage SCP (--calling-ae, --store-port)")  # fmt: skip
+    _option(pacs, "--calling-ae", key="calling_ae", schema=s, metavar="AE", help="DIMSE: our AE title")
+    _option(pacs, "--store-port", key="store_port", schema=s, type=int, help="DIMSE C-MOVE: port of the local "
+            "storage SCP, as the PACS knows it (default 0: any free port)")  # fmt: skip
     _registry_option(
         p,
         "--labels",

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from medclip.errors import InputError
+from medclip.ingest.rejects import reject
 from medclip.io.dicom import VIEW_ALIASES, ReadError, check_path, check_size, load_image
 from medclip.io.tables import read_csv
 from medclip.io.text import read_text, split_lines
@@ -56,10 +57,10 @@ class InlineReport:
     encoding: str = "unknown"
     # The source's own sections (an XML element or a table column each): used as they are, never re-parsed.
     sections: Mapping[str, str | None] | None = None
-
-
-def reject(path: Path | str, reason: str, detail: str, kind: str = "image") -> dict:
-    return {"path": str(path), "kind": kind, "reason": reason, "detail": detail}
+    # Identifiers found in the report's own source ((kind, value): HL7 PID names, FHIR Patient, SR header), kept in
+    # memory for exact-match scrubbing (medclip.deid) and never written anywhere.
+    identifiers: frozenset[tuple[str, str]] = frozenset()
+    replacements: int = 0  # de-identification replacements made before (a PACS SR scrubbed when it was synced)
 
 
 @dataclass
@@ -70,6 +71,9 @@ class ArchiveScan:
     rejects: list[dict] = field(default_factory=list)  # {"path", "kind", "reason", "detail"}
     skipped: int = 0  # sidecar files that are not inputs
     inputs: int | None = None  # image inputs the layout saw (None: len(images) + image rejects)
+    # A second key of a report already in ``reports`` (a RIS report carries an accession and a StudyInstanceUID)
+    aliases: dict[str, str] = field(default_factory=dict)
+    keyed: bool = False  # ids and report keys are salted keys already (a PACS sync store), not raw header values
 
     def add_report(self, key: str, source: Path | InlineReport) -> None:
         """Register a study's report; a second report for the same key is rejected, never silently dropped."""
@@ -82,6 +86,13 @@ class ArchiveScan:
             )
             return
         self.reports[key] = source
+
+    def report_for(self, *keys: str | None) -> str | None:
+        """The key in ``reports`` of the first of ``keys`` that names a report (directly or as an alias)."""
+        for k in keys:
+            if k and (k in self.reports or k in self.aliases):
+                return k if k in self.reports else self.aliases[k]
+        return None
 
 
 # An empty directory named like an image file is a failed copy, not an empty folder: it is listed as an input.
@@ -194,10 +205,50 @@ def read_report_table(path: Path, *, key_fn: Callable[[str], str] = str) -> tupl
     return out, rejects
 
 
+def add_ris_reports(scan: ArchiveScan, source: Path, kind: str, *, key_fn: Callable[[str], str] = str) -> None:
+    """Add the reports of a RIS export (DICOM SR, HL7 v2, FHIR), each under its accession and its study UID."""
+    from medclip.ingest.ris import read_ris
+
+    read = read_ris(source, kind)
+    scan.rejects += read.rejects
+    for r in read.reports:
+        register_report(
+            scan,
+            (r.accession, r.study_uid),
+            InlineReport(r.id, r.text, r.encoding, r.sections, r.identifiers),
+            key_fn=key_fn,
+        )
+
+
+def register_report(
+    scan: ArchiveScan, keys: Sequence[str | None], report: InlineReport, *, key_fn: Callable[[str], str] = str
+) -> None:
+    """Add a report under the first of ``keys`` (accession, then StudyInstanceUID); the others become aliases."""
+    keys = [key_fn(k) for k in keys if k]
+    if not keys:  # the readers reject these; never drop one silently
+        scan.rejects.append(reject(report.id, "malformed_report", f"{report.id}: no accession or study UID", "report"))
+        return
+    primary = next((scan.report_for(k) for k in keys if scan.report_for(k)), keys[0])
+    scan.add_report(primary, report)
+    for k in keys:
+        if k != primary and k not in scan.reports:
+            scan.aliases.setdefault(k, primary)
+
+
 def add_reports(scan: ArchiveScan, source: Path, *, key_fn: Callable[[str], str] = str) -> None:
-    """Add ``--reports``: a report table (CSV/JSONL) or a folder of ``<study key>.txt`` files."""
+    """Add ``--reports``: a report table (CSV/JSONL), a folder of ``<study key>.txt`` files, or a RIS export
+    (DICOM SR files, HL7 v2 messages, FHIR DiagnosticReport JSON/NDJSON; :mod:`medclip.ingest.ris`)."""
+    from medclip.ingest.ris import detect
+
     if not source.exists():
-        raise FileNotFoundError(f"reports not found: {source}; pass a CSV/JSONL table or a folder of .txt files")
+        raise FileNotFoundError(
+            f"reports not found: {source}; pass a CSV/JSONL table, a folder of .txt files, DICOM SR files, HL7 v2 "
+            "messages or FHIR DiagnosticReport JSON/NDJSON"
+        )
+    kind = detect(source)
+    if kind is not None:
+        add_ris_reports(scan, source, kind, key_fn=key_fn)
+        return
     if source.is_dir():
         for path in walk_files(source):
             if path.suffix.lower() == ".txt" and path.name.lower() not in SIDECAR_NAMES:

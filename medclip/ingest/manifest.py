@@ -18,10 +18,14 @@ from pathlib import Path
 import pandas as pd
 
 from medclip.config import ManifestCfg
+from medclip.deid.identifiers import KnownIdentifiers
+from medclip.deid.text import DeidError, TextScrubber
 from medclip.errors import InputError
-from medclip.ingest.archive import ArchiveScan, InlineReport, reject
+from medclip.ingest.archive import ArchiveScan, InlineReport, add_reports, reject
 from medclip.ingest.layouts import LAYOUTS
 from medclip.ingest.layouts.csv_table import parse_column_roles
+from medclip.ingest.sources import is_pacs_source, parse_source
+from medclip.ingest.sources.redact import Redactor
 from medclip.ingest.split_table import read_split_table
 from medclip.ingest.splits import (
     HISTORY_NAME,
@@ -30,6 +34,7 @@ from medclip.ingest.splits import (
     assign_splits,
     check_splits_disjoint,
     default_salt,
+    key_record,
     merge_history,
     patient_key,
     read_history,
@@ -48,7 +53,7 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME, META_NAME, REJECTS_NAME = "manifest.parquet", "manifest.meta.json", "rejects.parquet"
 COLUMNS = (
     "row_id", "image_path", "study_id", "series_id", "sop_uid", "accession", "patient_key", "study_key", "split",
-    "modality", "view", "rows", "columns", "findings", "impression", "text", "report_encoding",
+    "modality", "view", "rows", "columns", "findings", "impression", "text", "report_encoding", "deid_replacements",
 )  # fmt: skip
 REJECT_COLUMNS = ("path", "kind", "reason", "detail")
 DEFAULT_MODALITIES = ("CR", "DX", "DR")  # radiographs; a layout of other images names its own below
@@ -70,6 +75,11 @@ REJECT_REASONS: dict[str, str] = {
     "duplicate_report": "report: a second report for a study that already has one",
     "malformed_report": "report: a report-table line that is not a JSON object or has no study key",
     "malformed_xml": "report: an Open-i XML file that does not parse",
+    "superseded_report": "report: an earlier version of a report that a corrected / amended one replaced",
+    "cancelled_report": "report: cancelled or entered in error at the source (RIS status)",
+    "fetch_failed": "study: could not be retrieved from the PACS after the retries; the next sync tries again",
+    "not_a_report": "report: a DICOM object or HL7 message among the reports that is not a report (e.g. ADT, KOS)",
+    "deid_failed": "report: de-identification failed, so its text is not kept",
 }
 
 
@@ -128,23 +138,69 @@ def check_patients(images: list[dict]) -> tuple[list[dict], list[dict]]:
     return kept, rejects
 
 
-def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], list[dict], set[str]]:
+def _study_identifiers(scan: ArchiveScan, images: list[dict], salt: str) -> dict[str, KnownIdentifiers]:
+    """Report key -> the identifiers to scrub from it: its own source's, and those of its study's DICOM headers."""
+    pairs: dict[str, set] = {}
+    hashes: dict[str, set] = {}
+    for img in images:
+        key = scan.report_for(img.get("accession"), img.get("study_uid"))
+        if key is not None:
+            pairs.setdefault(key, set()).update(img.get("identifiers") or ())
+            hashes.setdefault(key, set()).update(img.get("id_hashes") or ())
+    out = {}
+    for key, source in scan.reports.items():
+        known = KnownIdentifiers.from_pairs(
+            (source.identifiers if isinstance(source, InlineReport) else set()) | pairs.get(key, set())
+        )
+        if hashes.get(key):  # a synced study keeps its header identifiers only as salted hashes: match all hashed
+            known = KnownIdentifiers.from_hashes(sorted(hashes[key] | set(known.hashed(salt))), salt)
+        out[key] = known
+    return out
+
+
+def _scrub(sections: dict, scrubber: TextScrubber, known: KnownIdentifiers | None) -> tuple[dict, int, Counter]:
+    out, total, kinds = dict(sections), 0, Counter()
+    for name, body in sections.items():
+        if isinstance(body, str) and body:
+            done = scrubber.scrub(body, known)
+            out[name], total = done.text, total + done.replacements
+            kinds.update(done.by_kind)
+    return out, total, kinds
+
+
+def _attach_reports(
+    scan: ArchiveScan, text_policy: str, *, scrubber: TextScrubber | None = None, salt: str = ""
+) -> tuple[list[dict], list[dict], set[str], Counter]:
     kept, rejects, used, parsed = [], [], set(), {}
     seen_sop: set[str] = set()
     images, rejects = check_patients(scan.images)
+    known = _study_identifiers(scan, images, salt) if scrubber is not None else {}
+    scrubbed: Counter = Counter()
     for img in images:
         if (img.get("sop_uid") or img["image_path"]) in seen_sop:
             detail = f"{img['image_path']}: SOPInstanceUID (or image id / path) repeated; the first copy is kept"
             rejects.append(reject(img["image_path"], "duplicate_sop", detail))
             continue
         seen_sop.add(img.get("sop_uid") or img["image_path"])
-        key = next((k for k in (img.get("accession"), img.get("study_uid")) if k and k in scan.reports), None)
+        key = scan.report_for(img.get("accession"), img.get("study_uid"))
         if key is None:
             rejects.append(reject(img["image_path"], "no_report", f"{img['image_path']}: no report for its study"))
             continue
         if key not in parsed:
             parsed[key] = _read_report(scan.reports[key])
-        sections, encoding, bad = parsed[key]
+            if scrubber is not None and parsed[key][2] is None:
+                source = scan.reports[key]
+                try:
+                    sections, n, kinds = _scrub(parsed[key][0], scrubber, known.get(key))
+                except DeidError as exc:
+                    where = _source_id(source)
+                    parsed[key] = (None, None, reject(where, exc.reason, f"{where}: {exc}", kind="report"), 0)
+                else:
+                    prior = source.replacements if isinstance(source, InlineReport) else 0
+                    parsed[key] = (sections, parsed[key][1], None, n + prior)
+                    scrubbed.update(kinds)
+                    scrubbed["reports"] += 1
+        sections, encoding, bad = parsed[key][:3]
         used.add(key)
         if bad is not None:
             detail = f"{img['image_path']}: its report {bad['path']} was rejected ({bad['reason']})"
@@ -157,14 +213,33 @@ def _attach_reports(scan: ArchiveScan, text_policy: str) -> tuple[list[dict], li
                 "impression": sections["impression"],
                 "text": report_text(sections, text_policy),
                 "report_encoding": encoding,
+                "deid_replacements": parsed[key][3] if scrubber is not None else None,
             }
         )
-    rejects += [bad for _, _, bad in parsed.values() if bad is not None]
-    encodings = Counter(encoding for _, encoding, bad in parsed.values() if bad is None)
+    rejects += [p[2] for p in parsed.values() if p[2] is not None]
+    encodings = Counter(p[1] for p in parsed.values() if p[2] is None)
     legacy = sum(n for name, n in encodings.items() if name.endswith(LEGACY_ENCODINGS))  # "utf-8+cp1252" too
     log = logger.info if legacy else logger.debug
     log("%d of %d reports needed a legacy-encoding fallback; encodings: %s", legacy, encodings.total(), dict(encodings))
-    return kept, rejects, used
+    return kept, rejects, used, scrubbed
+
+
+def _deid_scan(scan: ArchiveScan, salt: str, redactor: Redactor) -> ArchiveScan:
+    """The scan with every header id keyed (:func:`key_record`), report keys too; ``redactor`` learns the raw ids."""
+    if scan.keyed:
+        return scan
+    images = []
+    for img in scan.images:
+        keyed = key_record(img, salt)
+        for name in ("patient_id", "study_uid", "accession", "series_uid", "sop_uid"):
+            redactor.add(img.get(name), keyed[name] or "")
+        images.append(keyed)
+    key = lambda k: study_key(str(k), salt)  # noqa: E731 - accession and StudyInstanceUID share the study key
+    for k in scan.reports:
+        redactor.add(k, key(k))
+    reports = {key(k): v for k, v in scan.reports.items()}
+    aliases = {key(k): key(v) for k, v in scan.aliases.items()}
+    return ArchiveScan(images, reports, scan.rejects, scan.skipped, scan.inputs, aliases, keyed=True)
 
 
 def build_manifest(
@@ -181,6 +256,9 @@ def build_manifest(
     label_set: str | None = None,
     splits: str | Path | None = None,
     pin_to: str | Path | None = None,
+    deid: bool = False,
+    scan: ArchiveScan | None = None,
+    source_label: str | None = None,
 ) -> ManifestResult:
     """Scan an archive and build the manifest, the rejects and the meta (counts reconcile).
 
@@ -197,11 +275,17 @@ def build_manifest(
         splits: a split table (CSV / CSV.gz, :mod:`medclip.ingest.split_table`); patients it does not list are
             split by the hash of their key.
         pin_to: a previous manifest folder: its patients keep their splits (:mod:`medclip.ingest.splits`).
+        deid: de-identify (:mod:`medclip.deid`): every id column a salted key, report text scrubbed of names, ids,
+            dates, phones and addresses (the study's own header values as exact matches); ``deid_replacements``
+            counts the replacements per report.
+        scan: an :class:`ArchiveScan` made elsewhere (a PACS sync store), used instead of running ``layout``;
+            ``reports`` are added to it, keyed like its images.
+        source_label: what meta ``source`` says (default: the resolved ``root``).
     """
     root = Path(root)
     if modalities is not None and not modalities:
         modalities = default_modalities(layout)
-    if not root.exists():
+    if scan is None and not root.exists():
         raise FileNotFoundError(f"archive folder not found: {root} (for --layout csv: the CSV file)")
     table = read_split_table(splits) if splits else None  # a bad table fails before the scan
     pins = read_pins(Path(pin_to) / MANIFEST_NAME) if pin_to else None
@@ -209,22 +293,40 @@ def build_manifest(
     if history:
         pins = pins or Pins()
         pins.by_patient = {**history, **pins.by_patient}  # patients absent from the last build keep their split too
-    scan: ArchiveScan = LAYOUTS.get(layout)(
-        root,
-        modalities=modalities,
-        verify_pixels=verify_pixels,
-        show_progress=show_progress,
-        reports=Path(reports) if reports is not None else None,
-        **(layout_options or {}),
-    )
     salt = salt or default_salt()
-    kept, report_rejects, used = _attach_reports(scan, text_policy)
+    if scan is None:
+        scan = LAYOUTS.get(layout)(
+            root,
+            modalities=modalities,
+            verify_pixels=verify_pixels,
+            show_progress=show_progress,
+            reports=Path(reports) if reports is not None else None,
+            **(layout_options or {}),
+        )
+    elif reports is not None:
+        add_reports(scan, Path(reports), key_fn=(lambda k: study_key(str(k), salt)) if scan.keyed else str)
+    redactor = Redactor()
+    if deid:
+        scan = _deid_scan(scan, salt, redactor)
+    scrubber = TextScrubber() if deid else None
+    kept, report_rejects, used, scrubbed = _attach_reports(scan, text_policy, scrubber=scrubber, salt=salt)
     orphan = [
         reject(_source_id(p), "orphan_report", f"{_source_id(p)}: no image of this study", kind="report")
         for k, p in sorted(scan.reports.items())
         if k not in used
     ]
     rejects = pd.DataFrame(scan.rejects + report_rejects + orphan, columns=list(REJECT_COLUMNS))
+    if deid and kept and layout != "pacs":
+        named = sum(redactor.redact(str(img["image_path"])) != str(img["image_path"]) for img in kept)
+        if named:  # the archive's own paths are kept (they must stay readable); say so rather than hide it
+            logger.warning(
+                "%d image paths contain a header identifier (an accession, UID or patient id in a folder name); the "
+                "manifest keeps the archive's paths as they are: rename them, or ingest from the PACS",
+                named,
+            )
+    if deid:  # a raw UID or accession in a reject's file name or message becomes its key
+        rejects["path"] = [redactor.redact(str(v)) for v in rejects["path"]]
+        rejects["detail"] = [redactor.redact(str(v)) for v in rejects["detail"]]
     df = pd.DataFrame(kept)
     if df.empty:
         df = pd.DataFrame(columns=list(COLUMNS))
@@ -232,8 +334,11 @@ def build_manifest(
     else:
         df["study_id"] = df["study_uid"]
         df["series_id"] = df["series_uid"]
-        df["patient_key"] = [patient_key(str(p), salt) for p in df["patient_id"]]
-        df["study_key"] = [study_key(str(s), salt) if s else None for s in df["study_id"]]
+        if scan.keyed:  # ids are salted keys already
+            df["patient_key"], df["study_key"] = df["patient_id"], df["study_id"]
+        else:
+            df["patient_key"] = [patient_key(str(p), salt) for p in df["patient_id"]]
+            df["study_key"] = [study_key(str(s), salt) if s else None for s in df["study_id"]]
         df["split"], split_info = assign_splits(df, table=table, pins=pins)  # pinned > table > hash, per patient
         df = df.sort_values(["patient_key", "study_id", "image_path"]).reset_index(drop=True)
         df["row_id"] = range(len(df))
@@ -245,6 +350,13 @@ def build_manifest(
             # Labels extracted from the report text, one column per label (1 / 0 / -1 / NaN blank).
             df = pd.concat([df, label_dataframe(df, label_set=label_set)], axis=1)
     meta = _meta(root, layout, df, rejects, scan)
+    if source_label:
+        meta["source"] = source_label
+    meta["deid"] = {"enabled": bool(deid)}
+    if deid:
+        meta["deid"].update(
+            reports_scrubbed=scrubbed.pop("reports", 0), replacements=sum(scrubbed.values()), by_kind=dict(scrubbed)
+        )
     meta["counts"]["report_encodings"] = dict(Counter(df.drop_duplicates("study_id")["report_encoding"]))
     meta["label_set"] = label_set
     meta["salt_fingerprint"] = salt_fingerprint(salt)  # tells salts apart; the salt itself is never written here
@@ -348,17 +460,80 @@ def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> Man
         logger.warning("--reshuffle: the splits of the manifest already in %s are not kept", out)
     elif previous and not previous_meta.get("salt_fingerprint"):
         logger.warning("%s: a manifest without a salt fingerprint (older medclip); its splits are kept by study", out)
-    return build_manifest(
-        cfg.source,
-        layout=cfg.layout,
+    deid = resolve_deid(cfg)
+    common = dict(
         salt=salt,
         splits=cfg.splits or None,
         pin_to=out if previous and not cfg.reshuffle else None,
         text_policy=cfg.text_policy,
-        modalities=modalities,
-        verify_pixels=cfg.verify_pixels,
         show_progress=show_progress,
         reports=cfg.reports or None,
-        layout_options=options,
         label_set=cfg.labels or None,
+        deid=deid,
     )
+    if is_pacs_source(cfg.source):
+        return _manifest_from_pacs(cfg, out, modalities, common)
+    return build_manifest(
+        cfg.source,
+        layout=cfg.layout,
+        modalities=modalities,
+        verify_pixels=cfg.verify_pixels,
+        layout_options=options,
+        **common,
+    )
+
+
+def resolve_deid(cfg: ManifestCfg) -> bool:
+    """``deid``: on / off, or auto: on for a PACS source or RIS reports (DICOM SR, HL7 v2, FHIR)."""
+    value = str(cfg.deid).strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        if is_pacs_source(cfg.source):
+            logger.warning("de-identification is off for a PACS source: report text and ids are kept as they are")
+        return False
+    if value != "auto":
+        raise InputError(f"deid={cfg.deid!r}: use auto, on or off")
+    if is_pacs_source(cfg.source):
+        return True
+    from medclip.ingest.ris import detect
+
+    return bool(cfg.reports) and Path(cfg.reports).exists() and detect(Path(cfg.reports)) is not None
+
+
+def _manifest_from_pacs(cfg: ManifestCfg, out: Path | None, modalities, common: dict) -> ManifestResult:
+    from medclip.ingest.sources.sync import sync
+
+    if out is None:
+        raise InputError("a PACS source needs --out DIR: the studies are synced into it")
+    if cfg.layout not in ("dicom", ""):
+        raise InputError(f"--layout {cfg.layout} does not apply to a PACS source (its studies are DICOM)")
+    source = parse_source(cfg.source)
+    if modalities == ():  # no --modalities: the radiographs, as the dicom layout
+        modalities = DEFAULT_MODALITIES
+    redactor = Redactor()
+    store, report = sync(
+        source,
+        out,
+        salt=common["salt"],
+        modalities=modalities,
+        since=cfg.since or None,
+        workers=cfg.workers,
+        retries=cfg.retries,
+        verify_pixels=cfg.verify_pixels,
+        show_progress=common["show_progress"],
+        retrieve=cfg.retrieve,
+        calling_ae=cfg.calling_ae,
+        store_port=cfg.store_port,
+        redactor=redactor,
+        deid=common["deid"],
+    )
+    scan = store.scan(source.label)
+    scan.rejects += report.failed
+    scan.inputs += len(report.failed)
+    with redactor.installed():
+        result = build_manifest(
+            out, layout="pacs", scan=scan, source_label=source.label, modalities=modalities, **common
+        )
+    result.meta["sync"] = report.as_dict()
+    return result

@@ -66,6 +66,30 @@ def study_key(study_id: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:study:{study_id}".encode()).hexdigest()[:20]
 
 
+def id_key(kind: str, value: str, salt: str) -> str:
+    """The salted SHA-256 (20 hex) of another header id (``kind``: series, sop) in a de-identified manifest."""
+    return hashlib.sha256(f"{salt}:{kind}:{value}".encode()).hexdigest()[:20]
+
+
+def key_record(record: dict, salt: str) -> dict:
+    """An image record with every header id replaced by its salted key (de-identification; ``keyed`` marks it).
+
+    Accession and StudyInstanceUID take the same kind of key (:func:`study_key`), so a report keyed by either still
+    finds its images; the raw values never leave memory.
+    """
+    if record.get("keyed"):
+        return record
+    out = dict(record)
+    for name, key in (("patient_id", patient_key), ("study_uid", study_key), ("accession", study_key)):
+        value = record.get(name)
+        out[name] = key(str(value), salt) if value is not None and str(value).strip() else None
+    for name, kind in (("series_uid", "series"), ("sop_uid", "sop")):
+        value = record.get(name)
+        out[name] = id_key(kind, str(value), salt) if value else None
+    out["keyed"] = True
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def salt_fingerprint(salt: str) -> str:
     """12 hex that tell two salts apart without revealing either: keys of equal fingerprints are comparable.

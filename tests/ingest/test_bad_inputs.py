@@ -476,6 +476,10 @@ ELSEWHERE: dict[str, Path] = {
     **{code: TESTS / "io" / "test_dicom.py" for code in REASONS if code.startswith("series_")},
     "bad_frame": TESTS / "io" / "test_dicom.py",
     "malformed_report": TESTS / "ingest" / "test_layouts.py",
+    **{code: TESTS / "ingest" / "ris" / "test_common.py" for code in ("superseded_report", "cancelled_report")},
+    "not_a_report": TESTS / "ingest" / "ris" / "test_hl7v2.py",
+    "fetch_failed": TESTS / "pacs" / "test_pacs_sync.py",
+    "deid_failed": TESTS / "ingest" / "test_deid_manifest.py",
 }
 
 

@@ -6,16 +6,21 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from medclip.deid.identifiers import dataset_identifiers
 from medclip.ingest.archive import (
     LAYOUTS,
     SIDECAR_NAMES,
     SIDECAR_SUFFIXES,
     ArchiveScan,
+    InlineReport,
     add_reports,
+    register_report,
     reject,
     walk_files,
 )
-from medclip.io.dicom import ReadError, load_image, read_header
+from medclip.ingest.ris import read_sr_files
+from medclip.ingest.ris.sr import is_sr
+from medclip.io.dicom import ReadError, header_facts, load_image, read_dataset
 
 
 @LAYOUTS.register("dicom")
@@ -37,6 +42,7 @@ def scan_dicom(
         raise NotADirectoryError(f"dicom layout needs a folder, got {root}")
     scan = ArchiveScan(inputs=0)
     files = walk_files(root)
+    sr_files: list[Path] = []
     for path in tqdm(files, desc="scan", unit="file", disable=not show_progress, leave=False):
         suffix, lname = path.suffix.lower(), path.name.lower()
         if suffix == ".txt" and lname not in SIDECAR_NAMES:
@@ -45,14 +51,21 @@ def scan_dicom(
         if suffix in SIDECAR_SUFFIXES or lname in SIDECAR_NAMES:
             scan.skipped += 1
             continue
-        scan.inputs += 1
         try:
-            header = read_header(path)
+            ds = read_dataset(path, stop_before_pixels=True)
+            if is_sr(ds):  # a structured report among the images: a report input, read below
+                sr_files.append(path)
+                continue
+            header = header_facts(ds)
+            # names and ids of the header, in memory only: scrubbed from the study's report when de-identifying
+            header["identifiers"] = dataset_identifiers(ds)
             if verify_pixels and (not modalities or header.get("modality") in modalities):
                 load_image(path)
         except ReadError as exc:
+            scan.inputs += 1
             scan.rejects.append(reject(path, exc.reason, exc.detail))
             continue
+        scan.inputs += 1
         if modalities and header.get("modality") not in modalities:
             scan.rejects.append(
                 reject(path, "modality", f"{path}: modality {header.get('modality')} is not one of {modalities}")
@@ -60,6 +73,12 @@ def scan_dicom(
             continue
         header["image_path"] = str(path)
         scan.images.append(header)
+    if sr_files:
+        read = read_sr_files(sr_files)
+        scan.rejects += read.rejects
+        for r in read.reports:
+            report = InlineReport(r.id, r.text, r.encoding, r.sections, r.identifiers)
+            register_report(scan, (r.accession, r.study_uid), report)
     if reports is not None:
         add_reports(scan, Path(reports))
     return scan
