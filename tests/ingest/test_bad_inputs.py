@@ -236,7 +236,8 @@ DICOM_CASES: dict[str, Callable[[Path, str], Built]] = {
     "constant_pixels": image_case("constant_image", lambda f, t: dcm(f / "flat.dcm", t, np.full((64, 48), 300))),
     "palette_color": image_case("rgb", lambda f, t: dcm(f / "pal.dcm", t, PhotometricInterpretation="PALETTE COLOR")),
     "modality_us": image_case("modality", lambda f, t: dcm(f / "us.dcm", t, Modality="US")),
-    "modality_sr": image_case("modality", lambda f, t: dcm(f / "sr.dcm", t, Modality="SR", PixelData=None)),
+    # an SR among the images is a report input (medclip.ingest.ris), not an image: alone, it is an orphan report
+    "sr_without_images": image_case("orphan_report", lambda f, t: dcm(f / "sr.dcm", t, Modality="SR", PixelData=None)),
     "modality_seg": image_case("modality", lambda f, t: dcm(f / "seg.dcm", t, Modality="SEG")),
     "modality_rtstruct": image_case("modality", lambda f, t: dcm(f / "rts.dcm", t, Modality="RTSTRUCT")),
     "modality_missing": image_case("modality", lambda f, t: dcm(f / "nomod.dcm", t, Modality=None)),
