@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from medclip.config import ManifestCfg
-from medclip.deid.identifiers import KnownIdentifiers
 from medclip.deid.text import DeidError, TextScrubber
 from medclip.errors import InputError
 from medclip.ingest.archive import ArchiveScan, InlineReport, add_reports, reject
+from medclip.ingest.deid_scan import deid_scan, scrub_sections, study_identifiers
 from medclip.ingest.layouts import LAYOUTS
 from medclip.ingest.layouts.csv_table import parse_column_roles
 from medclip.ingest.sources import is_pacs_source, parse_source
@@ -34,7 +34,6 @@ from medclip.ingest.splits import (
     assign_splits,
     check_splits_disjoint,
     default_salt,
-    key_record,
     merge_history,
     patient_key,
     read_history,
@@ -138,43 +137,13 @@ def check_patients(images: list[dict]) -> tuple[list[dict], list[dict]]:
     return kept, rejects
 
 
-def _study_identifiers(scan: ArchiveScan, images: list[dict], salt: str) -> dict[str, KnownIdentifiers]:
-    """Report key -> the identifiers to scrub from it: its own source's, and those of its study's DICOM headers."""
-    pairs: dict[str, set] = {}
-    hashes: dict[str, set] = {}
-    for img in images:
-        key = scan.report_for(img.get("accession"), img.get("study_uid"))
-        if key is not None:
-            pairs.setdefault(key, set()).update(img.get("identifiers") or ())
-            hashes.setdefault(key, set()).update(img.get("id_hashes") or ())
-    out = {}
-    for key, source in scan.reports.items():
-        known = KnownIdentifiers.from_pairs(
-            (source.identifiers if isinstance(source, InlineReport) else set()) | pairs.get(key, set())
-        )
-        if hashes.get(key):  # a synced study keeps its header identifiers only as salted hashes: match all hashed
-            known = KnownIdentifiers.from_hashes(sorted(hashes[key] | set(known.hashed(salt))), salt)
-        out[key] = known
-    return out
-
-
-def _scrub(sections: dict, scrubber: TextScrubber, known: KnownIdentifiers | None) -> tuple[dict, int, Counter]:
-    out, total, kinds = dict(sections), 0, Counter()
-    for name, body in sections.items():
-        if isinstance(body, str) and body:
-            done = scrubber.scrub(body, known)
-            out[name], total = done.text, total + done.replacements
-            kinds.update(done.by_kind)
-    return out, total, kinds
-
-
 def _attach_reports(
     scan: ArchiveScan, text_policy: str, *, scrubber: TextScrubber | None = None, salt: str = ""
 ) -> tuple[list[dict], list[dict], set[str], Counter]:
     kept, rejects, used, parsed = [], [], set(), {}
     seen_sop: set[str] = set()
     images, rejects = check_patients(scan.images)
-    known = _study_identifiers(scan, images, salt) if scrubber is not None else {}
+    known = study_identifiers(scan, images, salt) if scrubber is not None else {}
     scrubbed: Counter = Counter()
     for img in images:
         if (img.get("sop_uid") or img["image_path"]) in seen_sop:
@@ -191,7 +160,7 @@ def _attach_reports(
             if scrubber is not None and parsed[key][2] is None:
                 source = scan.reports[key]
                 try:
-                    sections, n, kinds = _scrub(parsed[key][0], scrubber, known.get(key))
+                    sections, n, kinds = scrub_sections(parsed[key][0], scrubber, known.get(key))
                 except DeidError as exc:
                     where = _source_id(source)
                     parsed[key] = (None, None, reject(where, exc.reason, f"{where}: {exc}", kind="report"), 0)
@@ -222,24 +191,6 @@ def _attach_reports(
     log = logger.info if legacy else logger.debug
     log("%d of %d reports needed a legacy-encoding fallback; encodings: %s", legacy, encodings.total(), dict(encodings))
     return kept, rejects, used, scrubbed
-
-
-def _deid_scan(scan: ArchiveScan, salt: str, redactor: Redactor) -> ArchiveScan:
-    """The scan with every header id keyed (:func:`key_record`), report keys too; ``redactor`` learns the raw ids."""
-    if scan.keyed:
-        return scan
-    images = []
-    for img in scan.images:
-        keyed = key_record(img, salt)
-        for name in ("patient_id", "study_uid", "accession", "series_uid", "sop_uid"):
-            redactor.add(img.get(name), keyed[name] or "")
-        images.append(keyed)
-    key = lambda k: study_key(str(k), salt)  # noqa: E731 - accession and StudyInstanceUID share the study key
-    for k in scan.reports:
-        redactor.add(k, key(k))
-    reports = {key(k): v for k, v in scan.reports.items()}
-    aliases = {key(k): key(v) for k, v in scan.aliases.items()}
-    return ArchiveScan(images, reports, scan.rejects, scan.skipped, scan.inputs, aliases, keyed=True)
 
 
 def build_manifest(
@@ -307,7 +258,7 @@ def build_manifest(
         add_reports(scan, Path(reports), key_fn=(lambda k: study_key(str(k), salt)) if scan.keyed else str)
     redactor = Redactor()
     if deid:
-        scan = _deid_scan(scan, salt, redactor)
+        scan = deid_scan(scan, salt, redactor)
     scrubber = TextScrubber() if deid else None
     kept, report_rejects, used, scrubbed = _attach_reports(scan, text_policy, scrubber=scrubber, salt=salt)
     orphan = [
