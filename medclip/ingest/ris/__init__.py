@@ -126,11 +126,15 @@ def _inputs_of(root: Path, kind: str) -> list[Path]:
     return keep
 
 
-def read_sr_files(files: list[Path]) -> RisRead:
-    """SR files found among images (the ``dicom`` layout): current versions and rejects, as :func:`read_ris`."""
-    results = [read_sr_file(f, position) for position, f in enumerate(files)]
+def _resolved(results: list[Candidate | dict]) -> RisRead:
+    """Reader results (candidates and rejects) -> the current versions and every reject (:func:`resolve`)."""
     candidates = [r for r in results if isinstance(r, Candidate)]
     return resolve(candidates, inputs=len(results), rejects=[r for r in results if not isinstance(r, Candidate)])
+
+
+def read_sr_files(files: list[Path]) -> RisRead:
+    """SR files found among images (the ``dicom`` layout): current versions and rejects, as :func:`read_ris`."""
+    return _resolved([read_sr_file(f, position) for position, f in enumerate(files)])
 
 
 def read_ris(path: Path, kind: str | None = None) -> RisRead:
@@ -167,6 +171,4 @@ def read_ris(path: Path, kind: str | None = None) -> RisRead:
             results += found
     else:
         results, _ = read_fhir_files(files)
-    candidates = [r for r in results if isinstance(r, Candidate)]
-    rejects = [r for r in results if not isinstance(r, Candidate)]
-    return resolve(candidates, inputs=len(results), rejects=rejects)
+    return _resolved(results)
