@@ -164,7 +164,7 @@ SPLITS = ("train", "val", "test")  # patient-level splits of a manifest (medclip
 EVAL_SPLITS = (*SPLITS, "all")  # what an evaluation or an index may read ("all": every row)
 EVAL_MODES = ("multilabel", "multiclass")
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
-INDEX_COMPRESSIONS = ("none", "int8", "pq")
+INDEX_COMPRESSIONS = ("auto", "none", "int8", "pq", "rabitq")
 
 
 @dataclass
@@ -241,13 +241,15 @@ class IndexParams:
     """How to build and search a case index; 0 means a size-dependent default."""
 
     kind: str = "auto"  # auto (exact below 50,000 images, IVF above) | flat | ivf | hnsw
-    compression: str = "none"  # none | int8 | pq (less memory)
+    # auto (none up to 2,000,000 images, rabitq above) | none | int8 | pq | rabitq (less memory)
+    compression: str = "auto"
     nlist: int = 0  # IVF cells (0 -> ~2 sqrt(N))
     nprobe: int = 16  # IVF cells searched per query
     hnsw_m: int = 32  # HNSW graph degree
     ef_construction: int = 80
     ef_search: int = 96
     pq_bytes: int = 0  # PQ code size (0 -> dim // 8)
+    rabitq_bits: int = 5  # bits per dimension of compression="rabitq" (multi-bit RaBitQ, 1-9)
     train_size: int = 100_000  # vectors sampled to train IVF / PQ (at least 40 per IVF cell)
     seed: int = 0
 
@@ -264,10 +266,26 @@ class IndexBuildCfg:
     image_col: str = ""
     text_col: str = ""
     split: str = "all"
+    labels: str = ""  # optional labels CSV keyed by study_id (else the manifest's / CSV's label columns): filters
     batch_size: int = 64
     device: str = "cpu"
     params: IndexParams = field(default_factory=IndexParams)
     allow_overlap: bool = False  # index a split holding patients/studies the checkpoint trained on
+
+
+@dataclass
+class ServeCfg:
+    """``medclip serve``: the web app over a case index (search by description, more like this, screen a study)."""
+
+    checkpoint: str = ""  # the checkpoint the index was built with
+    index: str = ""  # index directory (``medclip index build``)
+    host: str = "127.0.0.1"  # any other address needs a token (MEDCLIP_TOKEN)
+    port: int = 8000
+    prompts: str = ""  # screening prompt set ("": the checkpoint's own)
+    mode: str = ""  # zero-shot mode: multilabel | multiclass ("": the checkpoint's own)
+    max_upload_mb: float = 64.0  # larger uploads get 413
+    nprobe: int = 0  # override the index's IVF nprobe (0: keep)
+    device: str = "cpu"
 
 
 @dataclass
@@ -282,6 +300,8 @@ class IndexQueryCfg:
     checkpoint: str = ""  # the checkpoint the index was built with, if it moved
     device: str = "cpu"
     json: str = ""  # where to write the answer ("" -> IDX/last_query.json)
+    modality: str = ""  # search only the images of this modality ("": all)
+    label: str = ""  # search only the images with this label positive ("": all)
 
 
 @dataclass

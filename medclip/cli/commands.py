@@ -8,7 +8,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medclip.config import DemoCfg, EvalCfg, IndexBuildCfg, IndexQueryCfg, ManifestCfg, PreprocessCfg, load_config
+from medclip.config import (
+    DemoCfg,
+    EvalCfg,
+    IndexBuildCfg,
+    IndexQueryCfg,
+    ManifestCfg,
+    PreprocessCfg,
+    ServeCfg,
+    load_config,
+)
 from medclip.errors import MedclipError
 
 CFG = "cfg:"  # argparse dest prefix of flags that set a config key
@@ -134,7 +143,14 @@ def cmd_index(args) -> int:
     q: IndexQueryCfg = command_config(args, IndexQueryCfg, {"index": args.index, "query": args.query})
     index = CaseIndex.load(q.index, nprobe=q.nprobe or None)
     answer = query_case_index(
-        index, q.query, k=q.k, checkpoint=q.checkpoint or None, unique_studies=q.unique_studies, device=q.device
+        index,
+        q.query,
+        k=q.k,
+        checkpoint=q.checkpoint or None,
+        unique_studies=q.unique_studies,
+        device=q.device,
+        modality=q.modality or None,
+        label=q.label or None,
     )
     out = Path(q.json) if q.json else Path(q.index) / "last_query.json"
     out.write_text(json.dumps(answer, indent=2))
@@ -154,6 +170,14 @@ def cmd_demo(args) -> int:
     print(markdown_table(results))
     print(f"timings (s): {json.dumps(results['timings'])}")
     print(f"results: {out}/results.json, {out}/results.md; checkpoint: {results['checkpoint']}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from medclip.serve.server import serve
+
+    cfg: ServeCfg = command_config(args, ServeCfg, {})
+    serve(cfg)
     return 0
 
 

@@ -19,6 +19,7 @@ from medclip.config import (
     IndexBuildCfg,
     IndexQueryCfg,
     ManifestCfg,
+    ServeCfg,
     default_of,
 )
 
@@ -37,6 +38,7 @@ EXAMPLES = {
     "sections": "medclip sections report.txt",
     "label": "medclip label reports.csv --out labels.csv --labels chexpert --sections impression,findings",
     "prepare": "medclip prepare data/demo_manifest --out data/demo_shards --image-size 224 --workers 8",
+    "serve": "medclip serve --checkpoint runs/demo/train/final --index runs/demo/index --port 8000",
 }
 
 
@@ -304,6 +306,8 @@ def _add_index(sub) -> None:
     _source_args(b, s)
     _option(b, "--out", key="out_dir", schema=s, help="index directory")
     _option(b, "--split", key="split", schema=s, choices=EVAL_SPLITS, help="which split")
+    _option(b, "--labels", key="labels", schema=s, help="labels CSV keyed by study_id (else the manifest's label "
+            "columns): the page's label filter")  # fmt: skip
     _option(b, "--kind", key="params.kind", schema=s, choices=INDEX_KINDS,
             help="auto: exact below 50,000 images, IVF above")  # fmt: skip
     _option(b, "--compression", key="params.compression", schema=s, choices=INDEX_COMPRESSIONS,
@@ -325,6 +329,8 @@ def _add_index(sub) -> None:
     _option(q, "--nprobe", key="nprobe", schema=s, type=int, help="override the index's IVF nprobe (0: keep)")
     _option(q, "--checkpoint", key="checkpoint", schema=s, help="the checkpoint the index was built with, if it moved")
     _option(q, "--device", key="device", schema=s, help="cpu, cuda, cuda:N")
+    _option(q, "--modality", key="modality", schema=s, help="search only the images of this modality (e.g. CR, DX, CT)")
+    _option(q, "--label", key="label", schema=s, help="search only the images with this label positive")
     _config_args(q, "index query")
     p.set_defaults(func=commands.cmd_index)
 
@@ -343,6 +349,24 @@ def _add_label(sub) -> None:
     p.set_defaults(func=commands.cmd_label)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", **_parser_kwargs("serve", "a local web page (and JSON API) over a case index"))
+    s = ServeCfg
+    _option(p, "--checkpoint", key="checkpoint", schema=s, help="the checkpoint the index was built with")
+    _option(p, "--index", key="index", schema=s, help="index directory (`medclip index build`)")
+    _option(
+        p, "--host", key="host", schema=s, help="address to bind (default 127.0.0.1; any other needs MEDCLIP_TOKEN)"
+    )
+    _option(p, "--port", key="port", schema=s, type=int, help="port (default 8000)")
+    _option(p, "--prompts", key="prompts", schema=s, help="screening prompt set or YAML (default: the checkpoint's)")
+    _option(p, "--mode", key="mode", schema=s, choices=EVAL_MODES, help="zero-shot mode (default: the checkpoint's)")
+    _option(p, "--max-upload-mb", key="max_upload_mb", schema=s, type=float, help="upload size limit (default 64)")
+    _option(p, "--nprobe", key="nprobe", schema=s, type=int, help="override the index's IVF nprobe (0: keep)")
+    _option(p, "--device", key="device", schema=s, help="cpu, cuda, cuda:N")
+    _config_args(p, "serve")
+    p.set_defaults(func=commands.cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medclip",
@@ -352,7 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HelpParser)
-    for add in (_add_demo, _add_synth, _add_manifest, _add_prepare, _add_train, _add_eval, _add_index, _add_label):
+    for add in (
+        _add_demo,
+        _add_synth,
+        _add_manifest,
+        _add_prepare,
+        _add_train,
+        _add_eval,
+        _add_index,
+        _add_serve,
+        _add_label,
+    ):
         add(sub)
     p = sub.add_parser("sections", **_parser_kwargs("sections", "print a report's parsed sections as JSON"))
     p.add_argument("report")

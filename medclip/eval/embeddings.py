@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,7 +229,8 @@ class Embedder:
         self.max_length = int(self.meta.get("max_text_tokens", 128))
         self._model = self._tokenizer = self._fingerprint = None
         self._splits: dict[str, SplitEmbeddings] = {}  # this session's embeddings by split
-        self._texts: dict[str, torch.Tensor] = {}  # free text already encoded (prompts, queries)
+        self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()  # free text already encoded (prompts, queries)
+        self.max_cached_texts = 4096  # a server's stream of queries must not grow the cache without end
         self.reused: list[str] = []  # splits read from the on-disk cache
 
     def _load_model(self) -> None:
@@ -272,8 +274,16 @@ class Embedder:
                 batch_size=self.batch_size,
                 device=self.device,
             )
-            self._texts.update(zip(new, emb, strict=True))
-        return torch.stack([self._texts[t] for t in texts]) if texts else torch.empty(0, self.model.cfg.embed_dim)
+            out = {**{t: self._texts[t] for t in texts if t in self._texts}, **dict(zip(new, emb, strict=True))}
+            self._texts.update(out)
+            while len(self._texts) > self.max_cached_texts:
+                self._texts.popitem(last=False)
+        else:
+            out = self._texts
+        for t in texts:
+            if t in self._texts:
+                self._texts.move_to_end(t)
+        return torch.stack([out[t] for t in texts]) if texts else torch.empty(0, self.model.cfg.embed_dim)
 
     def encode_images(self, paths: list[str], row_ids: list[int] | None = None) -> torch.Tensor:
         """[N, D] image embeddings; with ``row_ids`` (manifest rows) and shards, prepared images are read."""

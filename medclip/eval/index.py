@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -33,7 +34,12 @@ logger = logging.getLogger(__name__)
 
 KINDS, COMPRESSIONS = INDEX_KINDS, INDEX_COMPRESSIONS
 EXACT_MAX = 50_000  # below this many vectors exact search is fast enough (a few ms) and needs no training
+# compression="auto": full float vectors up to this many (IVF-Flat takes 4 GB at 2M x 512-d), RaBitQ above it
+COMPRESS_ABOVE = 2_000_000
+AUTO_COMPRESSION = "rabitq"
+HNSW_COARSE_MIN = 8192  # IVF cells from which the coarse quantiser is an HNSW graph (k-means and adds stay fast)
 SNIPPET_CHARS = 160
+LABEL_PREFIX = "label:"  # entries' label columns: 1 positive, 0 negative, -1 uncertain, -2 not mentioned
 INDEX_FILE, ENTRIES_FILE, INFO_FILE = "index.faiss", "entries.parquet", "index.json"
 
 
@@ -56,57 +62,88 @@ def choose_kind(n: int, kind: str = "auto") -> str:
     return ("flat" if n < EXACT_MAX else "ivf") if kind == "auto" else kind
 
 
+def choose_compression(n: int, compression: str = "auto") -> str:
+    """ "auto" -> "none" up to ``COMPRESS_ABOVE`` vectors, else ``AUTO_COMPRESSION``; any other value is kept."""
+    _check(compression, COMPRESSIONS, "compression")
+    return ("none" if n <= COMPRESS_ABOVE else AUTO_COMPRESSION) if compression == "auto" else compression
+
+
 def default_nlist(n: int) -> int:
     """IVF cells: ~2 sqrt(n) rounded to a power of two (2,048 at a million), at most one cell per 39 vectors."""
     return int(max(1, min(2 ** round(math.log2(max(2 * math.sqrt(n), 1))), n // 39)))
 
 
-def _codec(dim: int, params: IndexParams) -> str:
-    if params.compression == "none":
+def _codec(dim: int, params: IndexParams, compression: str) -> str:
+    if compression == "none":
         return "Flat"
-    if params.compression == "int8":
+    if compression == "int8":
         return "SQ8"
+    if compression == "rabitq":
+        return f"RaBitQ{params.rabitq_bits}"
     m = params.pq_bytes or max(1, dim // 8)
     if dim % m:
         raise InputError(f"pq_bytes {m} must divide the embedding dimension {dim}")
     return f"PQ{m}"
 
 
-def build_faiss(vectors: np.ndarray, params: IndexParams):
-    """A trained, filled FAISS index over L2-normalised ``vectors`` [N, D] (inner product = cosine)."""
-    faiss = _faiss()
-    _check(params.compression, COMPRESSIONS, "compression")
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = x.shape
+def index_spec(n: int, dim: int, params: IndexParams) -> str:
+    """The FAISS factory string that ``params`` give for ``n`` vectors of ``dim`` dimensions."""
     kind = choose_kind(n, params.kind)
-    codec = _codec(dim, params)
+    compression = choose_compression(n, params.compression)
+    codec = _codec(dim, params, compression)
     if kind == "flat":
         spec = codec + ("np" if codec.startswith("PQ") else "")  # np: skip polysemous training (slow, unused here)
     elif kind == "ivf":
-        spec = f"IVF{params.nlist or default_nlist(n)},{codec}"
+        cells = params.nlist or default_nlist(n)
+        spec = f"IVF{cells}" + ("_HNSW32" if cells >= HNSW_COARSE_MIN else "") + f",{codec}"
+    elif kind == "hnsw" and compression == "rabitq":
+        raise InputError("compression 'rabitq' works with index kind flat or ivf, not hnsw")
     elif kind == "hnsw":
         spec = f"HNSW{params.hnsw_m}" + ("" if codec == "Flat" else f"_{codec}")
     else:
         raise InputError(f"index kind '{kind}' is not one of {KINDS}")
-    index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-    if kind == "hnsw":
+    return spec
+
+
+def new_faiss(n: int, dim: int, params: IndexParams):
+    """The empty (untrained) FAISS index of :func:`index_spec`."""
+    faiss = _faiss()
+    index = faiss.index_factory(dim, index_spec(n, dim, params), faiss.METRIC_INNER_PRODUCT)
+    if choose_kind(n, params.kind) == "hnsw":
         faiss.downcast_index(index).hnsw.efConstruction = params.ef_construction
-    if not index.is_trained:
+    return index
+
+
+def train_size(index, n: int, params: IndexParams) -> int:
+    """How many of ``n`` vectors train ``index``: ``params.train_size``, at least 40 per IVF cell (0: no training)."""
+    if index.is_trained:
+        return 0
+    ivf = _faiss().try_extract_index_ivf(index)
+    return min(n, max(params.train_size, 40 * (ivf.nlist if ivf is not None else 0)))
+
+
+def build_faiss(vectors: np.ndarray, params: IndexParams):
+    """A trained, filled FAISS index over L2-normalised ``vectors`` [N, D] (inner product = cosine)."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = x.shape
+    index = new_faiss(n, dim, params)
+    if m := train_size(index, n, params):
         rng = np.random.default_rng(params.seed)
-        cells = faiss.extract_index_ivf(index).nlist if kind == "ivf" else 0
-        sample = x[np.sort(rng.choice(n, min(n, max(params.train_size, 40 * cells)), replace=False))]
-        index.train(sample)
+        index.train(x[np.sort(rng.choice(n, m, replace=False))])
     index.add(x)
     set_search_params(index, params)
     return index
 
 
 def set_search_params(index, params: IndexParams) -> None:
-    """Apply ``nprobe`` (IVF) or ``ef_search`` (HNSW) to a built or loaded index."""
+    """Apply ``nprobe`` (IVF) or ``ef_search`` (HNSW, also an IVF's HNSW coarse quantiser) to a built or loaded index."""
     faiss = _faiss()
     inner = faiss.downcast_index(index)
     if hasattr(inner, "nprobe"):
         inner.nprobe = params.nprobe
+        coarse = faiss.downcast_index(inner.quantizer)
+        if hasattr(coarse, "hnsw"):  # it must find the nprobe nearest cells, not just the nearest
+            coarse.hnsw.efSearch = max(params.ef_search, 2 * params.nprobe)
     if hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = params.ef_search
 
@@ -117,11 +154,37 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
+def _params_for(faiss, index, selector):
+    """Search parameters of the index's own type (keeping its nprobe / efSearch / k_factor) with ``selector``."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexRefine):
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = inner.k_factor
+        params.base_index_params = _params_for(faiss, inner.base_index, selector)
+    elif isinstance(inner, faiss.IndexPreTransform):
+        return _params_for(faiss, inner.index, selector)
+    elif hasattr(inner, "nprobe"):
+        params = faiss.SearchParametersIVF()
+        params.nprobe = inner.nprobe
+    elif hasattr(inner, "hnsw"):
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = inner.hnsw.efSearch
+    else:
+        params = faiss.SearchParameters()
+    params.sel = selector
+    return params
+
+
 class CaseIndex:
     """A FAISS index + one entry (study id, image path, report snippet) per vector + build info."""
 
     def __init__(self, index, entries: pd.DataFrame, info: dict) -> None:
         self.index, self.entries, self.info = index, entries.reset_index(drop=True), info
+        # Plain arrays per column: result rows are read from these (a DataFrame row lookup costs ~50 us each).
+        self._cols = {c: self.entries[c].to_numpy() for c in self.entries.columns}
+        self.label_names = [c[len(LABEL_PREFIX) :] for c in self.entries.columns if c.startswith(LABEL_PREFIX)]
+        self._study_rows: dict[str, np.ndarray] | None = None
+        self._masks: dict[tuple, np.ndarray | None] = {}
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -153,36 +216,127 @@ class CaseIndex:
         )
         return cls(index, entries, meta)
 
-    def search(self, queries: np.ndarray, k: int = 10, *, unique_studies: bool = True) -> list[list[dict]]:
-        """Top-``k`` entries per query [Q, D]; with ``unique_studies`` only a study's best image is kept."""
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        unique_studies: bool = True,
+        where: np.ndarray | None = None,
+        exclude_studies: tuple[str, ...] | list[str] = (),
+    ) -> list[list[dict]]:
+        """Top-``k`` entries per query [Q, D]; with ``unique_studies`` only a study's best image is kept.
+
+        ``where``: a boolean mask over the entries (see :meth:`filter_mask`); only those are searched, inside FAISS.
+        ``exclude_studies``: studies left out of the results (the query's own, for "more like this").
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        n = len(self)
-        fetch = min(n, k * 4 if unique_studies else k)
+        n = len(self) if where is None else int(where.sum())
+        if n == 0:
+            return [[] for _ in queries]
+        exclude = set(exclude_studies)
+        # Over-fetch when results are dropped (other images of a study, excluded studies), then widen if short.
+        fetch = min(n, (k * 4 if unique_studies else k) + (len(exclude) * 8 if exclude else 0))
+        params = self._search_params(where)
         while True:
-            scores, ids = self.index.search(queries, fetch)
-            out = [self._rows(s, i, k, unique_studies) for s, i in zip(scores, ids, strict=True)]
-            if all(len(r) >= min(k, n) for r in out) or fetch >= n or not unique_studies:
+            scores, ids = self.index.search(queries, fetch, params=params)
+            out = [self._rows(s, i, k, unique_studies, exclude, where) for s, i in zip(scores, ids, strict=True)]
+            if all(len(r) >= min(k, n) for r in out) or fetch >= n or not (unique_studies or exclude):
                 return out
             fetch = min(n, fetch * 4)
 
-    def _rows(self, scores: np.ndarray, ids: np.ndarray, k: int, unique: bool) -> list[dict]:
-        rows, seen = [], set()
+    def _search_params(self, where: np.ndarray | None):
+        """FAISS search parameters restricting the search to the ``where`` entries (None: search everything)."""
+        if where is None:
+            return None
+        faiss = _faiss()
+        bits = np.packbits(where.astype(bool), bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(where), faiss.swig_ptr(bits))
+        params = _params_for(faiss, self.index, selector)
+        params._keep = (bits, selector)  # the bitmap must outlive the search: FAISS only holds a pointer
+        return params
+
+    def filter_mask(self, *, modality: str | None = None, label: str | None = None) -> np.ndarray | None:
+        """Boolean mask of the entries of ``modality`` whose ``label`` is positive (None: no filter)."""
+        if not modality and not label:
+            return None
+        key = (modality or "", label or "")
+        if key not in self._masks:
+            mask = np.ones(len(self.entries), dtype=bool)
+            if modality:
+                if "modality" not in self._cols:
+                    raise InputError("this index has no modality column; rebuild it to filter by modality")
+                mask &= self._cols["modality"].astype(str) == modality
+            if label:
+                if label not in self.label_names:
+                    raise InputError(f"label '{label}' is not in this index; it has {self.label_names or 'no labels'}")
+                mask &= self._cols[LABEL_PREFIX + label] == 1
+            if len(self._masks) > 256:
+                self._masks.clear()
+            self._masks[key] = mask
+        return self._masks[key]
+
+    def facets(self) -> dict:
+        """Filter values the index holds: modalities and labels, each with its number of entries."""
+        out: dict = {"modalities": {}, "labels": {}}
+        if "modality" in self._cols:
+            values, counts = np.unique(self._cols["modality"].astype(str), return_counts=True)
+            out["modalities"] = {str(v): int(c) for v, c in zip(values, counts, strict=True) if v}
+        for name in self.label_names:
+            out["labels"][name] = int((self._cols[LABEL_PREFIX + name] == 1).sum())
+        return out
+
+    def study_entries(self, study_id: str) -> np.ndarray:
+        """Entry numbers of one study's images (KeyError when the index has no such study)."""
+        if self._study_rows is None:
+            studies = self._cols["study_id"].astype(str)
+            order = np.argsort(studies, kind="stable")
+            uniq, starts = np.unique(studies[order], return_index=True)
+            self._study_rows = dict(zip(uniq, np.split(order, starts[1:]), strict=True))
+        return self._study_rows[study_id]
+
+    def vectors(self, entries: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``entries`` [M, D] (decoded from the codes when the index is compressed)."""
+        faiss = _faiss()
+        try:
+            return np.stack([self.index.reconstruct(int(i)) for i in entries])
+        except RuntimeError:  # an IVF index needs its direct map to find an id's list
+            faiss.extract_index_ivf(self.index).make_direct_map()
+            return np.stack([self.index.reconstruct(int(i)) for i in entries])
+
+    def study_vector(self, study_id: str) -> np.ndarray:
+        """The normalised mean vector of a study's images: the "more like this" query."""
+        v = self.vectors(self.study_entries(study_id)).mean(0)
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+    def entry(self, i: int) -> dict:
+        """One entry as a result row (without rank and score)."""
+        cols = self._cols
+        row = {
+            "entry": int(i),
+            "study_id": str(cols["study_id"][i]),
+            "image_path": str(cols["image_path"][i]),
+            "snippet": str(cols["snippet"][i]),
+        }
+        for col in ("split", "modality", "impression"):
+            if col in cols:
+                value = cols[col][i]
+                row[col] = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        if self.label_names:
+            row["labels"] = [n for n in self.label_names if cols[LABEL_PREFIX + n][i] == 1]
+        return row
+
+    def _rows(self, scores, ids, k: int, unique: bool, exclude: set, where: np.ndarray | None) -> list[dict]:
+        rows, seen = [], set(exclude)
+        study = self._cols["study_id"]
         for score, i in zip(scores, ids, strict=True):
-            if i < 0:  # FAISS pads with -1 when fewer results exist
+            if i < 0 or (where is not None and not where[i]):  # FAISS pads with -1 when fewer results exist
                 continue
-            entry = self.entries.iloc[int(i)]
-            if unique and entry["study_id"] in seen:
+            sid = str(study[i])
+            if sid in seen and (unique or sid in exclude):
                 continue
-            seen.add(entry["study_id"])
-            rows.append(
-                {
-                    "rank": len(rows) + 1,
-                    "score": round(float(score), 4),
-                    "study_id": str(entry["study_id"]),
-                    "image_path": str(entry["image_path"]),
-                    "snippet": str(entry["snippet"]),
-                }
-            )
+            seen.add(sid)
+            rows.append({"rank": len(rows) + 1, "score": round(float(score), 4), **self.entry(int(i))})
             if len(rows) == k:
                 break
         return rows
@@ -218,6 +372,30 @@ def _weights_stat(checkpoint: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
+def index_entries(rows: pd.DataFrame, labels: pd.DataFrame, table_rows: pd.DataFrame) -> pd.DataFrame:
+    """One entry per embedded image: study id, image path, report snippet, split, modality and impression where the
+    source has them, and a ``label:<finding>`` column per label (1 / 0 / -1, -2 where not mentioned)."""
+    entries = pd.DataFrame(
+        {
+            "study_id": rows["study_id"].astype(str).to_numpy(),
+            # Absolute, so thumbnails and "more like this" work wherever the index is served from.
+            "image_path": [os.path.abspath(p) for p in rows["image_path"].astype(str)],
+            "snippet": [snippet(t) for t in rows["report"]],
+            "split": rows["split"].astype(str).to_numpy(),
+        }
+    )
+    for col in ("modality", "impression"):
+        if col in rows.columns:
+            entries[col] = rows[col].fillna("").astype(str).to_numpy()
+    if len(labels.columns):
+        # Labels are aligned with the table's rows; the embedded rows are a split of them, matched by row_id.
+        position = pd.Series(np.arange(len(table_rows)), index=table_rows["row_id"].to_numpy())
+        aligned = labels.iloc[position[rows["row_id"].to_numpy()].to_numpy()]
+        for col in aligned.columns:
+            entries[LABEL_PREFIX + str(col)] = aligned[col].fillna(-2).to_numpy(dtype=np.int8)
+    return entries
+
+
 def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseIndex:
     """Embed every image of a manifest (or CSV) split with the checkpoint and save a :class:`CaseIndex` to ``cfg.out_dir``.
 
@@ -240,6 +418,7 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
         manifest=cfg.manifest or None,
         csv=cfg.csv or None,
         text_policy=embedder.text_policy,
+        labels_csv=cfg.labels or None,
         image_col=cfg.image_col or None,
         text_col=cfg.text_col or None,
     )
@@ -247,13 +426,7 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
         cfg.checkpoint, table, cfg.split, allow=cfg.allow_overlap, action="build the case index"
     )
     emb = embedder.embed(table, cfg.split)
-    entries = pd.DataFrame(
-        {
-            "study_id": emb.rows["study_id"].astype(str),
-            "image_path": emb.rows["image_path"],
-            "snippet": [snippet(t) for t in emb.rows["report"]],
-        }
-    )
+    entries = index_entries(emb.rows, table.labels, table.rows)
     ckpt = Path(cfg.checkpoint).resolve()
     info = {
         "checkpoint": str(ckpt),
@@ -268,7 +441,8 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
     return index
 
 
-def _query_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: str):
+def index_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: str) -> Embedder:
+    """The index's checkpoint (or ``checkpoint``, refused unless it is the same model) as a query embedder."""
     ckpt = Path(checkpoint or index.info.get("checkpoint", ""))
     if not ckpt.is_dir():
         raise FileNotFoundError(
@@ -293,10 +467,15 @@ def query_case_index(
     unique_studies: bool = True,
     device: str = "cpu",
     embedder: Embedder | None = None,
+    modality: str | None = None,
+    label: str | None = None,
+    text_only: bool = False,
 ) -> dict:
     """Similar cases for a text query or an image file (DICOM / PNG / JPEG) -> {"query", "query_type", "results"}.
 
     ``embedder``: an already loaded model to embed the query with (it must be the index's checkpoint).
+    ``modality`` / ``label``: search only the entries of that modality / with that label positive.
+    ``text_only``: ``query`` is always text, even when a file of that name exists (a server's queries).
     """
     if not isinstance(index, CaseIndex):
         index = CaseIndex.load(index)
@@ -306,15 +485,17 @@ def query_case_index(
         if embedder.fingerprint() != index.info.get("checkpoint_fingerprint"):
             raise InputError("this model is not the checkpoint the index was built with; rebuild the index with it")
     else:
-        embedder = _query_embedder(index, checkpoint, device=device)
-    is_image = Path(query).is_file()
+        embedder = index_embedder(index, checkpoint, device=device)
+    where = index.filter_mask(modality=modality, label=label)
+    is_image = not text_only and Path(query).is_file()
     vec = embedder.encode_images([query]) if is_image else embedder.encode_text([query])  # [1, D]
     t = time.perf_counter()
-    results = index.search(vec.numpy(), k, unique_studies=unique_studies)[0]
+    results = index.search(vec.numpy(), k, unique_studies=unique_studies, where=where)[0]
     return {
         "query": query,
         "query_type": "image" if is_image else "text",
         "k": k,
+        "filters": {"modality": modality or None, "label": label or None},
         "results": results,
         "search_ms": round((time.perf_counter() - t) * 1e3, 3),
         "index": {key: index.info.get(key) for key in ("n", "kind", "compression", "checkpoint")},

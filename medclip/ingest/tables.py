@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("row_id", "image_path", "study_id", "split", "report")
 KEY_COLUMNS = ("patient_key", "study_key")  # salted keys, kept when the source has them (the training-overlap check)
+INFO_COLUMNS = ("modality", "impression")  # shown with a case (the case index, the web page) when the source has them
 IMAGE_COLUMNS = ("image_path", "path", "image", "filename", "file", "png_path", "dicom_path", "Path")
 # A single-section column is report text too when a CSV has nothing else.
 CSV_TEXT_COLUMNS = (*TEXT_COLUMNS, "impression", "findings")
@@ -176,6 +177,7 @@ def read_csv_table(
     for col in KEY_COLUMNS:  # keys from a manifest of the same salt make the training-overlap check possible
         if col in df.columns:
             rows[col] = df[col].astype(str).where(df[col].notna(), None).to_numpy()
+    _add_info(rows, df)
     logger.info("%s: %d rows, label columns %s, text column %s", source, len(rows), cols, text_col)
     return EvalTable(rows, _labels_frame(df, list(cols), source), source, has_text=text_col is not None)
 
@@ -206,6 +208,7 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
     for col in KEY_COLUMNS:
         if col in df.columns:
             rows[col] = df[col].to_numpy()
+    _add_info(rows, df)
     if labels_csv:
         table = read_labels_csv(labels_csv)
         merged = rows[["study_id"]].merge(table, on="study_id", how="left")
@@ -222,6 +225,12 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
     else:
         labels = _labels_frame(df, label_columns(df, exclude=set(rows.columns) | {"text"}), str(manifest))
     return EvalTable(rows, labels, str(manifest), has_text=True, salt_fingerprint=meta.get("salt_fingerprint"))
+
+
+def _add_info(rows: pd.DataFrame, df: pd.DataFrame) -> None:
+    for col in INFO_COLUMNS:
+        if col in df.columns and col not in rows.columns:
+            rows[col] = df[col].fillna("").astype(str).to_numpy()
 
 
 def check_source(*, manifest: str | Path | None, csv: str | Path | None, shards: str | Path | None = None) -> None:

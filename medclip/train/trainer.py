@@ -31,6 +31,7 @@ from medclip.ingest.trained_on import write_trained_on
 from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.models.text_tower import row_extents
+from medclip.text.prompts import load_prompts
 from medclip.text.tokenizer import load_tokenizer, tokenize
 from medclip.train import checkpoint as ckpt
 from medclip.train.cpu_memory import keep_freed_memory
@@ -320,11 +321,25 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
             "skipped_steps": run.state["skipped"],
             "world_size": info.world_size,
             "global_batch": sampler.batch_size * info.world_size,
+            # The screening prompts the model is evaluated (and served) with, expanded so a YAML file need not travel.
+            "prompts": cfg.eval.prompts,
+            "prompt_set": _prompt_set(cfg.eval.prompts),
+            "zero_shot_mode": cfg.eval.mode,
         }
         model.save_pretrained(final, tokenizer=tokenizer, extra=extra)
         write_trained_on(final, train_df, meta)  # salted keys of the training patients/studies: eval checks overlap
     barrier()
     return final
+
+
+def _prompt_set(name: str) -> dict | None:
+    try:
+        return load_prompts(name)
+    except (InputError, FileNotFoundError, OSError) as exc:  # a bad eval.prompts must not lose the trained weights
+        logger.warning(
+            "eval.prompts '%s' could not be read (%s); the checkpoint is saved without a prompt set", name, exc
+        )
+        return None
 
 
 class _Run:

@@ -10,7 +10,7 @@ import pytest
 
 from medclip.cli import build_parser, main
 
-COMMANDS = ["demo", "synth", "manifest", "prepare", "train", "eval", "sections", "index", "label"]
+COMMANDS = ["demo", "synth", "manifest", "prepare", "train", "eval", "sections", "index", "serve", "label"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -36,6 +36,9 @@ def test_every_subcommand_has_help():
         (["train", "tiny"], "data.manifest is not set"),
         (["eval", "zeroshot", "--checkpoint", "{tmp}", "--manifest", "{tmp}"], "is not a medclip checkpoint"),
         (["sections", "{tmp}/missing.txt"], "report file not found"),
+        (["serve", "--checkpoint", "{tmp}", "--index", "{tmp}", "--host", "0.0.0.0"], "set MEDCLIP_TOKEN"),
+        (["serve", "--index", "{tmp}"], "needs --checkpoint CKPT and --index IDX"),
+        (["serve", "--checkpoint", "{tmp}", "--index", "{tmp}"], "is not a case index"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):

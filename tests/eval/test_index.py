@@ -98,7 +98,7 @@ def test_index_build_and_query_through_the_cli(tiny_checkpoint, tiny_manifest, t
     assert (
         info["kind"] == "flat"
         and info["n"] == len(entries)
-        and set(entries.columns) == {"study_id", "image_path", "snippet"}
+        and set(entries.columns) == {"study_id", "image_path", "snippet", "split", "modality", "impression"}
     )
     capsys.readouterr()
     assert main(["-q", "index", "query", str(idx), "small left apical pneumothorax", "-k", "3"]) == 0

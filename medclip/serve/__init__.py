@@ -1,0 +1,1 @@
+"""``medclip serve``: a local web app over a case index (see :mod:`medclip.serve.app`)."""

@@ -1,0 +1,239 @@
+"""What the web app does, without the web: search a case index by text, by a case or by an uploaded study, screen
+an uploaded study with the checkpoint's prompt set, and render thumbnails with the checkpoint's preprocessing.
+
+:class:`CaseService` loads the checkpoint and the index once. Text and image queries go through the same
+:func:`medclip.eval.index.query_case_index` as ``medclip index query``, so both rank alike. Model calls hold a lock:
+the model runs one query at a time on all cores, searches and page requests run beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medclip.data.transforms import deterministic_transforms
+from medclip.errors import InputError
+from medclip.eval.embeddings import Embedder
+from medclip.eval.index import CaseIndex, index_embedder, query_case_index
+from medclip.eval.zero_shot import class_embeddings, scores_for_mode
+from medclip.text.prompts import load_prompts
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 100
+THUMB_PX = 256  # longest side of a thumbnail
+PUBLIC_FIELDS = ("rank", "score", "entry", "study_id", "split", "modality", "impression", "snippet", "labels")
+
+
+def public_row(row: dict) -> dict:
+    """A result row as the API shows it: no image path (a file layout's path can hold identifiers)."""
+    out = {k: row[k] for k in PUBLIC_FIELDS if k in row}
+    out["thumbnail"] = f"/api/thumbnail/{row['entry']}"
+    return out
+
+
+def default_prompts(meta: dict, checkpoint: Path) -> tuple[str | dict, str]:
+    """The checkpoint's screening prompts and zero-shot mode: recorded at training time, else the run's config,
+    else the packaged set for its input (``ct`` for volumes, ``cxr_demo`` for 2-D images)."""
+    if meta.get("prompt_set"):
+        return meta["prompt_set"], meta.get("zero_shot_mode", "multilabel")
+    run_config = checkpoint.parent / "config.yaml"
+    if run_config.is_file():
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(run_config)
+        prompts = OmegaConf.select(cfg, "eval.prompts")
+        if prompts:
+            return str(prompts), str(OmegaConf.select(cfg, "eval.mode") or "multilabel")
+    return ("ct" if meta.get("preprocess", {}).get("spatial_dims") == 3 else "cxr_demo"), "multilabel"
+
+
+class CaseService:
+    """A checkpoint + the case index built with it, ready to answer the web app's questions."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        index: str | Path | CaseIndex,
+        *,
+        prompts: str = "",
+        mode: str = "",
+        device: str = "cpu",
+        nprobe: int | None = None,
+        thumbnail_cache: int = 2048,
+    ) -> None:
+        self.index = index if isinstance(index, CaseIndex) else CaseIndex.load(index, nprobe=nprobe)
+        self.embedder: Embedder = index_embedder(self.index, checkpoint, device=device)
+        self.embedder.show_progress = False
+        self.embedder.batch_size = 8
+        default_set, default_mode = default_prompts(self.embedder.meta, Path(checkpoint))
+        raw = load_prompts(prompts) if prompts else (default_set if isinstance(default_set, dict) else None)
+        self.prompt_name = prompts or (default_set if isinstance(default_set, str) else "checkpoint")
+        self.prompt_set = raw if raw is not None else load_prompts(self.prompt_name)
+        self.mode = mode or default_mode
+        self._lock = threading.Lock()  # one model call at a time (torch already uses every core)
+        self._classes = None
+        self._thumbs: OrderedDict[int, bytes] = OrderedDict()
+        self._thumb_cache = thumbnail_cache
+        self._thumb_lock = threading.Lock()
+        self._render = None
+        self.preprocess = self.embedder.meta.get("preprocess", {})
+        self.is_volume = self.preprocess.get("spatial_dims") == 3
+        self._facets = self.index.facets()
+
+    # -- start-up ---------------------------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load the weights and encode the prompts now, so the first request is as fast as the others."""
+        with self._lock:
+            self.embedder.encode_text(["warm up"])
+            self._class_embeddings()
+
+    def _class_embeddings(self):
+        if self._classes is None:
+            self._classes = class_embeddings(self.prompt_set, self.embedder.encode_text)
+        return self._classes
+
+    # -- the API's questions ----------------------------------------------------------------------------------------
+    def info(self) -> dict:
+        info = self.index.info
+        return {
+            "index": {key: info.get(key) for key in ("n", "dim", "kind", "compression", "split")},
+            "checkpoint": Path(self.embedder.checkpoint).name,
+            "checkpoint_fingerprint": self.embedder.fingerprint(),
+            "input": "volume" if self.is_volume else "image",
+            "prompts": self.prompt_name,
+            "findings": list(self.prompt_set),
+            "zero_shot_mode": self.mode,
+            "max_k": MAX_K,
+            **self._facets,
+        }
+
+    def search(self, query: str, *, k: int = 10, modality: str | None = None, label: str | None = None) -> dict:
+        """Cases for a description: the same call (and ranking) as ``medclip index query``."""
+        query = (query or "").strip()
+        if not query:
+            raise InputError("the query is empty: type a description")
+        k = _check_k(k)
+        with self._lock:
+            answer = query_case_index(
+                self.index, query, k=k, embedder=self.embedder, modality=modality, label=label, text_only=True
+            )
+        return {**answer, "results": [public_row(r) for r in answer["results"]]}
+
+    def similar(self, case_id: str, *, k: int = 10, modality: str | None = None, label: str | None = None) -> dict:
+        """Cases like an indexed one ("more like this"): its images' mean vector, the case itself left out."""
+        k = _check_k(k)
+        try:
+            vec = self.index.study_vector(case_id)
+        except KeyError:
+            raise LookupError(f"no case '{case_id}' in this index") from None
+        where = self.index.filter_mask(modality=modality, label=label)
+        results = self.index.search(vec[None], k, where=where, exclude_studies=[case_id])[0]
+        return {
+            "case_id": case_id,
+            "query_type": "case",
+            "k": k,
+            "filters": {"modality": modality, "label": label},
+            "results": [public_row(r) for r in results],
+        }
+
+    def screen(self, path: str | Path, *, k: int = 10, modality: str | None = None, label: str | None = None) -> dict:
+        """An uploaded study: the most similar cases and the zero-shot screening table of the checkpoint's prompts."""
+        k = _check_k(k)
+        with self._lock:
+            try:
+                vec = self.embedder.encode_images([str(path)])  # [1, D], the checkpoint's preprocessing
+            except Exception as exc:  # a file that passed the type check but does not decode
+                raise InputError(f"the upload could not be read as an image: {_root_cause(exc)}") from exc
+            classes = self._class_embeddings()
+            scores = scores_for_mode(vec, classes, self.embedder.logit_scale, mode=self.mode)
+        where = self.index.filter_mask(modality=modality, label=label)
+        results = self.index.search(vec.numpy(), k, where=where)[0]
+        table = [
+            {
+                "finding": finding,
+                "score": round(float(scores[finding][0]), 4),
+                "positive_prompts": self.prompt_set[finding]["positive"],
+                "negative_prompts": self.prompt_set[finding]["negative"],
+            }
+            for finding in self.prompt_set
+        ]
+        table.sort(key=lambda row: -row["score"])
+        return {
+            "query_type": "upload",
+            "k": k,
+            "prompts": self.prompt_name,
+            "zero_shot_mode": self.mode,
+            "screening": table,
+            "results": [public_row(r) for r in results],
+        }
+
+    # -- thumbnails -------------------------------------------------------------------------------------------------
+    def thumbnail(self, entry: int) -> bytes:
+        """PNG of an indexed image through the checkpoint's preprocessing (a volume: its middle axial slice)."""
+        if not 0 <= entry < len(self.index.entries):
+            raise LookupError(f"no entry {entry} in this index")
+        with self._thumb_lock:
+            if entry in self._thumbs:
+                self._thumbs.move_to_end(entry)
+                return self._thumbs[entry]
+        png = self.render(self.index.entry(entry)["image_path"])
+        with self._thumb_lock:
+            self._thumbs[entry] = png
+            while len(self._thumbs) > self._thumb_cache:
+                self._thumbs.popitem(last=False)
+        return png
+
+    def render(self, image_path: str) -> bytes:
+        if self._render is None:
+            from medclip.config import PreprocessCfg
+
+            self._render = deterministic_transforms(PreprocessCfg(**self.preprocess))
+        data = {"image": image_path}
+        for step in self._render:
+            data = step(data)
+        return to_png(data["image"], volume=self.is_volume, invert=bool(self.preprocess.get("invert")))
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's message (MONAI wraps a decoder's error in "applying transform ...")."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]
+
+
+def _check_k(k: int) -> int:
+    if not 1 <= int(k) <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+    return int(k)
+
+
+def to_png(image, *, volume: bool = False, invert: bool = False, size: int = THUMB_PX) -> bytes:
+    """A preprocessed image [C, H, W] (or volume [C, D, H, W]: its middle axial slice) -> PNG bytes, contrast
+    stretched; the first channel (the first HU window) unless there are three (colour)."""
+    from PIL import Image
+
+    x = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    x = x.astype(np.float32)
+    if volume:
+        x = x[:, x.shape[1] // 2]  # [C, H, W]: the middle slice
+    x = x if x.shape[0] == 3 else x[:1]
+    lo, hi = np.percentile(x, [0.5, 99.5]) if x.size else (0.0, 1.0)
+    x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+    if invert:  # the model sees ink bright on black; people read dark ink on paper
+        x = 1 - x
+    pixels = (x * 255).round().astype(np.uint8)
+    img = Image.fromarray(pixels.transpose(1, 2, 0) if pixels.shape[0] == 3 else pixels[0])
+    scale = size / max(img.size)
+    if scale > 1:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
