@@ -74,7 +74,8 @@ class CaseService:
         self.embedder.batch_size = 8
         default_set, default_mode = default_prompts(self.embedder.meta, Path(checkpoint))
         raw = load_prompts(prompts) if prompts else (default_set if isinstance(default_set, dict) else None)
-        self.prompt_name = prompts or (default_set if isinstance(default_set, str) else "checkpoint")
+        recorded = str(self.embedder.meta.get("prompts") or "the checkpoint's")
+        self.prompt_name = prompts or (default_set if isinstance(default_set, str) else recorded)
         self.prompt_set = raw if raw is not None else load_prompts(self.prompt_name)
         self.mode = mode or default_mode
         self._lock = threading.Lock()  # one model call at a time (torch already uses every core)
