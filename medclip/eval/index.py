@@ -2,9 +2,17 @@
 
 Exact inner-product search below ``EXACT_MAX`` entries; above it an IVF index (inverted lists over k-means cells,
 ``nprobe`` cells searched per query) or HNSW. ``compression="int8"`` stores 1 byte per dimension (scalar quantiser),
-``"pq"`` 1 byte per 8 dimensions (product quantiser), for archives of tens of millions of images. On the benchmark
-(``scripts/bench_index.py``, 1M x 512-d, 2 cores) IVF keeps recall@10 = 1.0 at ~2 KB per vector, int8 0.98 at ~0.5 KB,
-PQ only ~0.5 at ~77 B: use PQ for candidate generation when memory rules everything else out.
+``"pq"`` 1 byte per 8 dimensions (product quantiser), ``"rabitq"`` ``rabitq_bits`` (5) bits per dimension plus a few
+per-vector factors (multi-bit RaBitQ on the IVF residuals, ~350 B at 512-d), for archives of millions of images.
+``compression="auto"`` (the default) keeps full vectors up to ``COMPRESS_ABOVE`` (2,000,000: IVF-Flat then needs
+~4 GB) and uses IVF-RaBitQ above it, with ~sqrt(N) cells (4,096 at 10M).
+
+Measured with ``scripts/bench_index.py`` (synthetic clustered 512-d embeddings, recall@10 against exact search, single
+queries, 2 cores): at 1M, IVF-Flat recall@10 = 1.0 at ~2 KB per vector, int8 0.98 at ~0.5 KB, PQ only ~0.5 at ~77 B,
+RaBitQ-5 0.95 at 356 B; at 10M (``--n 10000000``), IVF4096,RaBitQ5: BENCH10M. Other compressed codes at
+<= 400 B per vector rank worse on this data (recall@10 when re-ranking the exact top-50, 1M): SQ4 0.72, SQ6 0.92,
+PQ256 0.80, OPQ128+PQ128 0.75, IVF residual SQ4 0.83 / SQ6 0.96 (384 B, 0.94 at 10M density); IVF-Flat (20.6 GB) and
+IVF-SQ8 (5.2 GB) do not fit 4 GiB at 10M.
 
 An index directory holds ``index.faiss``, ``entries.parquet`` (study id, image path, report snippet per entry) and
 ``index.json`` (kind, parameters, the checkpoint and its fingerprint, so queries use the same embedding space).
@@ -37,7 +45,7 @@ EXACT_MAX = 50_000  # below this many vectors exact search is fast enough (a few
 # compression="auto": full float vectors up to this many (IVF-Flat takes 4 GB at 2M x 512-d), RaBitQ above it
 COMPRESS_ABOVE = 2_000_000
 AUTO_COMPRESSION = "rabitq"
-HNSW_COARSE_MIN = 8192  # IVF cells from which the coarse quantiser is an HNSW graph (k-means and adds stay fast)
+HNSW_COARSE_MIN = 32_768  # IVF cells from which the coarse quantiser is an HNSW graph (below, flat is as fast)
 SNIPPET_CHARS = 160
 LABEL_PREFIX = "label:"  # entries' label columns: 1 positive, 0 negative, -1 uncertain, -2 not mentioned
 INDEX_FILE, ENTRIES_FILE, INFO_FILE = "index.faiss", "entries.parquet", "index.json"
@@ -68,9 +76,11 @@ def choose_compression(n: int, compression: str = "auto") -> str:
     return ("none" if n <= COMPRESS_ABOVE else AUTO_COMPRESSION) if compression == "auto" else compression
 
 
-def default_nlist(n: int) -> int:
-    """IVF cells: ~2 sqrt(n) rounded to a power of two (2,048 at a million), at most one cell per 39 vectors."""
-    return int(max(1, min(2 ** round(math.log2(max(2 * math.sqrt(n), 1))), n // 39)))
+def default_nlist(n: int, compression: str = "none") -> int:
+    """IVF cells: ~2 sqrt(n) rounded to a power of two (2,048 at a million), at most one cell per 39 vectors; ~sqrt(n)
+    for rabitq (4,096 at 10M: its 5-bit codes scan fast, and fewer cells halve k-means and add time on few cores)."""
+    factor = 1 if compression == "rabitq" else 2
+    return int(max(1, min(2 ** round(math.log2(max(factor * math.sqrt(n), 1))), n // 39)))
 
 
 def _codec(dim: int, params: IndexParams, compression: str) -> str:
@@ -94,7 +104,7 @@ def index_spec(n: int, dim: int, params: IndexParams) -> str:
     if kind == "flat":
         spec = codec + ("np" if codec.startswith("PQ") else "")  # np: skip polysemous training (slow, unused here)
     elif kind == "ivf":
-        cells = params.nlist or default_nlist(n)
+        cells = params.nlist or default_nlist(n, compression)
         spec = f"IVF{cells}" + ("_HNSW32" if cells >= HNSW_COARSE_MIN else "") + f",{codec}"
     elif kind == "hnsw" and compression == "rabitq":
         raise InputError("compression 'rabitq' works with index kind flat or ivf, not hnsw")
@@ -202,17 +212,18 @@ class CaseIndex:
         t = time.perf_counter()
         index = build_faiss(vectors, params)
         kind = choose_kind(len(vectors), params.kind)
+        compression = choose_compression(len(vectors), params.compression)  # "auto" recorded as what it chose
         meta = {
             "n": len(vectors),
             "dim": int(vectors.shape[1]),
             "kind": kind,
-            "compression": params.compression,
-            "params": {**params.__dict__, "kind": kind},
+            "compression": compression,
+            "params": {**params.__dict__, "kind": kind, "compression": compression},
             "build_s": round(time.perf_counter() - t, 3),
             **(info or {}),
         }
         logger.info(
-            "case index: %d vectors, %s (%s), built in %.1fs", len(vectors), kind, params.compression, meta["build_s"]
+            "case index: %d vectors, %s (%s), built in %.1fs", len(vectors), kind, compression, meta["build_s"]
         )
         return cls(index, entries, meta)
 

@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from starlette.routing import Match
 
 from medclip.errors import InputError
 from medclip.serve.engine import MAX_K, CaseService
@@ -42,8 +43,8 @@ class _TooLarge(Exception):
 class Guard:
     """ASGI middleware: the upload size limit while the body streams in, and an access log without identifiers."""
 
-    def __init__(self, app, *, max_upload_bytes: int) -> None:
-        self.app, self.max_upload_bytes = app, max_upload_bytes
+    def __init__(self, app, *, max_upload_bytes: int, routes=None) -> None:
+        self.app, self.max_upload_bytes, self.routes = app, max_upload_bytes, routes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -80,16 +81,19 @@ class Guard:
             access_logger.info(
                 "%s %s %d %.1fms",
                 scope["method"],
-                _route_name(scope),
+                _route_name(scope, self.routes() if self.routes else ()),
                 status["code"],
                 (time.perf_counter() - start) * 1e3,
             )
 
 
-def _route_name(scope) -> str:
+def _route_name(scope, routes=()) -> str:
     route = scope.get("route")
     if route is not None and getattr(route, "path", None):
         return route.path  # the template: /api/similar/{case_id}
+    for candidate in routes:  # answered before routing (an upload refused on its Content-Length)
+        if getattr(candidate, "path", "").startswith("/api/") and candidate.matches(scope)[0] == Match.FULL:
+            return candidate.path
     path = scope.get("path", "")
     if path.startswith("/static/") and "?" not in path:
         return "/static/..."
@@ -125,7 +129,7 @@ def create_app(
         version=__version__,
         description="Similar prior cases by description, by case or by an uploaded study, and zero-shot screening.",
     )
-    app.add_middleware(Guard, max_upload_bytes=max_bytes)
+    app.add_middleware(Guard, max_upload_bytes=max_bytes, routes=lambda: app.router.routes)
 
     def authorised(request: Request) -> None:
         if session is None:

@@ -40,15 +40,20 @@ def server_token(host: str, env: dict | None = None) -> str | None:
     return token
 
 
-def build_service(cfg: ServeCfg):
-    from medclip.serve.engine import CaseService
-
+def check_cfg(cfg: ServeCfg) -> None:
+    """The cheap checks, before torch and the model load."""
     if not cfg.checkpoint or not cfg.index:
         raise InputError("medclip serve needs --checkpoint CKPT and --index IDX (from `medclip index build`)")
     if cfg.mode and cfg.mode not in EVAL_MODES:
         raise InputError(f"--mode '{cfg.mode}' is not one of {EVAL_MODES}")
     if cfg.max_upload_mb <= 0:
         raise InputError(f"--max-upload-mb must be positive, got {cfg.max_upload_mb}")
+
+
+def build_service(cfg: ServeCfg):
+    check_cfg(cfg)
+    from medclip.serve.engine import CaseService
+
     service = CaseService(
         cfg.checkpoint, cfg.index, prompts=cfg.prompts, mode=cfg.mode, device=cfg.device, nprobe=cfg.nprobe or None
     )
@@ -58,11 +63,12 @@ def build_service(cfg: ServeCfg):
 
 def serve(cfg: ServeCfg) -> None:
     """Run the app until interrupted (Ctrl-C)."""
+    token = server_token(cfg.host)  # refuse a public address without a token before any heavy import
+    check_cfg(cfg)
     import uvicorn
 
     from medclip.serve.app import create_app
 
-    token = server_token(cfg.host)
     service = build_service(cfg)
     app = create_app(service, token=token, max_upload_mb=cfg.max_upload_mb)
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host

@@ -37,3 +37,23 @@ def test_bench_prints_json(capsys):
     assert result["n"] == 20000 and result["kind"] == "ivf" and result["index"] == "IndexIVFFlat"
     assert result["recall@10"] >= 0.95 and result["latency_ms_p50"] > 0 and result["bytes_per_vector"] > 2048
     assert set(result["targets_met"]) == {"p50_le_2ms", "recall_ge_0.98", "build_le_180s"}
+
+
+def test_blocks_are_remade_one_by_one_and_the_running_top_k_is_exact():
+    bench = _load()
+    x, q = bench.make_data(3000, queries=20, chunk=1000)
+    centre, proj = bench.data_model()
+    assert np.array_equal(bench.make_chunk(2, 1000, centre, proj), x[2000:])  # block 2 alone, as in the full set
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    assert np.array_equal(bench.exact_neighbours(x, q, 10, chunk=700), truth)
+
+
+def test_bench_of_the_compressed_index_prints_the_10m_targets(capsys, tmp_path):
+    bench = _load()
+    argv = ["--n", "20000", "--queries", "30", "--kind", "ivf", "--compression", "rabitq", "--tmp", str(tmp_path)]
+    assert bench.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["factory"] == "IVF128,RaBitQ5" and result["index"] == "IndexIVFRaBitQ"
+    assert result["recall@10"] >= 0.9 and result["bytes_per_vector"] < 400 and result["peak_rss_mb"] > 0
+    assert set(result["targets_met"]) == {"p50_le_5ms", "recall_ge_0.95", "peak_rss_le_4gib"}
+    assert result["baseline"]["ivf_flat_gb"] > result["baseline"]["ivf_sq8_gb"] > 0

@@ -138,3 +138,55 @@ def test_query_refuses_another_checkpoint(tiny_checkpoint, tiny_manifest, tmp_pa
     assert main(["-q", "index", "query", str(idx), "effusion", "--checkpoint", str(tiny_checkpoint)]) == 2
     assert "not the one this index was built with" in capsys.readouterr().err
     assert main(["-q", "index", "query", str(tmp_path / "nope"), "effusion"]) == 2
+
+
+def _bench_data(n: int, queries: int):
+    """The synthetic embeddings of scripts/bench_index.py (clustered, 512-d, unit norm)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_index.py"
+    spec = importlib.util.spec_from_file_location("bench_index", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.make_data(n, queries=queries)
+
+
+def test_auto_compression_is_none_up_to_the_threshold_only():
+    from medclip.eval.index import COMPRESS_ABOVE, choose_compression, index_spec
+
+    assert choose_compression(COMPRESS_ABOVE) == "none" and choose_compression(COMPRESS_ABOVE + 1) == "rabitq"
+    assert choose_compression(10**8, "int8") == "int8" and choose_compression(10, "rabitq") == "rabitq"
+    assert index_spec(10_000_000, 512, IndexParams()) == "IVF4096,RaBitQ5"  # what `medclip index build` picks
+    assert index_spec(1_000_000, 512, IndexParams()) == "IVF2048,Flat"
+    with pytest.raises(ValueError, match="not one of"):
+        choose_compression(10, "zip")
+    with pytest.raises(ValueError, match="not hnsw"):
+        index_spec(100_000, 512, IndexParams(kind="hnsw", compression="rabitq"))
+
+
+def test_auto_compression_past_the_threshold_builds_saves_and_loads_rabitq(monkeypatch, tmp_path):
+    """With the threshold patched small, an auto build compresses; the codes keep recall@10 high against exact search
+    on the benchmark's data, and the saved index comes back with its search parameters."""
+    faiss = pytest.importorskip("faiss")
+    import medclip.eval.index as index_module
+
+    monkeypatch.setattr(index_module, "COMPRESS_ABOVE", 10_000)
+    monkeypatch.setattr(index_module, "EXACT_MAX", 5_000)  # and IVF from 5,000: an archive past both, in miniature
+    x, q = _bench_data(20_000, 50)
+    entries = pd.DataFrame(
+        {
+            "study_id": [f"s{i}" for i in range(len(x))],
+            "image_path": [f"{i}.dcm" for i in range(len(x))],
+            "snippet": ["report"] * len(x),
+        }
+    )
+    built = CaseIndex.build(x, entries, params=IndexParams(nprobe=12), info={"checkpoint": "nowhere"})
+    inner = faiss.downcast_index(built.index)
+    assert isinstance(inner, faiss.IndexIVFRaBitQ) and inner.nprobe == 12 and inner.nlist == 128
+    assert faiss.serialize_index(built.index).nbytes / len(x) < 400  # vs 2,048 + 8 bytes as float32
+    assert _recall(built.index, x, q) >= 0.9
+    loaded = CaseIndex.load(built.save(tmp_path / "idx"))
+    assert faiss.downcast_index(loaded.index).nprobe == 12
+    assert loaded.search(q[:5], 5) == built.search(q[:5], 5)
+    assert faiss.downcast_index(CaseIndex.load(tmp_path / "idx", nprobe=3).index).nprobe == 3
