@@ -222,9 +222,7 @@ class CaseIndex:
             "build_s": round(time.perf_counter() - t, 3),
             **(info or {}),
         }
-        logger.info(
-            "case index: %d vectors, %s (%s), built in %.1fs", len(vectors), kind, compression, meta["build_s"]
-        )
+        logger.info("case index: %d vectors, %s (%s), built in %.1fs", len(vectors), kind, compression, meta["build_s"])
         return cls(index, entries, meta)
 
     def search(
