@@ -56,4 +56,4 @@ def test_bench_of_the_compressed_index_prints_the_10m_targets(capsys, tmp_path):
     assert result["factory"] == "IVF128,RaBitQ5" and result["index"] == "IndexIVFRaBitQ"
     assert result["recall@10"] >= 0.9 and result["bytes_per_vector"] < 400 and result["peak_rss_mb"] > 0
     assert set(result["targets_met"]) == {"p50_le_5ms", "recall_ge_0.95", "peak_rss_le_4gib"}
-    assert result["baseline"]["ivf_flat_gb"] > result["baseline"]["ivf_sq8_gb"] > 0
+    assert result["baseline"]["ivf_flat_gib"] > result["baseline"]["ivf_sq8_gib"] > 0
