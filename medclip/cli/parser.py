@@ -311,7 +311,7 @@ def _add_index(sub) -> None:
     _option(b, "--kind", key="params.kind", schema=s, choices=INDEX_KINDS,
             help="auto: exact below 50,000 images, IVF above")  # fmt: skip
     _option(b, "--compression", key="params.compression", schema=s, choices=INDEX_COMPRESSIONS,
-            help="int8/pq: less memory")  # fmt: skip
+            help="auto: none up to 2M images, rabitq above; int8/pq/rabitq: less memory")  # fmt: skip
     _option(b, "--nlist", key="params.nlist", schema=s, type=int, help="IVF cells (0: ~2 sqrt(N))")
     _option(b, "--nprobe", key="params.nprobe", schema=s, type=int, help="IVF cells searched per query")
     _overlap_option(b, s)

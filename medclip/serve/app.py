@@ -208,6 +208,7 @@ def create_app(
         """The cases closest to a description (the ranking of ``medclip index query``)."""
         answer = service.search(q, k=k, modality=modality or None, label=label or None)
         answer.pop("query", None)  # the client has it; answers are not where query text should pile up
+        answer["index"] = {k: v for k, v in answer.get("index", {}).items() if k != "checkpoint"}  # a server path
         return answer
 
     @app.get("/api/similar/{case_id}", tags=["search"], dependencies=[Auth])

@@ -68,6 +68,7 @@ def test_search_ranks_as_index_query_does(client, index_dir, capsys):
     assert [r["score"] for r in api] == [r["score"] for r in cli]
     assert len(api) == 7 and [r["rank"] for r in api] == list(range(1, 8))
     assert all("image_path" not in r for r in api)  # a file layout's path can carry identifiers
+    assert "checkpoint" not in client.get("/api/search", params={"q": query}).json()["index"]  # no server paths
     assert {"impression", "split", "modality", "labels", "thumbnail"} <= set(api[0])
 
 
