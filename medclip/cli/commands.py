@@ -177,7 +177,7 @@ def cmd_serve(args) -> int:
     from medclip.serve.server import serve
 
     cfg: ServeCfg = command_config(args, ServeCfg, {})
-    serve(cfg)
+    serve(cfg, announce=lambda text: print(text, flush=True))
     return 0
 
 

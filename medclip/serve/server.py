@@ -61,8 +61,8 @@ def build_service(cfg: ServeCfg):
     return service
 
 
-def serve(cfg: ServeCfg) -> None:
-    """Run the app until interrupted (Ctrl-C)."""
+def serve(cfg: ServeCfg, *, announce=logger.info) -> None:
+    """Run the app until interrupted (Ctrl-C); ``announce(text)`` tells where it listens (the CLI prints it)."""
     token = server_token(cfg.host)  # refuse a public address without a token before any heavy import
     check_cfg(cfg)
     import uvicorn
@@ -72,11 +72,10 @@ def serve(cfg: ServeCfg) -> None:
     service = build_service(cfg)
     app = create_app(service, token=token, max_upload_mb=cfg.max_upload_mb)
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(
+    announce(
         f"medclip serve: {len(service.index)} images in the index, "
         f"prompts '{service.prompt_name}'{', token required' if token else ''}\n"
-        f"  page  http://{host}:{cfg.port}/\n  API   http://{host}:{cfg.port}/docs",
-        flush=True,
+        f"  page  http://{host}:{cfg.port}/\n  API   http://{host}:{cfg.port}/docs"
     )
     # log_config=None: keep the CLI's logging; access_log=False: our own access log names routes, not paths.
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_config=None, access_log=False, server_header=False)

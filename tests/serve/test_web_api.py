@@ -17,9 +17,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from medclip.cli import main  # noqa: E402
-from medclip.config import IndexBuildCfg  # noqa: E402
 from medclip.errors import InputError  # noqa: E402
-from medclip.eval.index import build_case_index  # noqa: E402
 from medclip.serve.app import create_app  # noqa: E402
 from medclip.serve.engine import CaseService, to_png  # noqa: E402
 from medclip.serve.server import server_token  # noqa: E402
@@ -29,17 +27,8 @@ TOKEN = "a-long-enough-test-token"
 
 
 @pytest.fixture(scope="module")
-def index_dir(tiny_checkpoint, tiny_manifest, tiny_archive, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("serve_index")
-    cfg = IndexBuildCfg(
-        checkpoint=str(tiny_checkpoint),
-        manifest=str(tiny_manifest),
-        out_dir=str(out),
-        labels=str(tiny_archive / "labels.csv"),
-        allow_overlap=True,
-    )
-    build_case_index(cfg, show_progress=False)
-    return out
+def index_dir(serve_index) -> Path:
+    return serve_index  # tests/serve/conftest.py: the tiny checkpoint's index with labels
 
 
 @pytest.fixture(scope="module")
