@@ -40,20 +40,25 @@ from medclip.ingest.splits import (
     read_pins,
     resolve_salt,
     salt_fingerprint,
+    site_key,
     study_key,
 )
+from medclip.io.demographics import SUBGROUP_COLUMNS
 from medclip.io.tables import read_json, read_parquet
 from medclip.io.text import LEGACY_ENCODINGS, NotTextError, decode_text
 from medclip.reports.sections import parse_sections, report_text, sections_from_fields
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the subgroup columns sex, age_band, manufacturer, site (read_manifest fills them in older ones)
 MANIFEST_NAME, META_NAME, REJECTS_NAME = "manifest.parquet", "manifest.meta.json", "rejects.parquet"
 COLUMNS = (
     "row_id", "image_path", "study_id", "series_id", "sop_uid", "accession", "patient_key", "study_key", "split",
-    "modality", "view", "rows", "columns", "findings", "impression", "text", "report_encoding", "deid_replacements",
+    "modality", "view", "sex", "age_band", "manufacturer", "site", "rows", "columns", "findings", "impression", "text",
+    "report_encoding", "deid_replacements",
 )  # fmt: skip
+# Subgroup columns besides ``view`` (which keeps None when unknown, as before): strings, "" when unknown.
+TEXT_SUBGROUPS = tuple(c for c in SUBGROUP_COLUMNS if c != "view")
 REJECT_COLUMNS = ("path", "kind", "reason", "detail")
 DEFAULT_MODALITIES = ("CR", "DX", "DR")  # radiographs; a layout of other images names its own below
 LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {"dicom-ct": ("CT",)}
@@ -257,6 +262,7 @@ def build_manifest(
     elif reports is not None:
         add_reports(scan, Path(reports), key_fn=(lambda k: study_key(str(k), salt)) if scan.keyed else str)
     redactor = Redactor()
+    sites_keyed = scan.keyed  # a PACS sync store keeps each site as its key already
     if deid:
         scan = deid_scan(scan, salt, redactor)
     scrubber = TextScrubber() if deid else None
@@ -291,6 +297,7 @@ def build_manifest(
             df["patient_key"] = [patient_key(str(p), salt) for p in df["patient_id"]]
             df["study_key"] = [study_key(str(s), salt) if s else None for s in df["study_id"]]
         df["split"], split_info = assign_splits(df, table=table, pins=pins)  # pinned > table > hash, per patient
+        _fill_subgroups(df, salt if deid and not sites_keyed else None)
         df = df.sort_values(["patient_key", "study_id", "image_path"]).reset_index(drop=True)
         df["row_id"] = range(len(df))
         df = df[list(COLUMNS)]  # drops raw patient_id and any other header facts that could identify a person
@@ -310,10 +317,21 @@ def build_manifest(
         )
     meta["counts"]["report_encodings"] = dict(Counter(df.drop_duplicates("study_id")["report_encoding"]))
     meta["label_set"] = label_set
+    meta["counts"]["subgroups"] = {c: dict(Counter(df[c].fillna("").astype(str))) for c in SUBGROUP_COLUMNS}
     meta["salt_fingerprint"] = salt_fingerprint(salt)  # tells salts apart; the salt itself is never written here
     meta["splits"] = split_info
     reconcile(meta)
     return ManifestResult(df, rejects, meta, merge_history(history, df))
+
+
+def _fill_subgroups(df: pd.DataFrame, deid_salt: str | None) -> None:
+    """Give every row the subgroup columns as strings ("" unknown); with ``deid_salt`` the site becomes its key
+    (:func:`~medclip.ingest.splits.site_key`)."""
+    for col in TEXT_SUBGROUPS:
+        values = df[col] if col in df.columns else pd.Series("", index=df.index)
+        df[col] = values.fillna("").astype(str)
+    if deid_salt is not None:
+        df["site"] = [site_key(s, deid_salt) for s in df["site"]]
 
 
 def reconcile(meta: dict) -> None:
@@ -375,6 +393,9 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict]:
     if not (folder / MANIFEST_NAME).is_file():
         raise FileNotFoundError(f"no {MANIFEST_NAME} in {folder}; build one with `medclip manifest ARCHIVE --out DIR`")
     df = read_parquet(folder / MANIFEST_NAME)
+    for col in TEXT_SUBGROUPS:  # a manifest of schema 1 has none of them: every value unknown
+        if col not in df.columns:
+            df[col] = ""
     meta_path = folder / META_NAME
     meta = read_json(meta_path) if meta_path.is_file() else {}
     return df, meta

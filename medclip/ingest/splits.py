@@ -340,3 +340,9 @@ def assign_splits(
         counts["studies_not_in_table"] = unlisted
         counts["pinned_against_table"] = overridden
     return [patient_split[k] for k in rows["patient_key"]], counts
+
+
+def site_key(site: str, salt: str) -> str:
+    """The salted short key ("site-" + 8 hex) that stands for an InstitutionName where ids are keyed (a
+    de-identified manifest, a PACS sync store); "" stays "". Without the salt a key names no hospital."""
+    return "site-" + id_key("site", site, salt)[:8] if site else ""

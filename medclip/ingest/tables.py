@@ -4,6 +4,10 @@ A CSV needs an image-path column (paths relative to the CSV's folder or absolute
 report-text column, label columns (1 positive, 0 negative, -1 uncertain, blank not mentioned, as in CheXpert), a
 ``study_id``, a ``patient_id`` and a ``split`` column. Without a ``split`` column rows are split 70/10/20 by a hash of
 the patient (or study) id, as manifests are, so thresholds and probes have validation and training rows.
+
+Subgroup columns (:data:`medclip.io.demographics.SUBGROUP_COLUMNS`: sex, age_band, view, manufacturer, site) come
+along when the source has them, under those names or common aliases (``Sex`` / ``gender``, ``Age`` / ``PatientAge`` as
+a band, ``ViewPosition`` / ``AP/PA``, ``InstitutionName``, ...; :data:`SUBGROUP_ALIASES`); they are never labels.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from medclip.errors import InputError
+from medclip.ingest.archive import column_key, find_column, view_name
 from medclip.ingest.manifest import read_manifest
 from medclip.ingest.splits import SPLITS, assign_split
+from medclip.io.demographics import SUBGROUP_COLUMNS, age_band, clean_name, normalise_sex
 from medclip.io.tables import read_csv
 from medclip.reports.sections import TEXT_COLUMNS, pair_text
 
@@ -33,8 +39,22 @@ IMAGE_COLUMNS = ("image_path", "path", "image", "filename", "file", "png_path", 
 CSV_TEXT_COLUMNS = (*TEXT_COLUMNS, "impression", "findings")
 STUDY_COLUMNS = ("study_id", "study", "accession", "accession_number")
 PATIENT_COLUMNS = ("patient_id", "patient", "subject_id", "patient_key")
+# Subgroup column -> the CSV column names it is read from (compared loosely: "Patient Age" == "patient_age"), first
+# match wins. Only a view position (AP / PA / LATERAL) is a view: a "Frontal/Lateral" column alone is not mapped.
+SUBGROUP_ALIASES: dict[str, tuple[str, ...]] = {
+    "sex": ("sex", "gender", "patient_sex"),
+    "age_band": ("age_band", "age", "patient_age", "age_years"),
+    "view": ("view", "view_position", "AP/PA", "projection"),
+    "manufacturer": ("manufacturer", "vendor"),
+    "site": ("site", "institution", "institution_name", "hospital", "centre", "center"),
+}
+_SUBGROUP_VALUE = {"sex": normalise_sex, "age_band": age_band, "view": lambda v: view_name(v) or ""}
 # Never label columns, even when they hold only 0/1 values.
 ID_LIKE = {"row_id", "split", "rows", "columns", "series_id", *STUDY_COLUMNS, *PATIENT_COLUMNS, *KEY_COLUMNS}
+# Nor subgroup columns (a toy table's Age may hold only 0 / 1), compared loosely like SUBGROUP_ALIASES.
+_SUBGROUP_KEYS = {
+    column_key(n) for n in (*SUBGROUP_COLUMNS, *(n for names in SUBGROUP_ALIASES.values() for n in names))
+}
 
 
 def finding_key(name: str) -> str:
@@ -70,6 +90,18 @@ class EvalTable:
         cols = [f for f in (findings or list(self.labels.columns)) if f in self.labels.columns]
         return {f: self.labels[f].to_numpy(dtype=float) for f in cols}
 
+    def groups(self, columns: list[str] | tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Subgroup column -> its values as a string array ("" unknown), for ``columns`` (default
+        ``SUBGROUP_COLUMNS``) the rows have with at least one known value; absent or all-unknown ones are left out."""
+        out = {}
+        for col in columns if columns is not None else SUBGROUP_COLUMNS:
+            if col not in self.rows.columns:
+                continue
+            values = self.rows[col].fillna("").astype(str).to_numpy()
+            if (values != "").any():
+                out[col] = values
+        return out
+
     def content_hash(self) -> str:
         payload = self.rows[list(TABLE_COLUMNS)].to_csv(index=False).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
@@ -79,7 +111,7 @@ def label_columns(df: pd.DataFrame, *, exclude: set[str] | tuple[str, ...] = ())
     """Columns whose values are all 1 / 0 / -1 / blank (and at least one is 0 or 1), except id-like columns."""
     out = []
     for col in df.columns:
-        if col in exclude or str(col).lower() in ID_LIKE:
+        if col in exclude or str(col).lower() in ID_LIKE or column_key(col) in _SUBGROUP_KEYS:
             continue
         values = pd.to_numeric(df[col], errors="coerce")
         if values.notna().sum() != df[col].notna().sum():  # some non-numeric text: not a label column
@@ -159,7 +191,8 @@ def read_csv_table(
     split_col = "split" if "split" in df.columns else None
     studies = df[study_col].astype(str) if study_col else pd.Series([f"row{i}" for i in range(len(df))], name="row")
     group = df[patient_col].astype(str) if patient_col else studies
-    used = {image_col, text_col, study_col, patient_col, split_col} - {None}
+    subgroup_cols = _subgroup_sources(df)
+    used = {image_col, text_col, study_col, patient_col, split_col, *subgroup_cols.values()} - {None}
     cols = label_cols if label_cols else label_columns(df, exclude=used)
     for col in cols:
         if col not in df.columns:
@@ -178,6 +211,9 @@ def read_csv_table(
         if col in df.columns:
             rows[col] = df[col].astype(str).where(df[col].notna(), None).to_numpy()
     _add_info(rows, df)
+    for name, col in subgroup_cols.items():
+        convert = _SUBGROUP_VALUE.get(name, clean_name)
+        rows[name] = [convert(v) for v in df[col].to_numpy(dtype=object)]
     logger.info("%s: %d rows, label columns %s, text column %s", source, len(rows), cols, text_col)
     return EvalTable(rows, _labels_frame(df, list(cols), source), source, has_text=text_col is not None)
 
@@ -209,6 +245,9 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
         if col in df.columns:
             rows[col] = df[col].to_numpy()
     _add_info(rows, df)
+    for col in SUBGROUP_COLUMNS:  # a manifest has them under their own names (read_manifest fills older ones)
+        if col in df.columns:
+            rows[col] = df[col].fillna("").astype(str).to_numpy()
     if labels_csv:
         table = read_labels_csv(labels_csv)
         merged = rows[["study_id"]].merge(table, on="study_id", how="left")
@@ -225,6 +264,12 @@ def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | 
     else:
         labels = _labels_frame(df, label_columns(df, exclude=set(rows.columns) | {"text"}), str(manifest))
     return EvalTable(rows, labels, str(manifest), has_text=True, salt_fingerprint=meta.get("salt_fingerprint"))
+
+
+def _subgroup_sources(df: pd.DataFrame) -> dict[str, str]:
+    """Subgroup column -> the CSV column it is read from (:data:`SUBGROUP_ALIASES`), for those the CSV has."""
+    columns = [str(c) for c in df.columns]
+    return {name: col for name, names in SUBGROUP_ALIASES.items() if (col := find_column(columns, names))}
 
 
 def _add_info(rows: pd.DataFrame, df: pd.DataFrame) -> None:

@@ -24,11 +24,12 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medclip.errors import MedclipError
+from medclip.io.demographics import age_band, age_from_dates, clean_name, normalise_sex
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CXR_MODALITIES", "MIN_SIDE", "REASONS", "ReadError", "header_facts", "load_image", "read_dataset"]
-__all__ += ["read_header"]
+__all__ += ["read_header", "subgroup_facts"]
 
 MIN_SIDE = 32  # below this a "radiograph" is an icon or a placeholder, not something a model should see
 REASONS: dict[str, str] = {
@@ -192,8 +193,27 @@ def normalise_view(ds: Dataset) -> str | None:
     return VIEW_ALIASES.get(view, view) or None
 
 
+def subgroup_facts(ds: Dataset) -> dict[str, str]:
+    """The non-identifying subgroup facts of a header: sex, age band, manufacturer, site ("" where absent).
+
+    The age band comes from PatientAge, else from PatientBirthDate and StudyDate (SeriesDate, AcquisitionDate); the
+    birth date and the exact age stay inside this function. ``site`` is the InstitutionName as it is (a manifest
+    built with de-identification stores a salted key of it).
+    """
+    band = age_band(_get(ds, "PatientAge"))
+    if not band:
+        on = next((d for k in ("StudyDate", "SeriesDate", "AcquisitionDate") if (d := _get(ds, k))), None)
+        band = age_band(age_from_dates(_get(ds, "PatientBirthDate"), on))
+    return {
+        "sex": normalise_sex(_get(ds, "PatientSex")),
+        "age_band": band,
+        "manufacturer": clean_name(_get(ds, "Manufacturer")),
+        "site": clean_name(_get(ds, "InstitutionName")),
+    }
+
+
 def header_facts(ds: Dataset) -> dict[str, Any]:
-    """The identifying and geometric header facts of a dataset (None where absent)."""
+    """The identifying and geometric header facts of a dataset (None where absent), plus :func:`subgroup_facts`."""
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     modality = _get(ds, "Modality")
@@ -214,6 +234,7 @@ def header_facts(ds: Dataset) -> dict[str, Any]:
         "body_part": _get(ds, "BodyPartExamined"),
         "transfer_syntax": str(syntax) if syntax else None,
         "number_of_frames": _get(ds, "NumberOfFrames", int) or 1,
+        **subgroup_facts(ds),
     }
 
 
@@ -478,6 +499,7 @@ def _load_plain_image(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
         image = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     meta: dict[str, Any] = dict.fromkeys(("patient_id", "study_uid", "series_uid", "sop_uid", "accession"))
     meta |= dict.fromkeys(("modality", "view", "study_date", "body_part", "transfer_syntax"))
+    meta |= dict.fromkeys(("sex", "age_band", "manufacturer", "site"), "")
     meta.update(
         rows=int(arr.shape[0]),
         columns=int(arr.shape[1]),

@@ -48,3 +48,15 @@ def serial_ids(seed: int, mult: int, n: int, *, stream: Sequence[int] = ()) -> l
 def synthetic_uid(namespace: str, seed: int, *parts: object) -> str:
     """Deterministic DICOM UID: the same namespace, seed and parts give the same UID on every run."""
     return generate_uid(entropy_srcs=[namespace, str(seed), *map(str, parts)])
+
+
+# InstitutionName of each synthetic hospital (plainly not real ones) and the share of patients imaged there.
+SYNTHETIC_SITES = ("MEDCLIP SYNTHETIC SITE 1", "MEDCLIP SYNTHETIC SITE 2", "MEDCLIP SYNTHETIC SITE 3")
+_SITE_WEIGHTS = (0.5, 0.3, 0.2)
+
+
+def patient_site(seed: int, patient_no: int, *, stream: int) -> str:
+    """The synthetic hospital of a patient, drawn from its own generator (``stream`` tells archives apart), so an
+    archive's other draws (images, reports, labels) are those it made before it had sites."""
+    rng = np.random.default_rng([seed, stream, patient_no])
+    return SYNTHETIC_SITES[int(rng.choice(len(SYNTHETIC_SITES), p=_SITE_WEIGHTS))]

@@ -27,6 +27,7 @@ from medclip.ingest.archive import (
     view_name,
 )
 from medclip.ingest.layouts.public import ASSUMED_MODALITY
+from medclip.io.demographics import age_band, clean_name, normalise_sex
 from medclip.io.dicom import IMAGE_SUFFIXES, ReadError, load_image, read_header
 from medclip.io.tables import read_csv
 from medclip.io.text import read_text
@@ -44,6 +45,11 @@ CSV_ROLES: dict[str, tuple[str, ...]] = {
     "study": ("study_id", "study", "study_uid", "studyinstanceuid", "accession", "accession_number", "exam_id"),
     "view": ("view", "viewposition", "view_position", "projection"),
     "modality": ("modality",),
+    # optional subgroup roles (medclip.io.demographics): the age becomes its band on read, the raw age is not kept
+    "sex": ("sex", "gender", "patient_sex", "patientsex"),
+    "age": ("age", "patient_age", "patientage", "age_years", "age_band"),
+    "manufacturer": ("manufacturer", "vendor"),
+    "site": ("site", "institution", "institution_name", "institutionname", "hospital", "centre", "center"),
 }  # fmt: skip
 
 
@@ -159,7 +165,8 @@ def scan_csv(
     a study column (else one study per row) and the report as text, a report-file path or section columns.
 
     ``root`` is the CSV file (or a folder holding exactly one). ``columns`` maps roles (``CSV_ROLES``: image,
-    report_text, report_path, patient, study, view, modality) to column names; unnamed roles are auto-detected.
+    report_text, report_path, patient, study, view, modality, sex, age, manufacturer, site) to column names; unnamed
+    roles are auto-detected. ``age`` (years, a DICOM age string or a band) is kept only as ``age_band``.
     Images may be PNG/JPEG (modality from a modality column, else ``modality``) or DICOM (header facts).
     """
     table = _csv_file(Path(root))
@@ -180,6 +187,12 @@ def scan_csv(
             scan.inputs += 1
             scan.rejects.append(reject(row_id, "no_image", f"{row_id}: no image path in {roles['image']}"))
         ids = {"patient_id": cell("patient") or None, "study_uid": study, "view": view_name(cell("view"))}
+        ids |= {
+            "sex": normalise_sex(cell("sex")),
+            "age_band": age_band(cell("age")),
+            "manufacturer": clean_name(cell("manufacturer")),
+            "site": clean_name(cell("site")),
+        }
         for value in values:
             scan.inputs += 1
             path = Path(value) if Path(value).is_absolute() else table.parent / value

@@ -46,6 +46,7 @@ from medclip.ingest.archive import (
     reject,
     walk_files,
 )
+from medclip.io.demographics import age_band, clean_name, normalise_sex
 from medclip.io.dicom import ReadError, read_header
 from medclip.io.tables import read_csv
 from medclip.io.volumes import SERIES_TAG, is_nifti
@@ -64,6 +65,11 @@ _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
     "series_uid": ("series_uid", "seriesinstanceuid", "series_instance_uid", "series_id"),
     "modality": ("modality",),
     "study_date": ("study_date", "studydate"),
+    # optional subgroup columns (medclip.io.demographics); an age becomes its band at once
+    "sex": ("sex", "patient_sex", "gender"),
+    "age": ("age_band", "age", "patient_age", "patientage"),
+    "manufacturer": ("manufacturer", "vendor"),
+    "site": ("site", "institution", "institution_name", "institutionname"),
 }
 
 
@@ -216,6 +222,10 @@ def _nifti_record(path: Path, root: Path, facts: dict | None, verify: bool) -> d
         "columns": int(cols),
         "slices": int(slices),
         "study_date": facts.get("study_date"),
+        "sex": normalise_sex(facts.get("sex")),
+        "age_band": age_band(facts.get("age")),
+        "manufacturer": clean_name(facts.get("manufacturer")),
+        "site": clean_name(facts.get("site")),
         "image_path": str(path),
     }
 
@@ -278,8 +288,9 @@ def scan_dicom_ct(
 ) -> ArchiveScan:
     """CT series folders (any nesting) and NIfTI volumes -> one image record per volume (see the module docstring).
 
-    Series facts come from the DICOM headers (the first file by name). A NIfTI takes patient_id, study_id (study
-    uid), accession (and optional series_uid, modality, study_date) from an ``index.csv`` in its own folder, matched
+    Series facts come from the DICOM headers (the first file by name), the subgroup facts (sex, age band,
+    manufacturer, site) too. A NIfTI takes patient_id, study_id (study uid), accession (and optional series_uid,
+    modality, study_date, sex, age, manufacturer, site) from an ``index.csv`` in its own folder, matched
     by file name; without an index the file stem is patient, study and accession, so a plain NIfTI collection works
     (one patient per file: give an index when a patient has several volumes, or splits may leak). A NIfTI's modality
     is ``CT`` unless the index says otherwise.

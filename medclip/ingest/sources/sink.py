@@ -20,7 +20,7 @@ from medclip.deid.text import TextScrubber
 from medclip.ingest.rejects import reject
 from medclip.ingest.ris.base import Candidate, resolve
 from medclip.ingest.ris.sr import is_sr, read_sr_file
-from medclip.ingest.splits import id_key, key_record, study_key
+from medclip.ingest.splits import id_key, key_record, site_key, study_key
 from medclip.io.dicom import ReadError, header_facts, load_image, read_dataset
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 RECORD_FIELDS = (
     "patient_id", "study_uid", "series_uid", "sop_uid", "accession", "modality", "view", "rows", "columns",
     "photometric", "bits_stored", "body_part", "transfer_syntax", "number_of_frames", "keyed",
+    "sex", "age_band", "manufacturer", "site",  # subgroups; the site (InstitutionName) as its salted key
 )  # fmt: skip
 
 
@@ -56,6 +57,7 @@ class StudySink:
             self.received += 1
             n = self.received
         facts = key_record(header_facts(ds), self.salt)
+        facts["site"] = site_key(facts["site"], self.salt)  # keyed like every id here (the stored copy drops it)
         idents = dataset_identifiers(ds)
         series, sop = facts["series_uid"] or "noseries", facts["sop_uid"] or f"instance{n:06d}"
         where = f"{self.label}/studies/{self.study}/series/{series}/instances/{sop}"

@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from medclip.errors import InputError
-from medclip.synth.common import prepare_archive, serial_ids, synthetic_uid, write_csv
+from medclip.synth.common import patient_site, prepare_archive, serial_ids, synthetic_uid, write_csv
 from medclip.synth.ct import phantom as ct_phantom
 from medclip.synth.ct.findings import CT_FINDINGS, SIDED_FINDINGS, CTFinding, sample_finding
 from medclip.synth.ct.phantom import CTAnatomy, render_ct
@@ -62,12 +62,14 @@ _CHRONIC = {"emphysema": 0.95, "lung_nodule": 0.75, "cardiomegaly": 0.8}  # chan
 _ORDERS = ("head_first", "shuffled", "feet_first")
 
 
+_VENDORS = ("MEDCLIP SYNTHETIC A", "MEDCLIP SYNTHETIC B", "MEDCLIP SYNTHETIC C")
 _SCANNERS = (
-    Scanner("SYNTHCT64", "Helix 64", False, "B31f", ((40.0,), (400.0,)), "Thorax 5.0 B31f", 0.3),
-    Scanner("SYNTHCT128", "Helix 128", True, "STANDARD", ((40.0, -600.0), (400.0, 1500.0)), "AXIAL 5MM STD", 0.3),
-    Scanner("CT-ROOM3", "Spiral 16", False, "LUNG", ((-600.0,), (1600.0,)), "LUNG 5mm", 0.2),
-    Scanner("OLDCT16", "Spiral 16", True, "FC08", ((50.0,), (350.0,)), "CHEST 5.0", 0.2),
-)
+    Scanner("SYNTHCT64", "Helix 64", False, "B31f", ((40.0,), (400.0,)), "Thorax 5.0 B31f", 0.3, _VENDORS[0]),
+    Scanner("SYNTHCT128", "Helix 128", True, "STANDARD", ((40.0, -600.0), (400.0, 1500.0)), "AXIAL 5MM STD", 0.3,
+            _VENDORS[0]),
+    Scanner("CT-ROOM3", "Spiral 16", False, "LUNG", ((-600.0,), (1600.0,)), "LUNG 5mm", 0.2, _VENDORS[1]),
+    Scanner("OLDCT16", "Spiral 16", True, "FC08", ((50.0,), (350.0,)), "CHEST 5.0", 0.2, _VENDORS[2]),
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -177,6 +179,7 @@ def _plan(n_studies: int, seed: int, nifti_fraction: float) -> list[Study]:
                     has_prior=k > 0,
                     pos=pos,
                     carried=frozenset(carried),
+                    site=patient_site(seed, patient_no, stream=12),
                 )
             )
             prior = pos
@@ -220,7 +223,8 @@ def _series_dataset(st: Study, seed: int) -> Dataset:
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = st.time
     ds.AccessionNumber = st.accession
     ds.Modality = "CT"
-    ds.Manufacturer, ds.ManufacturerModelName, ds.StationName = "MEDCLIP SYNTHETIC", sc.model, sc.name
+    ds.Manufacturer, ds.ManufacturerModelName, ds.StationName = sc.manufacturer, sc.model, sc.name
+    ds.InstitutionName = st.site
     ds.ReferringPhysicianName = ""
     ds.StudyDescription, ds.SeriesDescription = st.description, sc.series
     ds.PatientName = f"SYNTH^P{st.patient_no:04d}"
@@ -315,6 +319,8 @@ _INDEX_HEADER = [
     "patient_age",
     "study_description",
     "axcodes",
+    "manufacturer",
+    "site",
 ]
 
 
@@ -375,6 +381,8 @@ def synth_ct(out_dir: str | Path, *, studies: int = 300, seed: int = 0, nifti_fr
                     f"{st.age:03d}Y",
                     st.description,
                     st.axcodes,
+                    st.scanner.manufacturer,
+                    st.site,
                 ]
             )
         else:

@@ -24,6 +24,7 @@ class Scanner:
     window: tuple[tuple[float, ...], tuple[float, ...]]  # (centres, widths)
     series: str
     weight: float
+    manufacturer: str = "MEDCLIP SYNTHETIC"  # the DICOM Manufacturer: a vendor makes several scanners
 
 
 @dataclass
@@ -52,3 +53,4 @@ class Study:
     has_prior: bool
     pos: dict[str, CTFinding] = field(default_factory=dict)
     carried: frozenset[str] = frozenset()
+    site: str = ""  # InstitutionName: the synthetic hospital the patient is scanned at

@@ -29,7 +29,7 @@ from pydicom.uid import (
 )
 
 from medclip.errors import InputError
-from medclip.synth.common import prepare_archive, serial_ids, synthetic_uid, write_csv
+from medclip.synth.common import patient_site, prepare_archive, serial_ids, synthetic_uid, write_csv
 from medclip.synth.cxr import phantom
 from medclip.synth.cxr.phantom import Finding
 from medclip.synth.cxr.reports import CXR_FINDINGS, SIDED_FINDINGS, cxr_report
@@ -62,13 +62,14 @@ _LOBE_BOX = {
 }
 
 
+_VENDORS = ("MEDCLIP SYNTHETIC A", "MEDCLIP SYNTHETIC B", "MEDCLIP SYNTHETIC C")
 _STATIONS = (
-    Station("SYNTHRAD DX-1", "DX", 12, False, None, True, 0.28),
-    Station("SYNTHRAD DX-2", "DX", 14, False, (1.0, -1024.0), True, 0.17),
-    Station("OLDCR READER", "CR", 12, True, None, True, 0.13),
-    Station("CR-ARCHIVE", "CR", 16, False, (0.5, 0.0), False, 0.15),
-    Station("PORTA-DX", "DX", 14, True, (2.0, 0.0), True, 0.12),
-    Station("SYNTHRAD DX-3", "DX", 16, False, (1.0, 0.0), True, 0.15),
+    Station("SYNTHRAD DX-1", "DX", 12, False, None, True, 0.28, _VENDORS[0]),
+    Station("SYNTHRAD DX-2", "DX", 14, False, (1.0, -1024.0), True, 0.17, _VENDORS[0]),
+    Station("OLDCR READER", "CR", 12, True, None, True, 0.13, _VENDORS[1]),
+    Station("CR-ARCHIVE", "CR", 16, False, (0.5, 0.0), False, 0.15, _VENDORS[1]),
+    Station("PORTA-DX", "DX", 14, True, (2.0, 0.0), True, 0.12, _VENDORS[2]),
+    Station("SYNTHRAD DX-3", "DX", 16, False, (1.0, 0.0), True, 0.15, _VENDORS[2]),
 )
 
 
@@ -185,6 +186,7 @@ def _plan(n_studies: int, seed: int) -> list[Study]:
                     series_base=int(rng.choice([1, 1, 1, 2, 100, 1001])),
                     has_prior=k > 0,
                     pos=pos,
+                    site=patient_site(seed, patient_no, stream=5),
                 )
             )
             prior = pos
@@ -252,7 +254,8 @@ def _dataset(st: Study, view: str, series: int, img: np.ndarray, seed: int, rng:
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = st.time
     ds.AccessionNumber = st.accession
     ds.Modality = st.station.modality
-    ds.Manufacturer, ds.StationName = "MEDCLIP SYNTHETIC", st.station.name
+    ds.Manufacturer, ds.StationName = st.station.manufacturer, st.station.name
+    ds.InstitutionName = st.site
     lat = " AND LAT" if st.lateral else ""
     ds.StudyDescription = f"CHEST ({'PORTABLE AP' if st.view == 'AP' else 'PA'}{lat})"
     ds.SeriesDescription = "LATERAL" if view in phantom.LATERAL_VIEWS else f"CHEST {view}"

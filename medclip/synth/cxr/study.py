@@ -24,6 +24,7 @@ class Station:
     rescale: tuple[float, float] | None  # (slope, intercept)
     window: bool
     weight: float
+    manufacturer: str = "MEDCLIP SYNTHETIC"  # the DICOM Manufacturer: a vendor makes several stations
 
 
 @dataclass
@@ -61,3 +62,4 @@ class Study:
     series_base: int
     has_prior: bool
     pos: dict[str, Positive] = field(default_factory=dict)
+    site: str = ""  # InstitutionName: the synthetic hospital the patient is imaged at
