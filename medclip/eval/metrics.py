@@ -92,6 +92,42 @@ def bootstrap_auroc_auprc(
     return {"auroc_ci": _ci(auroc, alpha), "auprc_ci": _ci(ap, alpha), "n_resamples": int(np.isfinite(auroc).sum())}
 
 
+def bootstrap_macro_auroc(
+    labels: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[float] | None:
+    """Percentile CI of the macro AUROC: every resample draws the same rows (images) for every finding, so the CI
+    holds the findings' correlation; a finding missing a class in a resample is left out of that resample's mean."""
+    findings = [f for f in scores if f in labels]
+    if n_resamples <= 0 or not findings:
+        return None
+    n = len(scores[findings[0]])
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, size=n)
+        per = []
+        for f in findings:
+            y, s = labelled(np.asarray(labels[f])[idx], np.asarray(scores[f])[idx])
+            if len(y) and 0 < y.sum() < len(y):
+                per.append(auroc_auprc(y, s)[0])
+        values.append(np.mean(per) if per else np.nan)
+    return _ci(np.asarray(values, dtype=float), alpha)
+
+
+def bootstrap_mean_ci(values: np.ndarray, *, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """Percentile CI of the mean of per-row values (e.g. 0/1 correct for an accuracy); None without rows."""
+    values = np.asarray(values, dtype=float)
+    if n_resamples <= 0 or not len(values):
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(n_resamples, len(values)))
+    return _ci(values[idx].mean(1), alpha)
+
+
 def roc_band(
     y: np.ndarray, score: np.ndarray, *, n_resamples: int = 200, seed: int = 0, alpha: float = 0.05, points: int = 101
 ) -> dict[str, np.ndarray]:
@@ -151,12 +187,12 @@ def choose_threshold(y: np.ndarray, score: np.ndarray, *, metric: str = "mcc") -
 
 
 def f1_mcc_at(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
-    """F1 and Matthews correlation of ``score >= threshold`` against 0/1 labels."""
+    """F1, Matthews correlation and accuracy of ``score >= threshold`` against 0/1 labels."""
     pred = score >= threshold
     tp, fp = float((pred & (y == 1)).sum()), float((pred & (y == 0)).sum())
     fn, tn = float((~pred & (y == 1)).sum()), float((~pred & (y == 0)).sum())
     f1, mcc = _f1_mcc(tp, fp, fn, tn)
-    return {"f1": float(f1), "mcc": float(mcc)}
+    return {"f1": float(f1), "mcc": float(mcc), "accuracy": (tp + tn) / max(tp + fp + fn + tn, 1.0)}
 
 
 def macro(values: list[float | None]) -> float | None:

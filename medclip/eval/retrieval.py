@@ -17,21 +17,38 @@ def hit_ranks(sims: torch.Tensor, hits: torch.Tensor) -> np.ndarray:
     return ((sims >= best_hit[:, None]) & ~hits).sum(1).numpy()
 
 
-def rank_metrics(ranks: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
-    out = {f"R@{k}": float((ranks < k).mean()) for k in ks}
+def rank_metrics(ranks: np.ndarray, ks=(1, 5, 10), *, n_bootstrap: int = 0, seed: int = 0) -> dict:
+    """R@k, MRR and median rank of 0-based hit ranks; with ``n_bootstrap``, percentile 95 % CIs over resampled
+    queries as ``R@k_ci`` / ``MRR_ci``."""
+    out: dict = {f"R@{k}": float((ranks < k).mean()) for k in ks}
     out["MRR"] = float((1.0 / (ranks + 1)).mean())
     out["median_rank"] = float(np.median(ranks + 1))
+    if n_bootstrap and len(ranks):
+        idx = np.random.default_rng(seed).integers(0, len(ranks), size=(n_bootstrap, len(ranks)))
+        sample = ranks[idx]  # [B, Q]
+        for k in ks:
+            out[f"R@{k}_ci"] = np.quantile((sample < k).mean(1), [0.025, 0.975]).tolist()
+        out["MRR_ci"] = np.quantile((1.0 / (sample + 1)).mean(1), [0.025, 0.975]).tolist()
     return out
 
 
-def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, hits: torch.Tensor, *, ks=(1, 5, 10)) -> dict:
+def retrieval_metrics(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    hits: torch.Tensor,
+    *,
+    ks=(1, 5, 10),
+    n_bootstrap: int = 0,
+    seed: int = 0,
+) -> dict:
     """image_emb [N, D], text_emb [M, D], hits [N, M] bool (image i and text j describe the same case)."""
     sims = image_emb @ text_emb.t()  # [N, M]
     return {
-        "image_to_text": rank_metrics(hit_ranks(sims, hits), ks),
-        "text_to_image": rank_metrics(hit_ranks(sims.t(), hits.t()), ks),
+        "image_to_text": rank_metrics(hit_ranks(sims, hits), ks, n_bootstrap=n_bootstrap, seed=seed),
+        "text_to_image": rank_metrics(hit_ranks(sims.t(), hits.t()), ks, n_bootstrap=n_bootstrap, seed=seed),
         "n_images": int(image_emb.shape[0]),
         "n_texts": int(text_emb.shape[0]),
+        "ks": list(ks),
     }
 
 

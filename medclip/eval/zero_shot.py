@@ -14,7 +14,16 @@ import torch.nn.functional as F
 
 from medclip.config import EVAL_MODES
 from medclip.errors import InputError
-from medclip.eval.metrics import auroc_auprc, bootstrap_auroc_auprc, choose_threshold, f1_mcc_at, labelled, macro
+from medclip.eval.metrics import (
+    auroc_auprc,
+    bootstrap_auroc_auprc,
+    bootstrap_macro_auroc,
+    bootstrap_mean_ci,
+    choose_threshold,
+    f1_mcc_at,
+    labelled,
+    macro,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +129,11 @@ def _thresholds(val_scores, val_labels, findings, metric: str) -> dict[str, floa
     return out
 
 
-def multiclass_accuracy(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
-    """Top-1 accuracy over rows with exactly one positive class (and every class labelled 0/1)."""
+def multiclass_accuracy(
+    scores: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, n_bootstrap: int = 0, seed: int = 0
+) -> dict:
+    """Top-1 accuracy over rows with exactly one positive class (and every class labelled 0/1), with a bootstrap CI
+    and the per-class accuracy (recall) when ``n_bootstrap``."""
     names = [n for n in scores if n in labels]
     if not names:
         return {"accuracy": None, "n": 0}
@@ -130,7 +142,14 @@ def multiclass_accuracy(scores: dict[str, np.ndarray], labels: dict[str, np.ndar
     if not keep.any():
         return {"accuracy": None, "n": 0}
     pred = np.stack([scores[n] for n in names], 1)[keep].argmax(1)
-    return {"accuracy": float((pred == y[keep].argmax(1)).mean()), "n": int(keep.sum())}
+    truth = y[keep].argmax(1)
+    correct = (pred == truth).astype(float)
+    return {
+        "accuracy": float(correct.mean()),
+        "accuracy_ci": bootstrap_mean_ci(correct, n_resamples=n_bootstrap, seed=seed),
+        "n": int(keep.sum()),
+        "per_class": {n: float(correct[truth == i].mean()) for i, n in enumerate(names) if (truth == i).any()},
+    }
 
 
 def laterality(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
@@ -186,6 +205,7 @@ def evaluate_zero_shot(
         "mode": mode,
         "per_finding": per,
         "macro_auroc": macro([m["auroc"] for m in per.values()]),
+        "macro_auroc_ci": bootstrap_macro_auroc(labels, scores, n_resamples=n_bootstrap, seed=seed),
         "macro_auprc": macro([m["auprc"] for m in per.values()]),
         "macro_f1": macro([m.get("f1") for m in per.values()]),
         "macro_mcc": macro([m.get("mcc") for m in per.values()]),
@@ -196,5 +216,5 @@ def evaluate_zero_shot(
         "polarity_messages": list(warnings.values()),
     }
     if mode == "multiclass":
-        out["multiclass"] = multiclass_accuracy(scores, labels)
+        out["multiclass"] = multiclass_accuracy(scores, labels, n_bootstrap=n_bootstrap, seed=seed)
     return out

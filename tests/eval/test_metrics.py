@@ -63,6 +63,7 @@ def test_threshold_maximises_mcc_and_f1_mcc_match_sklearn():
     assert matthews_corrcoef(y, s >= t) == pytest.approx(best)
     m = f1_mcc_at(y, s, t)
     assert m["f1"] == pytest.approx(f1_score(y, s >= t)) and m["mcc"] == pytest.approx(matthews_corrcoef(y, s >= t))
+    assert m["accuracy"] == pytest.approx(float(np.mean((s >= t) == y)))
     assert choose_threshold(np.ones(5, int), np.arange(5.0)) is None
     with pytest.raises(ValueError, match="not one of"):
         choose_threshold(y, s, metric="youden")

@@ -50,7 +50,10 @@ def test_multiclass_softmax_and_accuracy():
     scores = multiclass_scores(images, classes, 10.0)
     assert np.allclose(scores["a"] + scores["b"], 1.0)
     labels = {"a": np.array([1, 0, 0]), "b": np.array([0, 1, 1])}  # the third image is wrong (a scores higher)
-    assert multiclass_accuracy(scores, labels) == {"accuracy": 2 / 3, "n": 3}
+    out = multiclass_accuracy(scores, labels, n_bootstrap=200, seed=0)
+    assert (out["accuracy"], out["n"], out["per_class"]) == (2 / 3, 3, {"a": 1.0, "b": 0.5})
+    assert 0 <= out["accuracy_ci"][0] <= 2 / 3 <= out["accuracy_ci"][1] <= 1
+    assert multiclass_accuracy(scores, labels)["accuracy_ci"] is None  # no resamples asked for
     labels["b"][2] = 0  # no positive class: not a multi-class row
     assert multiclass_accuracy(scores, labels)["n"] == 2
 
