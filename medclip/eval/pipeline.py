@@ -19,6 +19,7 @@ from medclip.eval.metrics import macro
 from medclip.eval.overlap import check_training_overlap
 from medclip.eval.plots import plot_probe, plot_retrieval_grid, plot_roc_curves, plot_training_curves
 from medclip.eval.retrieval import label_precision_at_k, retrieval_metrics, study_hits
+from medclip.eval.screening import plot_reliability, screening_report
 from medclip.eval.zero_shot import (
     MODES,
     binary_metrics,
@@ -94,9 +95,31 @@ def run_zero_shot(run: EvalRun, cfg: EvalCfg) -> dict:
     out.update(prompts=str(prompts), threshold_split=threshold_split)
     if sides := laterality(scores, labels):
         out["laterality"] = sides
+    plots = {}
     path = run.plot_path("roc_curves")
     if path is not None and plot_roc_curves(scores, labels, path, n_bootstrap=min(run.n_bootstrap, 200), seed=run.seed):
-        out["_plots"] = {"roc_curves": path.name}
+        plots["roc_curves"] = path.name
+    # operating points and calibration are fitted on validation rows only when those are not the evaluated rows
+    held_out = threshold_split == "val"
+    out["screening"] = screening_report(
+        scores,
+        labels,
+        val_scores if held_out else None,
+        val_labels if held_out else None,
+        groups=run.table.subset(run.split).groups(list(cfg.subgroups)),
+        rule=cfg.operating_point,
+        prevalences=tuple(cfg.prevalence),
+        calibration=cfg.calibration,
+        n_bootstrap=run.n_bootstrap,
+        seed=run.seed,
+        min_positives=cfg.min_group,
+        min_negatives=cfg.min_group,
+    )
+    path = run.plot_path("reliability")
+    if path is not None and plot_reliability(out["screening"], path):
+        plots["reliability"] = path.name
+    if plots:
+        out["_plots"] = plots
     return out
 
 
@@ -134,7 +157,14 @@ def run_retrieval(run: EvalRun, cfg: EvalCfg) -> dict:
     keys = [normalize_text(t) if t else f"<no text {i}>" for i, t in enumerate(emb.rows["report"])]
     hits = study_hits(list(emb.rows["study_id"]), keys, list(studies["study_id"]), [keys[i] for i in studies.index])
     has_hit = hits.any(1).numpy()
-    out = retrieval_metrics(emb.image_emb[has_hit], text_emb, hits[has_hit])
+    out = retrieval_metrics(
+        emb.image_emb[has_hit],
+        text_emb,
+        hits[has_hit],
+        ks=tuple(cfg.retrieval_ks),
+        n_bootstrap=run.n_bootstrap,
+        seed=run.seed,
+    )
     out["images_without_report"] = int((~has_hit).sum())
     labels = run.table.subset(run.split).label_dict()
     if labels:
@@ -166,7 +196,15 @@ def run_probe(run: EvalRun, cfg: EvalCfg) -> dict:
             continue
         emb = run.embedder.embed(run.table, s)
         parts[s] = (emb.image_emb.numpy(), run.table.subset(s).label_dict())
-    out = linear_probe(parts["train"], parts["val"], parts[eval_split], n_bootstrap=run.n_bootstrap, seed=run.seed)
+    out = linear_probe(
+        parts["train"],
+        parts["val"],
+        parts[eval_split],
+        fractions=tuple(cfg.probe_fractions),
+        shots=tuple(cfg.probe_shots),
+        n_bootstrap=run.n_bootstrap,
+        seed=run.seed,
+    )
     out["eval_split"] = eval_split
     if "val" not in present:
         out["note"] = "no 'val' rows: C was not tuned (C = 1)"

@@ -3,81 +3,79 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-
-def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def _with_ci(value, ci) -> str:
-    return _fmt(value) if not ci or value is None else f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+from medclip.eval.formatting import fmt, with_ci
+from medclip.eval.screening import screening_markdown
 
 
 def _zero_shot_lines(zs: dict) -> list[str]:
     lines = [
         f"## Zero-shot ({zs.get('mode', 'multilabel')}, held-out patients)",
         "",
-        "| finding | AUROC [95% CI] | AUPRC [95% CI] | F1 | MCC | n | positives |",
-        "|---|---|---|---|---|---|---|",
+        "| finding | AUROC [95% CI] | AUPRC [95% CI] | F1 | MCC | accuracy | n | positives |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for finding, m in zs["per_finding"].items():
         lines.append(
-            f"| {finding} | {_with_ci(m['auroc'], m.get('auroc_ci'))} | "
-            f"{_with_ci(m['auprc'], m.get('auprc_ci'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('mcc'))} | "
-            f"{m['n']} | {m['positives']} |"
+            f"| {finding} | {with_ci(m['auroc'], m.get('auroc_ci'))} | "
+            f"{with_ci(m['auprc'], m.get('auprc_ci'))} | {fmt(m.get('f1'))} | {fmt(m.get('mcc'))} | "
+            f"{fmt(m.get('accuracy'))} | {m['n']} | {m['positives']} |"
         )
     lines += [
-        f"| **macro** | **{_fmt(zs['macro_auroc'])}** | {_fmt(zs.get('macro_auprc'))} | "
-        f"{_fmt(zs.get('macro_f1'))} | {_fmt(zs.get('macro_mcc'))} | | |",
+        f"| **macro** | **{with_ci(zs['macro_auroc'], zs.get('macro_auroc_ci'))}** | {fmt(zs.get('macro_auprc'))} | "
+        f"{fmt(zs.get('macro_f1'))} | {fmt(zs.get('macro_mcc'))} | | | |",
         "",
     ]
     if zs.get("threshold_split"):
         lines.append(
-            f"F1 / MCC at the threshold maximising {zs.get('threshold_metric', 'mcc').upper()} on the "
+            f"F1 / MCC / accuracy at the threshold maximising {zs.get('threshold_metric', 'mcc').upper()} on the "
             f"'{zs['threshold_split']}' split; CIs from {zs.get('n_bootstrap', 0)} bootstrap resamples "
             f"(seed {zs.get('seed', 0)})."
         )
     if zs.get("multiclass", {}).get("accuracy") is not None:
         mc = zs["multiclass"]
-        lines.append(f"Multi-class top-1 accuracy {_fmt(mc['accuracy'])} over {mc['n']} single-finding images.")
+        lines.append(
+            f"Multi-class top-1 accuracy {with_ci(mc['accuracy'], mc.get('accuracy_ci'))} over {mc['n']} "
+            "single-finding images."
+        )
     if zs.get("laterality"):
         lat = zs["laterality"]
-        pairs = ", ".join(f"{k} {_fmt(v['auroc'])}" for k, v in lat["pairs"].items())
+        pairs = ", ".join(f"{k} {fmt(v['auroc'])}" for k, v in lat["pairs"].items())
         lines.append(
             f"Left vs right (AUROC of score(left) - score(right) on one-sided cases): {pairs}; "
-            f"macro {_fmt(lat['macro_auroc'])}."
+            f"macro {fmt(lat['macro_auroc'])}."
         )
     messages = zs.get("polarity_messages") or [
         f"{f} has AUROC < 0.5; its prompts are probably inverted." for f in zs.get("polarity_warnings", [])
     ]
     lines += [f"> warning: {m}" for m in messages]
+    if zs.get("screening"):
+        lines += ["", *screening_markdown(zs["screening"])]
     return lines + [""]
 
 
 def _retrieval_lines(rt: dict) -> list[str]:
+    ks = rt.get("ks", [1, 5, 10])
     lines = [
         "## Retrieval (hit = same study or identical report)",
         "",
-        "| direction | R@1 | R@5 | R@10 | MRR | median rank |",
-        "|---|---|---|---|---|---|",
+        "| direction | " + " | ".join(f"R@{k}" for k in ks) + " | MRR | median rank |",
+        "|---" * (len(ks) + 3) + "|",
     ]
     for direction in ("image_to_text", "text_to_image"):
         m = rt[direction]
-        lines.append(
-            f"| {direction} | {_fmt(m['R@1'])} | {_fmt(m['R@5'])} | {_fmt(m['R@10'])} | "
-            f"{_fmt(m['MRR'])} | {m['median_rank']:.1f} |"
-        )
+        cells = " | ".join(with_ci(m[f"R@{k}"], m.get(f"R@{k}_ci")) for k in ks)
+        lines.append(f"| {direction} | {cells} | {with_ci(m['MRR'], m.get('MRR_ci'))} | {m['median_rank']:.1f} |")
     lines.append(f"\n{rt['n_images']} images, {rt['n_texts']} report texts.")
     sc = rt.get("similar_cases")
     if sc and sc.get("P@1") is not None:
-        ps = ", ".join(f"{k} {_fmt(v)}" for k, v in sc.items() if k.startswith("P@"))
+        ps = ", ".join(f"{k} {fmt(v)}" for k, v in sc.items() if k.startswith("P@"))
         lines.append(
             f"\nSimilar cases (image -> image, same findings, other studies): {ps}; "
-            f"chance {_fmt(sc['chance'])} ({sc['n_queries']} queries)."
+            f"chance {fmt(sc['chance'])} ({sc['n_queries']} queries)."
         )
     return lines + [""]
 
@@ -92,12 +90,12 @@ def _probe_lines(pr: dict) -> list[str]:
         "|---" * (len(names) + 2) + "|",
     ]
     for f in pr["findings"]:
-        cells = [_fmt(pr["settings"][n]["per_finding"][f]["auroc"]) for n in names]
-        lines.append(f"| {f} | {_fmt(zs.get(f))} | " + " | ".join(cells) + " |")
+        cells = [fmt(pr["settings"][n]["per_finding"][f]["auroc"]) for n in names]
+        lines.append(f"| {f} | {fmt(zs.get(f))} | " + " | ".join(cells) + " |")
     macro_zs = [v for v in zs.values() if v is not None]
     lines.append(
-        f"| **macro** | **{_fmt(float(np.mean(macro_zs)) if macro_zs else None)}** | "
-        + " | ".join(f"**{_fmt(pr['settings'][n]['macro_auroc'])}**" for n in names)
+        f"| **macro** | **{fmt(float(np.mean(macro_zs)) if macro_zs else None)}** | "
+        + " | ".join(f"**{fmt(pr['settings'][n]['macro_auroc'])}**" for n in names)
         + " |"
     )
     lines.append(
