@@ -165,10 +165,25 @@ EVAL_SPLITS = (*SPLITS, "all")  # what an evaluation or an index may read ("all"
 EVAL_MODES = ("multilabel", "multiclass")
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 INDEX_COMPRESSIONS = ("auto", "none", "int8", "pq", "rabitq")
+CALIBRATIONS = ("temperature", "platt", "isotonic", "none")
 
 
 @dataclass
-class EvalOptions:
+class ScreeningOptions:
+    """Screening-grade zero-shot metrics (medclip.eval.screening): an operating point chosen on the validation split,
+    calibration, subgroups. Shared by ``medclip eval`` and ``medclip bench``."""
+
+    # the rule that picks each finding's threshold on the validation split: youden | sensitivity:T | specificity:T
+    # (T in (0, 1), e.g. sensitivity:0.95); sensitivity / specificity / PPV / NPV are then read on the evaluated split
+    operating_point: str = "youden"
+    prevalence: list[float] = field(default_factory=list)  # also report PPV / NPV at these prevalences (e.g. [0.01])
+    calibration: str = "temperature"  # temperature | platt | isotonic | none: fitted on validation, applied to test
+    subgroups: list[str] = field(default_factory=lambda: ["sex", "age_band", "view", "manufacturer", "site"])
+    min_group: int = 5  # a subgroup with fewer positives (or negatives) than this is marked too small to judge
+
+
+@dataclass
+class EvalOptions(ScreeningOptions):
     """What to evaluate and how: a training config's ``eval:`` section (what the demo evaluates) and, with the
     inputs of :class:`EvalCfg`, ``medclip eval``."""
 
@@ -183,6 +198,9 @@ class EvalOptions:
     seed: int = 0  # bootstrap / sampling seed
     batch_size: int = 64
     labels: str = ""  # optional ground-truth CSV keyed by study_id (e.g. the demo archive's labels.csv)
+    probe_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # of the labelled training rows
+    probe_shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # k positives + k negatives per finding
+    retrieval_ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # recall@K cut-offs
 
 
 @dataclass
@@ -204,6 +222,24 @@ class EvalCfg(EvalOptions):
 
 
 @dataclass
+class BenchCfg(ScreeningOptions):
+    """``medclip bench NAME``: a published protocol (medclip.bench.presets) on a dataset in its official layout."""
+
+    name: str = ""  # the preset (medclip bench --list)
+    data: str = ""  # the dataset folder, as distributed (nothing is downloaded)
+    checkpoint: str = ""  # a run's final/ directory
+    out_dir: str = ""  # results, plots and embedding cache ("" -> next to the checkpoint, bench_NAME)
+    prompts: str = ""  # "" -> the preset's prompt set; another set is recorded in the protocol block
+    bootstrap: int = 1000  # bootstrap resamples for the 95 % CIs
+    seed: int = 0
+    batch_size: int = 64
+    device: str = "cpu"
+    cache: bool = True
+    plots: bool = True
+    compare: str = ""  # an earlier bench results.json: print the difference (only when the protocols match)
+
+
+@dataclass
 class ManifestCfg:
     """``medclip manifest``: scan an archive into manifest.parquet + rejects.parquet + manifest.meta.json."""
 
@@ -211,8 +247,8 @@ class ManifestCfg:
     out_dir: str = ""  # output folder
     layout: str = "dicom"  # a registered archive layout (medclip.ingest.layouts)
     reports: str = ""  # report table (CSV/JSONL: study key + text) or a folder of <key>.txt files
-    # csv layout: ROLE=COLUMN names (roles: image, report_text, report_path, patient, study, view, modality); an image
-    # role may repeat for several image columns; unnamed roles are auto-detected
+    # csv layout: ROLE=COLUMN names (roles: image, report_text, report_path, patient, study, view, modality, sex, age,
+    # manufacturer, site; an age is kept as its band only); an image role may repeat; unnamed roles are auto-detected
     columns: list[str] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)  # to keep ([] -> the layout's default; [all] -> every one)
     # secret salt for patient-key hashes ("" -> salt_file, else env MEDCLIP_PATIENT_SALT, else OUT/.medclip_salt,
@@ -363,11 +399,35 @@ def _validate(cfg: Any) -> None:
             raise ConfigError(f"eval.mode '{cfg.eval.mode}' is not one of {', '.join(EVAL_MODES)}")
     if isinstance(cfg, EvalCfg) and cfg.mode not in EVAL_MODES:
         raise ConfigError(f"mode '{cfg.mode}' is not one of {', '.join(EVAL_MODES)}")
+    screening = cfg.eval if isinstance(cfg, RunCfg) else cfg
+    if isinstance(screening, ScreeningOptions):
+        prefix = "eval." if isinstance(cfg, RunCfg) else ""
+        if screening.calibration not in CALIBRATIONS:
+            raise ConfigError(f"{prefix}calibration '{screening.calibration}' is not one of {', '.join(CALIBRATIONS)}")
+        if any(not 0 < p < 1 for p in screening.prevalence):
+            raise ConfigError(f"{prefix}prevalence values must lie between 0 and 1, got {list(screening.prevalence)}")
+        rule = screening.operating_point
+        name, _, target = rule.partition(":")
+        ok = rule == "youden" or (name in ("sensitivity", "specificity") and _fraction(target))
+        if not ok:
+            raise ConfigError(
+                f"{prefix}operating_point '{rule}' is not youden, sensitivity:T or specificity:T with T in (0, 1) "
+                "(e.g. sensitivity:0.95)"
+            )
+        if screening.min_group < 1:
+            raise ConfigError(f"{prefix}min_group must be at least 1")
     if isinstance(cfg, IndexBuildCfg):
         for key, value, allowed in (("params.kind", cfg.params.kind, INDEX_KINDS),
                                     ("params.compression", cfg.params.compression, INDEX_COMPRESSIONS)):  # fmt: skip
             if value not in allowed:
                 raise ConfigError(f"{key} '{value}' is not one of {', '.join(allowed)}")
+
+
+def _fraction(text: str) -> bool:
+    try:
+        return 0 < float(text) < 1
+    except ValueError:
+        return False
 
 
 def load_config(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medclip.config import (
+    BenchCfg,
     DemoCfg,
     EvalCfg,
     IndexBuildCfg,
@@ -125,6 +126,25 @@ def cmd_eval(args) -> int:
     write_results(results, cfg.out_dir, title=f"medclip eval {args.task}")
     print(markdown_table(results))
     out = cfg.out_dir
+    print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from medclip.bench import PRESETS, preset_table
+    from medclip.bench.runner import bench_markdown, compare_results, run_bench, write_bench_results
+
+    if args.list:
+        print(preset_table())
+        return 0
+    if not args.name:
+        raise UsageError(f"bench needs a preset name (one of {', '.join(PRESETS.list())}) or --list")
+    cfg: BenchCfg = command_config(args, BenchCfg, {"name": args.name})
+    results = run_bench(cfg, show_progress=not args.quiet)
+    out = write_bench_results(results)
+    print(bench_markdown(results))
+    if cfg.compare:
+        print(compare_results(results, cfg.compare))
     print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
     return 0
 

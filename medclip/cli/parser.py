@@ -10,10 +10,12 @@ from typing import Any
 from medclip.cli import commands
 from medclip.cli.commands import CFG
 from medclip.config import (
+    CALIBRATIONS,
     EVAL_MODES,
     EVAL_SPLITS,
     INDEX_COMPRESSIONS,
     INDEX_KINDS,
+    BenchCfg,
     DemoCfg,
     EvalCfg,
     IndexBuildCfg,
@@ -39,6 +41,11 @@ EXAMPLES = {
     "label": "medclip label reports.csv --out labels.csv --labels chexpert --sections impression,findings",
     "prepare": "medclip prepare data/demo_manifest --out data/demo_shards --image-size 224 --workers 8",
     "serve": "medclip serve --checkpoint runs/demo/train/final --index runs/demo/index --port 8000",
+    "bench": "medclip bench chexpert-5x200 --data ~/data/CheXpert-v1.0-small --checkpoint runs/cxr/final "
+    "--out runs/cxr/bench_5x200\n  "
+    "medclip bench rsna-pneumonia --data ~/data/rsna --checkpoint runs/cxr/final --operating-point sensitivity:0.95 "
+    "--prevalence 0.01\n  "
+    "medclip bench --list",
 }
 
 
@@ -138,6 +145,26 @@ def _source_args(p: argparse.ArgumentParser, schema: type) -> None:
     _option(p, "--device", key="device", schema=schema, help="cpu, cuda, cuda:N")
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in _comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _screening_args(p: argparse.ArgumentParser, schema: type) -> None:
+    _option(p, "--operating-point", key="operating_point", schema=schema,
+            help="threshold rule on the validation split: youden, sensitivity:0.95 or specificity:0.9")  # fmt: skip
+    _option(p, "--prevalence", key="prevalence", schema=schema, type=_float_list,
+            help="comma-separated prevalences to also report PPV / NPV at (e.g. 0.01,0.05)")  # fmt: skip
+    _option(p, "--calibration", key="calibration", schema=schema, choices=CALIBRATIONS,
+            help="score -> probability map fitted on validation")  # fmt: skip
+    _option(p, "--subgroups", key="subgroups", schema=schema, type=_comma_list,
+            help="comma-separated subgroup columns (default: sex,age_band,view,manufacturer,site, where present)")  # fmt: skip
+    _option(p, "--min-group", key="min_group", schema=schema, type=int,
+            help="fewest positives and negatives a subgroup needs to be judged")  # fmt: skip
+
+
 def _overlap_option(p: argparse.ArgumentParser, schema: type) -> None:
     _option(p, "--allow-overlap", key="allow_overlap", schema=schema, action="store_const", const=True,
             help="go on when the split holds patients or studies the checkpoint trained on (counts are recorded)")  # fmt: skip
@@ -187,7 +214,7 @@ def _add_manifest(sub) -> None:
             "<key>.txt files, DICOM SR files, HL7 v2 ORU messages, or FHIR DiagnosticReport JSON/NDJSON")  # fmt: skip
     _option(p, "--column", key="columns", schema=s, action="append", metavar="ROLE=COLUMN",
             help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
-            "modality); repeat for several image columns; the rest is auto-detected")  # fmt: skip
+            "modality, sex, age, manufacturer, site); repeat for several image columns; the rest is auto-detected")  # fmt: skip
     _option(p, "--out", key="out_dir", schema=s, help="output folder")
     _option(p, "--salt", key="salt", schema=s, help="secret salt for patient-key hashes (default: --salt-file, env "
             "MEDCLIP_PATIENT_SALT, else OUT/.medclip_salt, made once and reused by every rebuild into OUT)")  # fmt: skip
@@ -290,6 +317,7 @@ def _add_eval(sub) -> None:
     _option(p, "--no-cache", key="cache", schema=s, action="store_const", const=False,
             help="recompute embeddings instead of reusing OUT/embeddings.*")  # fmt: skip
     _option(p, "--out", key="out_dir", schema=s, help="output directory (default: next to the checkpoint)")
+    _screening_args(p, s)
     _overlap_option(p, s)
     _config_args(p, "eval")
     p.set_defaults(func=commands.cmd_eval)
@@ -349,6 +377,37 @@ def _add_label(sub) -> None:
     p.set_defaults(func=commands.cmd_label)
 
 
+def _bench_presets() -> list[str]:
+    from medclip.bench import PRESETS
+
+    return PRESETS.list()
+
+
+def _add_bench(sub) -> None:
+    s = BenchCfg
+    p = sub.add_parser(
+        "bench", **_parser_kwargs("bench", "a published evaluation protocol on a dataset in its official layout")
+    )
+    p.add_argument("name", nargs="?", default=None, metavar="NAME", choices=RegistryChoices(_bench_presets),
+                   help="the preset (see --list)")  # fmt: skip
+    p.add_argument("--list", action="store_true", help="list the presets, what each measures and its layout")
+    _option(p, "--data", key="data", schema=s, help="the dataset folder as distributed (nothing is downloaded)")
+    _option(p, "--checkpoint", key="checkpoint", schema=s, help="a run's final/ directory")
+    _option(p, "--out", key="out_dir", schema=s, help="output directory (default: next to the checkpoint)")
+    _option(p, "--prompts", key="prompts", schema=s, help="another prompt set (default: the preset's; recorded)")
+    _option(p, "--bootstrap", key="bootstrap", schema=s, type=int, help="bootstrap resamples for 95%% CIs")
+    _option(p, "--seed", key="seed", schema=s, type=int, help="bootstrap / sampling seed")
+    _option(p, "--batch-size", key="batch_size", schema=s, type=int, help="images per forward pass")
+    _option(p, "--device", key="device", schema=s, help="cpu, cuda, cuda:N")
+    _option(p, "--no-cache", key="cache", schema=s, action="store_const", const=False,
+            help="recompute embeddings instead of reusing OUT/embeddings.*")  # fmt: skip
+    _option(p, "--compare", key="compare", schema=s,
+            help="an earlier bench results.json: print the difference (refused unless the protocols match)")  # fmt: skip
+    _screening_args(p, s)
+    _config_args(p, "bench")
+    p.set_defaults(func=commands.cmd_bench)
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", **_parser_kwargs("serve", "a local web page (and JSON API) over a case index"))
     s = ServeCfg
@@ -383,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_prepare,
         _add_train,
         _add_eval,
+        _add_bench,
         _add_index,
         _add_serve,
         _add_label,
