@@ -60,6 +60,19 @@ def tiny_checkpoint(tiny_manifest, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ct_demo_run(tmp_path_factory) -> Path:
+    """The CT demo at its smallest (16 synthetic studies, 2 steps, 16x32x32 volumes): a run folder with manifest/,
+    train/final (a tiny 3-D checkpoint) and results.json, shared by the CT tests."""
+    from medclip.cli import main
+
+    out = tmp_path_factory.mktemp("ct") / "run"
+    args = ["-q", "demo", "--modality", "ct", "--out", str(out), "--studies", "16", "train.max_steps=2"]
+    args += ["train.batch_size=4", "preprocess.volume_shape=[16,32,32]", "preprocess.target_spacing=[10,11,11]"]
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def report_batch() -> dict:
     """Eight short and long reports tokenised for the packaged MiniLM (right-padded to the longest): length buckets,
     packing and the training step are tested on it."""

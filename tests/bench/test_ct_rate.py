@@ -22,7 +22,6 @@ from medclip.bench.presets.ct_rate import (
     report_text,
     volume_file,
 )
-from medclip.cli import main
 from medclip.errors import InputError
 from tests.bench.conftest import run_bench
 
@@ -142,13 +141,9 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
 
 
 @pytest.fixture(scope="module")
-def ct_checkpoint(tmp_path_factory) -> Path:
-    """A tiny 3-D checkpoint: the CT demo at its smallest (16 synthetic studies, one training step)."""
-    out = tmp_path_factory.mktemp("ct_rate_ckpt") / "run"
-    args = ["-q", "demo", "--modality", "ct", "--out", str(out), "--studies", "16", "train.max_steps=1"]
-    args += ["train.batch_size=4", "preprocess.volume_shape=[16,32,32]", "preprocess.target_spacing=[10,11,11]"]
-    assert main(args) == 0
-    return out / "train" / "final"
+def ct_checkpoint(ct_demo_run) -> Path:
+    """The session's tiny 3-D checkpoint (tests/conftest.py: the CT demo at its smallest)."""
+    return ct_demo_run / "train" / "final"
 
 
 @pytest.fixture(scope="module")

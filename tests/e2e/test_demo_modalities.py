@@ -71,26 +71,8 @@ def test_sketch_index_answers_a_symptom_description(sketch_run, capsys):
 
 
 @pytest.fixture(scope="module")
-def ct_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ct") / "run"
-    code = main(
-        [
-            "-q",
-            "demo",
-            "--modality",
-            "ct",
-            "--out",
-            str(out),
-            "--studies",
-            "16",
-            "train.max_steps=2",
-            "train.batch_size=4",
-            "preprocess.volume_shape=[16,32,32]",
-            "preprocess.target_spacing=[10,11,11]",
-        ]
-    )
-    assert code == 0
-    return out
+def ct_run(ct_demo_run):
+    return ct_demo_run
 
 
 def test_ct_demo_trains_on_volumes_and_reports_finding_auroc(ct_run):
