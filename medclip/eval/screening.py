@@ -278,7 +278,7 @@ def screening_report(
     groups: dict[str, np.ndarray] | None = None,
     rule: str = "youden",
     prevalences=(),
-    calibration: str = "temperature",
+    calibration: str = "platt",
     n_bootstrap: int = 1000,
     seed: int = 0,
     n_bins: int = 10,
