@@ -128,3 +128,22 @@ def test_partial_download_exits_2(tmp_path, tiny_checkpoint, capsys):
     next((data / "train").rglob("view1_frontal.jpg")).unlink()
     code, _ = run_bench("chexpert-5x200", data, tiny_checkpoint, tmp_path / "out")
     assert code == 2 and "images listed by the release are missing" in capsys.readouterr().err
+
+
+def test_compare_needs_the_same_protocol(tmp_path, tiny_checkpoint, capsys):
+    write_chexpert(tmp_path)
+    data = tmp_path / "CheXpert-v1.0-small"
+    code, first = run_bench("chexpert-5x200", data, tiny_checkpoint, tmp_path / "a")
+    assert code == 0
+    old = tmp_path / "a" / "results.json"
+    capsys.readouterr()
+    code, second = run_bench("chexpert-5x200", data, tiny_checkpoint, tmp_path / "b", "--compare", str(old))
+    out = capsys.readouterr().out
+    assert code == 0 and "| zero-shot top-1 accuracy |" in out and "| value |" in out
+    assert f"{first['headline']['value']:.3f} | {second['headline']['value']:.3f} | 0.000 |" in out
+    # another prompt set is another protocol: refused, naming the field
+    code, _ = run_bench(
+        "chexpert-5x200", data, tiny_checkpoint, tmp_path / "c", "--prompts", "chexpert", "--compare", str(old)
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "the protocols differ" in err and "prompt" in err

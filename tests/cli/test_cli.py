@@ -176,7 +176,7 @@ def test_end_to_end_smoke_through_the_console_script(tiny_archive, tmp_path):
     assert probe["eval_split"] == "test" and set(probe["zero_shot_auroc"]) <= findings
 
     # the plots exist as PNG files
-    assert set(results["plots"]) == {"roc_curves", "retrieval_grid", "probe", "training_curves"}
+    assert set(results["plots"]) == {"roc_curves", "reliability", "retrieval_grid", "probe", "training_curves"}
     for name in results["plots"].values():
         assert (tmp_path / "ev" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 

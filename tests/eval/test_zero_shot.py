@@ -125,3 +125,43 @@ def test_laterality_scores_left_right_pairs_on_one_sided_cases():
     swapped = {"arm_left": good["arm_right"], "arm_right": good["arm_left"], "head": good["head"]}
     assert laterality(swapped, labels)["pairs"]["arm"]["auroc"] == 0.0
     assert laterality({"head": np.zeros(5)}, labels) == {}
+
+
+def test_zero_shot_reports_screening_metrics_fitted_on_validation_only(
+    tiny_checkpoint, tiny_manifest, tiny_archive, tmp_path
+):
+    """Operating points follow the named rule on the val split, subgroups come from the manifest's header columns,
+    and an evaluation of split "all" (which holds the val rows) tunes nothing."""
+    from medclip.config import EvalCfg
+    from medclip.eval.pipeline import evaluate
+    from medclip.eval.report import markdown_table
+
+    cfg = EvalCfg(
+        tasks=["zeroshot"],
+        checkpoint=str(tiny_checkpoint),
+        manifest=str(tiny_manifest),
+        split="test",
+        labels=str(tiny_archive / "labels.csv"),
+        bootstrap=50,
+        out_dir=str(tmp_path),
+        operating_point="sensitivity:0.8",
+        prevalence=[0.01],
+        min_group=1,
+    )
+    results = evaluate(cfg, show_progress=False)
+    zs = results["zero_shot"]
+    screening = zs["screening"]
+    assert screening["settings"]["rule"] == "sensitivity:0.8" and screening["settings"]["calibration"] == "platt"
+    tuned = [m["operating_point"] for m in screening["per_finding"].values() if m["operating_point"]]
+    assert tuned, "no finding has both classes in the tiny val split"
+    for op in tuned:
+        assert op["validation"]["sensitivity"] >= 0.8  # the rule holds where it was fitted
+        assert [p["prevalence"] for p in op["at_prevalence"]] == [0.01]
+    columns = {c for m in screening["per_finding"].values() if m["subgroups"] for c in m["subgroups"]["columns"]}
+    assert "sex" in columns and "age_band" in columns
+    assert "reliability" in results["plots"] and (tmp_path / results["plots"]["reliability"]).is_file()
+    assert "Screening operating points (rule 'sensitivity:0.8'" in markdown_table(results)
+
+    every = evaluate(replace(cfg, split="all", allow_overlap=True, plots=False), show_progress=False)
+    ops = [m["operating_point"] for m in every["zero_shot"]["screening"]["per_finding"].values()]
+    assert ops and all(op is None for op in ops)
