@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,14 +71,23 @@ class Preset:
             raise InputError(f"bench {self.name}: {self.available}")
         if not root.is_dir():
             raise InputError(f"bench {self.name}: --data {root} is not a folder; {self.layout}")
-        missing = [spec for spec in self.required if not any((root / alt).exists() for alt in spec.split("|"))]
+        missing = self._missing(root)
+        if missing:  # --data may be the folder an archive was unpacked into, one level above the release
+            inside = [d for d in sorted(root.iterdir()) if d.is_dir() and not self._missing(d)]
+            if len(inside) == 1:
+                logger.info("bench %s: reading the release in %s", self.name, inside[0])
+                return inside[0]
         if missing:
             listed = ", ".join(m.replace("|", " or ") for m in missing)
             raise InputError(f"bench {self.name}: {root} is missing {listed}; {self.layout}")
         return root
 
+    def _missing(self, root: Path) -> list[str]:
+        return [spec for spec in self.required if not any((root / alt).exists() for alt in spec.split("|"))]
+
 
 PRESETS: Registry[Preset] = Registry("benchmark preset")
+logger = logging.getLogger(__name__)
 
 
 def register(preset: Preset) -> Preset:

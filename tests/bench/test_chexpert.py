@@ -75,7 +75,8 @@ def test_5x200_selects_single_finding_frontal_images(tmp_path, tiny_checkpoint, 
     md = (bench_out / "results.md").read_text()
     assert "## Protocol" in md and p["subset_hash"] in md
 
-    again, second = run_bench("chexpert-5x200", data, tiny_checkpoint, tmp_path / "again")
+    # --data one level above the release (where the zip was unpacked) finds it; the same subset, the same hash
+    again, second = run_bench("chexpert-5x200", tmp_path, tiny_checkpoint, tmp_path / "again")
     assert again == 0 and second["protocol"]["subset_hash"] == p["subset_hash"]
 
 
