@@ -241,7 +241,10 @@ def openi(tmp_path) -> Path:
         (["infiltrate/lung/bilateral"], {"infiltration"}),
         (["fractures, bone/ribs"], {"fracture"}),
         (["opacity/lung/base", "pleural effusion/right"], {"lung_opacity", "effusion"}),
-        (["thickening/pleura"], set()),  # only "pleural thickening" names that finding
+        (
+            ["thickening/pleura/right"],
+            {"pleural_thickening"},
+        ),  # how the release codes it (no term says "pleural thickening")
     ],
 )
 def test_openi_label_table(terms, positive):

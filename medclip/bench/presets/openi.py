@@ -45,7 +45,8 @@ LABEL_TABLE: dict[str, tuple[str, ...]] = {
     "Lung Opacity": ("opacity",),
     "Mass": ("mass",),
     "Nodule": ("nodule",),
-    "Pleural Thickening": ("pleural thickening",),
+    # the indexers code it "Thickening/pleura[/side]": the finding's own name alone matches no report of the release
+    "Pleural Thickening": ("pleural thickening", "thickening/pleura"),
     "Pneumonia": ("pneumonia",),
     "Pneumothorax": ("pneumothorax",),
 }
