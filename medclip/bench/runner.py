@@ -17,7 +17,7 @@ from medclip.config import BenchCfg, EvalCfg
 from medclip.errors import InputError
 from medclip.eval.embeddings import Embedder
 from medclip.eval.formatting import fmt, with_ci
-from medclip.eval.pipeline import EVAL_TASKS, EvalRun
+from medclip.eval.pipeline import EvalRun, run_tasks
 from medclip.eval.report import markdown_table, write_results
 from medclip.ingest.tables import finding_key
 from medclip.text.prompts import load_prompts
@@ -133,15 +133,7 @@ def run_bench(cfg: BenchCfg, *, show_progress: bool = True) -> dict:
     ecfg = eval_config(preset, cfg)
     run = EvalRun(embedder, data.table, "test", out, n_bootstrap=cfg.bootstrap, seed=cfg.seed, plots=cfg.plots)
     results: dict = {"benchmark": preset.name, "title": preset.title, "checkpoint": str(cfg.checkpoint)}
-    for name in EVAL_TASKS:
-        if name in preset.tasks:
-            key, task = EVAL_TASKS.get(name)
-            results[key] = task(run, ecfg)
-    plots = {}
-    for part in list(results.values()):
-        if isinstance(part, dict):
-            plots.update(part.pop("_plots", {}))
-    results["plots"] = plots
+    results.update(run_tasks(run, ecfg, training_curves=False))  # ecfg.tasks are the preset's
     results["protocol"] = protocol_block(preset, data, root, ecfg, run)
     results["headline"] = headline(preset, results)
     results["notes"] = list(data.notes)

@@ -17,12 +17,13 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from medclip.config import CALIBRATIONS
 from medclip.errors import InputError
 from medclip.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_METHODS = ("temperature", "platt", "isotonic", "none")
+CALIBRATION_METHODS = CALIBRATIONS  # one list: the config validates against it too
 EPS = 1e-6
 _LOG_T_BOUNDS = (-7.0, 7.0)  # T in [1e-3, 1e3]: far past any temperature a CLIP logit scale needs
 _PLATT_C = 1.0  # scikit-learn's default L2 strength: keeps a and b finite when validation is separable

@@ -227,7 +227,9 @@ EVAL_TASKS.register("retrieval")(("retrieval", run_retrieval))
 EVAL_TASKS.register("probe")(("probe", run_probe))
 
 
-def _run_tasks(run: EvalRun, cfg: EvalCfg) -> dict:
+def run_tasks(run: EvalRun, cfg: EvalCfg, *, training_curves: bool = True) -> dict:
+    """``cfg.tasks`` in registration order -> {results key: section, ..., "plots": {name: PNG file}}; with
+    ``training_curves``, the checkpoint's run's metrics.jsonl is plotted too."""
     results: dict = {}
     for name in EVAL_TASKS:  # registration order, whatever order the tasks were given in
         if name in cfg.tasks:
@@ -237,7 +239,7 @@ def _run_tasks(run: EvalRun, cfg: EvalCfg) -> dict:
     for part in results.values():
         plots.update(part.pop("_plots", {}))
     metrics = run.embedder.checkpoint.parent / "metrics.jsonl"
-    path = run.plot_path("training_curves")
+    path = run.plot_path("training_curves") if training_curves else None
     if path is not None and metrics.is_file() and plot_training_curves(metrics, path):
         plots["training_curves"] = path.name
     results["plots"] = plots
@@ -294,6 +296,6 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
         "train_manifest_hash": embedder.meta.get("manifest_hash"),
         **overlap,
     }
-    results.update(_run_tasks(run, cfg))
+    results.update(run_tasks(run, cfg))
     results["embeddings"] = {"cache_dir": str(out) if out and cfg.cache else None, "reused_splits": embedder.reused}
     return results
