@@ -58,7 +58,12 @@ class DataCfg:
     max_text_tokens: int = 128
     num_workers: int = 0
     cache_rate: float = 1.0  # fraction of decoded+resized images MONAI keeps in memory
-    shards: str = ""  # a `medclip prepare` output folder: read prepared images instead of decoding files
+    shards: str = ""  # a `medclip prepare` output folder or URL (s3://...): read prepared images, not files
+    # stream the shards (whole shard files fetched into cache_dir, per-rank/per-worker shard assignment, a shuffle
+    # buffer): auto = when data.shards is an object-storage URL | on | off (random access by index)
+    streaming: str = "auto"
+    cache_dir: str = ""  # local cache of remote shards ("" -> $MEDCLIP_CACHE or ~/.cache/medclip)
+    shuffle_buffer: int = 4096  # streaming: samples held and drawn from at random
 
 
 @dataclass
