@@ -267,6 +267,11 @@ class ManifestCfg:
     reshuffle: bool = False  # re-split: accept a salt other than OUT's manifest's and do not keep its splits
     text_policy: str = "findings_impression"
     verify_pixels: bool = True  # decode every image once while scanning, so corrupt pixels are rejected up front
+    # where header reads and pixel checks run: local (processes on this machine) | dask (a Dask cluster: scheduler,
+    # or a LocalCluster of `processes` workers when none is given); the manifest does not depend on it
+    executor: str = "local"
+    scheduler: str = ""  # dask: tcp://HOST:8786 of a running scheduler
+    processes: int = 0  # local worker processes, or LocalCluster workers (0 -> every core)
     labels: str = ""  # attach report labels: chexpert | chestxray14 | "" (none)
     # de-identification: auto (on for PACS sources and RIS reports: SR, HL7, FHIR) | on | off. On: every id column
     # is a salted key and report text is scrubbed of names, ids, dates, phones and addresses (medclip.deid)

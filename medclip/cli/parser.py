@@ -24,6 +24,7 @@ from medclip.config import (
     ServeCfg,
     default_of,
 )
+from medclip.executors import EXECUTORS
 
 EXAMPLES = {
     "demo": "medclip demo --out runs/demo",
@@ -140,7 +141,7 @@ def _source_args(p: argparse.ArgumentParser, schema: type) -> None:
     )
     _option(p, "--shards", key="shards", schema=schema, help="prepared images of --manifest (`medclip prepare`) "
             "to read instead of files")  # fmt: skip
-    _option(p, "--checkpoint", key="checkpoint", schema=schema, help="a run's final/ directory")
+    _option(p, "--checkpoint", key="checkpoint", schema=schema, help="a run's final/ directory, or its URL (s3://...)")
     _option(p, "--batch-size", key="batch_size", schema=schema, type=int, help="images per forward pass")
     _option(p, "--device", key="device", schema=schema, help="cpu, cuda, cuda:N")
 
@@ -215,7 +216,7 @@ def _add_manifest(sub) -> None:
     _option(p, "--column", key="columns", schema=s, action="append", metavar="ROLE=COLUMN",
             help="csv layout: name a column (roles: image, report_text, report_path, patient, study, view, "
             "modality, sex, age, manufacturer, site); repeat for several image columns; the rest is auto-detected")  # fmt: skip
-    _option(p, "--out", key="out_dir", schema=s, help="output folder")
+    _option(p, "--out", key="out_dir", schema=s, help="output folder (or URL: s3://bucket/manifest)")
     _option(p, "--salt", key="salt", schema=s, help="secret salt for patient-key hashes (default: --salt-file, env "
             "MEDCLIP_PATIENT_SALT, else OUT/.medclip_salt, made once and reused by every rebuild into OUT)")  # fmt: skip
     _option(p, "--salt-file", key="salt_file", schema=s, metavar="PATH", help="read the secret salt from this file (created with a "
@@ -227,6 +228,13 @@ def _add_manifest(sub) -> None:
     _option(p, "--text-policy", key="text_policy", schema=s, help="which report text pairs with an image")
     _option(p, "--no-verify", key="verify_pixels", schema=s, action="store_const", const=False,
             help="skip decoding every image once while scanning")  # fmt: skip
+    scale = p.add_argument_group("where the scan runs (docs/scale.md); the manifest does not depend on it")
+    _option(scale, "--executor", key="executor", schema=s, choices=EXECUTORS, help="local: processes on this "
+            "machine; dask: a Dask cluster (--scheduler, else a LocalCluster of --processes workers)")  # fmt: skip
+    _option(scale, "--scheduler", key="scheduler", schema=s, metavar="tcp://HOST:8786",
+            help="dask: the address of a running Dask scheduler")  # fmt: skip
+    _option(scale, "--processes", key="processes", schema=s, type=int, metavar="N",
+            help="local processes, or LocalCluster workers (default 0: every core)")  # fmt: skip
     _option(p, "--deid", key="deid", schema=s, action="store_const", const="on", help="de-identify: salted keys for "
             "every id, report text scrubbed of names, ids, dates, phones and addresses (default: on for a PACS "
             "source and for SR / HL7 / FHIR reports)")  # fmt: skip
@@ -259,9 +267,14 @@ def _add_manifest(sub) -> None:
 
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", **_parser_kwargs("prepare", "decode + resize manifest images once into shards"))
-    p.add_argument("manifest", help="a `medclip manifest` output folder")
-    p.add_argument("--out", required=True, help="shard folder (rerunning into it skips finished shards)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
+    p.add_argument("manifest", help="a `medclip manifest` output folder (or URL: s3://...)")
+    p.add_argument("--out", required=True, help="shard folder or URL, e.g. s3://bucket/shards (rerunning into it "
+                   "skips finished shards)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes, or LocalCluster "
+                   "workers with --executor dask (default: all cores)")  # fmt: skip
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="local: processes on this machine; dask: "
+                   "one task per shard on a Dask cluster (--scheduler, else a LocalCluster of --workers)")  # fmt: skip
+    p.add_argument("--scheduler", default="", metavar="tcp://HOST:8786", help="dask: a running Dask scheduler")
     p.add_argument("--shard", default=None, help="I/N: this machine's part of N (blocks k with k %% N == I)")
     p.add_argument("--image-size", type=int, default=0, help="side in px (default: the config's, else 224)")
     p.add_argument("--config", default=None, help="take the preprocess recipe from this YAML / packaged config")
@@ -316,7 +329,8 @@ def _add_eval(sub) -> None:
     _option(p, "--seed", key="seed", schema=s, type=int, help="bootstrap / sampling seed")
     _option(p, "--no-cache", key="cache", schema=s, action="store_const", const=False,
             help="recompute embeddings instead of reusing OUT/embeddings.*")  # fmt: skip
-    _option(p, "--out", key="out_dir", schema=s, help="output directory (default: next to the checkpoint)")
+    _option(p, "--out", key="out_dir", schema=s, help="output directory or URL (default: next to the checkpoint; "
+            "./RUN/ for a URL checkpoint)")  # fmt: skip
     _screening_args(p, s)
     _overlap_option(p, s)
     _config_args(p, "eval")
@@ -332,7 +346,7 @@ def _add_index(sub) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     s = IndexBuildCfg
     _source_args(b, s)
-    _option(b, "--out", key="out_dir", schema=s, help="index directory")
+    _option(b, "--out", key="out_dir", schema=s, help="index directory, or URL (s3://bucket/index: uploaded)")
     _option(b, "--split", key="split", schema=s, choices=EVAL_SPLITS, help="which split")
     _option(b, "--labels", key="labels", schema=s, help="labels CSV keyed by study_id (else the manifest's label "
             "columns): the page's label filter")  # fmt: skip
@@ -348,10 +362,11 @@ def _add_index(sub) -> None:
                         "text or an image file", epilog="example:\n  " + examples[1].strip(),
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     s = IndexQueryCfg
-    q.add_argument("index", help="index directory (from `medclip index build`)")
+    q.add_argument("index", help="index directory or URL (from `medclip index build`)")
     q.add_argument("query", help="query text, or the path of an image (DICOM / PNG / JPEG)")
     _option(q, "-k", key="k", schema=s, type=int, help="number of cases")
-    _option(q, "--json", key="json", schema=s, help="write the answer here (default IDX/last_query.json)")
+    _option(q, "--json", key="json", schema=s, help="write the answer here, a path or URL (default "
+            "IDX/last_query.json; ./last_query.json for a URL index)")  # fmt: skip
     _option(q, "--all-images", key="unique_studies", schema=s, action="store_const", const=False,
             help="list every matching image, not one per study")  # fmt: skip
     _option(q, "--nprobe", key="nprobe", schema=s, type=int, help="override the index's IVF nprobe (0: keep)")
@@ -392,8 +407,9 @@ def _add_bench(sub) -> None:
                    help="the preset (see --list)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="list the presets, what each measures and its layout")
     _option(p, "--data", key="data", schema=s, help="the dataset folder as distributed (nothing is downloaded)")
-    _option(p, "--checkpoint", key="checkpoint", schema=s, help="a run's final/ directory")
-    _option(p, "--out", key="out_dir", schema=s, help="output directory (default: next to the checkpoint)")
+    _option(p, "--checkpoint", key="checkpoint", schema=s, help="a run's final/ directory, or its URL (s3://...)")
+    _option(p, "--out", key="out_dir", schema=s, help="output directory or URL (default: next to the checkpoint; "
+            "./RUN/ for a URL checkpoint)")  # fmt: skip
     _option(p, "--prompts", key="prompts", schema=s, help="another prompt set (default: the preset's; recorded)")
     _option(p, "--bootstrap", key="bootstrap", schema=s, type=int, help="bootstrap resamples for 95%% CIs")
     _option(p, "--seed", key="seed", schema=s, type=int, help="bootstrap / sampling seed")
@@ -412,7 +428,7 @@ def _add_serve(sub) -> None:
     p = sub.add_parser("serve", **_parser_kwargs("serve", "a local web page (and JSON API) over a case index"))
     s = ServeCfg
     _option(p, "--checkpoint", key="checkpoint", schema=s, help="the checkpoint the index was built with")
-    _option(p, "--index", key="index", schema=s, help="index directory (`medclip index build`)")
+    _option(p, "--index", key="index", schema=s, help="index directory or URL (`medclip index build`)")
     _option(
         p, "--host", key="host", schema=s, help="address to bind (default 127.0.0.1; any other needs MEDCLIP_TOKEN)"
     )

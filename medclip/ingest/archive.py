@@ -11,13 +11,18 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from medclip.errors import InputError
+from medclip.executors import Executor, LocalExecutor
 from medclip.ingest.rejects import reject
 from medclip.io.dicom import VIEW_ALIASES, ReadError, check_path, check_size, load_image
 from medclip.io.tables import read_csv
@@ -296,7 +301,98 @@ def view_name(value: object) -> str | None:
 
 def try_record(scan: ArchiveScan, path: Path, reject_path: str | None = None, **kwargs) -> None:
     """Append :func:`image_record` of ``path`` to ``scan``, or its reject (under ``reject_path`` if given)."""
+    submit_record(scan, reject_path or path, partial(image_record, path, **kwargs))
+
+
+# ---------------------------------------------------------------------------------------------- record jobs
+# Reading an image's header and decoding its pixels once (verify_pixels) is nearly all of a scan's time. A layout
+# hands each such read to submit_record as a job; inside deferred_records(executor) (what build_manifest uses) the
+# jobs run on the executor (worker processes, a Dask cluster) and their outcomes are put back exactly where an
+# immediate run would have put them, so the scan is the same wherever the jobs ran.
+
+RECORD_CHUNK = 32  # jobs per task: a few hundred ms of decoding, small next to a Dask task's overhead
+
+_JOBS: ContextVar[list | None] = ContextVar("medclip_record_jobs", default=None)
+_EXECUTOR: ContextVar[Executor | None] = ContextVar("medclip_scan_executor", default=None)
+
+
+def current_executor() -> Executor | None:
+    """The executor of the enclosing :func:`deferred_records` (None outside one): layouts whose reads need no
+    splicing (``dicom``, ``dicom-ct``) map their chunks on it directly."""
+    return _EXECUTOR.get()
+
+
+def run_record(fn: Callable[[], dict]) -> tuple[dict | None, tuple[str, str] | None]:
+    """``(record, None)``, or ``(None, (reason, detail))`` when ``fn`` raises a ReadError; never raises on a bad
+    file (anything else is a bug and propagates)."""
     try:
-        scan.images.append(image_record(path, **kwargs))
+        return fn(), None
     except ReadError as exc:
-        scan.rejects.append(reject(reject_path or path, exc.reason, exc.detail))
+        return None, (exc.reason, exc.detail)
+
+
+def run_records(fns: list[Callable[[], dict]]) -> list[tuple[dict | None, tuple[str, str] | None]]:
+    """:func:`run_record` of each job of a chunk (one executor task)."""
+    return [run_record(fn) for fn in fns]
+
+
+def submit_record(scan: ArchiveScan, reject_path: str | Path, fn: Callable[[], dict]) -> None:
+    """Add ``fn()`` (an image record) to ``scan.images``, or its ReadError to ``scan.rejects`` under ``reject_path``;
+    inside :func:`deferred_records` the call is queued for the executor instead."""
+    jobs = _JOBS.get()
+    if jobs is not None:
+        jobs.append((scan, len(scan.images), len(scan.rejects), reject_path, fn))
+        return
+    record, failure = run_record(fn)
+    if failure is None:
+        scan.images.append(record)
+    else:
+        scan.rejects.append(reject(reject_path, *failure))
+
+
+def chunked(items: Sequence, size: int) -> list[list]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+@contextmanager
+def deferred_records(executor: Executor | None = None, *, show_progress: bool = False) -> Iterator[None]:
+    """Queue the :func:`submit_record` jobs of the layout scans run inside, then run them on ``executor`` (this
+    process when None) and splice each outcome in at the position it was submitted at."""
+    executor = executor or LocalExecutor(1)
+    token, executor_token = _JOBS.set([]), _EXECUTOR.set(executor)
+    try:
+        yield
+        jobs = _JOBS.get()
+    finally:
+        _JOBS.reset(token)
+        _EXECUTOR.reset(executor_token)
+    if not jobs:
+        return
+    chunks = chunked([j[4] for j in jobs], RECORD_CHUNK)
+    outcomes = []
+    bar = {"total": len(jobs), "desc": "read", "unit": "image", "disable": not show_progress, "leave": False}
+    with tqdm(**bar) as progress:
+        for part in executor.map(run_records, chunks):
+            outcomes += part
+            progress.update(len(part))
+    by_scan: dict[int, list] = {}
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        by_scan.setdefault(id(job[0]), []).append((*job, outcome))
+    for entries in by_scan.values():
+        _splice(entries)
+
+
+def _splice(entries: list) -> None:
+    """Insert deferred outcomes of one scan at their submission positions (records and rejects separately)."""
+    scan = entries[0][0]
+    images, rejects, at_image, at_reject = [], [], 0, 0
+    for _scan, image_pos, reject_pos, reject_path, _fn, (record, failure) in entries:
+        images += scan.images[at_image:image_pos]
+        rejects += scan.rejects[at_reject:reject_pos]
+        at_image, at_reject = image_pos, reject_pos
+        if failure is None:
+            images.append(record)
+        else:
+            rejects.append(reject(reject_path, *failure))
+    scan.images = images + scan.images[at_image:]
+    scan.rejects = rejects + scan.rejects[at_reject:]

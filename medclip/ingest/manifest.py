@@ -8,10 +8,17 @@ layout saw is either a manifest row or a rejects row (:func:`reconcile` checks i
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
+import uuid
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +27,8 @@ import pandas as pd
 from medclip.config import ManifestCfg
 from medclip.deid.text import DeidError, TextScrubber
 from medclip.errors import InputError
-from medclip.ingest.archive import ArchiveScan, InlineReport, add_reports, reject
+from medclip.executors import Executor, make_executor
+from medclip.ingest.archive import ArchiveScan, InlineReport, add_reports, deferred_records, reject
 from medclip.ingest.deid_scan import deid_scan, scrub_sections, study_identifiers
 from medclip.ingest.layouts import LAYOUTS
 from medclip.ingest.layouts.csv_table import parse_column_roles
@@ -43,6 +51,7 @@ from medclip.ingest.splits import (
     site_key,
     study_key,
 )
+from medclip.io import storage
 from medclip.io.demographics import SUBGROUP_COLUMNS
 from medclip.io.tables import read_json, read_parquet
 from medclip.io.text import LEGACY_ENCODINGS, NotTextError, decode_text
@@ -52,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: the subgroup columns sex, age_band, manufacturer, site (read_manifest fills them in older ones)
 MANIFEST_NAME, META_NAME, REJECTS_NAME = "manifest.parquet", "manifest.meta.json", "rejects.parquet"
+# manifest.parquet is a folder of parts (a pyarrow dataset); an older single file reads the same way
+PART_NAME, ROWS_PER_PART = "part-{:05d}.parquet", 250_000
 COLUMNS = (
     "row_id", "image_path", "study_id", "series_id", "sop_uid", "accession", "patient_key", "study_key", "split",
     "modality", "view", "sex", "age_band", "manufacturer", "site", "rows", "columns", "findings", "impression", "text",
@@ -215,6 +226,7 @@ def build_manifest(
     deid: bool = False,
     scan: ArchiveScan | None = None,
     source_label: str | None = None,
+    executor: Executor | None = None,
 ) -> ManifestResult:
     """Scan an archive and build the manifest, the rejects and the meta (counts reconcile).
 
@@ -237,6 +249,8 @@ def build_manifest(
         scan: an :class:`ArchiveScan` made elsewhere (a PACS sync store), used instead of running ``layout``;
             ``reports`` are added to it, keyed like its images.
         source_label: what meta ``source`` says (default: the resolved ``root``).
+        executor: where the header reads and pixel checks run (:mod:`medclip.executors`: worker processes, a Dask
+            cluster); None -> this process. The result does not depend on it.
     """
     root = Path(root)
     if modalities is not None and not modalities:
@@ -251,14 +265,15 @@ def build_manifest(
         pins.by_patient = {**history, **pins.by_patient}  # patients absent from the last build keep their split too
     salt = salt or default_salt()
     if scan is None:
-        scan = LAYOUTS.get(layout)(
-            root,
-            modalities=modalities,
-            verify_pixels=verify_pixels,
-            show_progress=show_progress,
-            reports=Path(reports) if reports is not None else None,
-            **(layout_options or {}),
-        )
+        with deferred_records(executor, show_progress=show_progress):
+            scan = LAYOUTS.get(layout)(
+                root,
+                modalities=modalities,
+                verify_pixels=verify_pixels,
+                show_progress=show_progress,
+                reports=Path(reports) if reports is not None else None,
+                **(layout_options or {}),
+            )
     elif reports is not None:
         add_reports(scan, Path(reports), key_fn=(lambda k: study_key(str(k), salt)) if scan.keyed else str)
     redactor = Redactor()
@@ -375,10 +390,16 @@ def _meta(root: Path, layout: str, df: pd.DataFrame, rejects: pd.DataFrame, scan
     }
 
 
-def write_manifest(result: ManifestResult, out_dir: str | Path) -> Path:
+def write_manifest(result: ManifestResult, out_dir: str | Path, *, rows_per_part: int = ROWS_PER_PART) -> Path:
+    """Write the manifest folder: ``manifest.parquet/`` (a partitioned dataset: ``part-NNNNN.parquet`` files of at
+    most ``rows_per_part`` rows each, in row_id order, one schema), rejects, meta and split history.
+
+    The parts are written into a temporary folder that replaces the old dataset in one rename, so a reader never sees
+    a half-written manifest.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result.manifest.to_parquet(out / MANIFEST_NAME, index=False)
+    _write_dataset(result.manifest, out / MANIFEST_NAME, rows_per_part)
     result.rejects.to_parquet(out / REJECTS_NAME, index=False)
     (out / META_NAME).write_text(json.dumps(result.meta, indent=2))
     history = result.split_history if result.split_history is not None else merge_history({}, result.manifest)
@@ -386,19 +407,102 @@ def write_manifest(result: ManifestResult, out_dir: str | Path) -> Path:
     return out
 
 
-def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """A manifest directory (or its parquet file) -> (rows, meta)."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if not (folder / MANIFEST_NAME).is_file():
-        raise FileNotFoundError(f"no {MANIFEST_NAME} in {folder}; build one with `medclip manifest ARCHIVE --out DIR`")
-    df = read_parquet(folder / MANIFEST_NAME)
+def _write_dataset(df: pd.DataFrame, target: Path, rows_per_part: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)  # one schema for every part
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        step = max(1, rows_per_part)
+        for k, start in enumerate(range(0, max(len(df), 1), step)):
+            pq.write_table(table.slice(start, step), tmp / PART_NAME.format(k))
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()  # a single-file manifest.parquet of an older medclip
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+@contextmanager
+def staged_output(out_dir: str | Path) -> Iterator[Path]:
+    """A local folder to build a manifest in: ``out_dir`` itself, or for a URL (``s3://bucket/manifest``) a
+    temporary folder holding the URL's current contents (its salt file, splits history and manifest, so a rebuild
+    keeps salt and splits as a local one does), uploaded to the URL when the block ends without an error."""
+    if not storage.is_url(out_dir):
+        yield storage.local_path(out_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="medclip-manifest-") as tmp:
+        local = Path(tmp) / "out"
+        if storage.exists(storage.join(out_dir, MANIFEST_NAME)) or storage.exists(storage.join(out_dir, META_NAME)):
+            shutil.copytree(storage.fetch(out_dir), local)
+        local.mkdir(exist_ok=True)
+        yield local
+        storage.remove(storage.join(out_dir, MANIFEST_NAME))  # the old parts: a smaller manifest has fewer
+        storage.upload(local, out_dir)
+
+
+def manifest_folder(path: str | Path) -> str:
+    """The manifest folder of a folder, its ``manifest.parquet`` (file or dataset) or a URL of either."""
+    text = str(path).rstrip("/")
+    if text.endswith("/" + MANIFEST_NAME) or text == MANIFEST_NAME:
+        return text[: -len(MANIFEST_NAME)].rstrip("/") or "."
+    if storage.is_url(text) or storage.local_path(text).is_dir():
+        return text
+    return str(storage.local_path(text).parent)
+
+
+def read_manifest(
+    path: str | Path,
+    *,
+    columns: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    filters: list | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """A manifest folder (or its ``manifest.parquet``; a local path or a URL such as ``s3://bucket/manifest``) ->
+    (rows, meta).
+
+    Reads only what is asked for: ``columns`` (None: all), the rows of ``splits`` and any pyarrow ``filters``, part
+    by part, so a reader never holds the whole manifest when it needs one split or two columns.
+    """
+    folder = manifest_folder(path)
+    dataset = storage.join(folder, MANIFEST_NAME)
+    if not storage.exists(dataset):
+        raise FileNotFoundError(
+            f"no {MANIFEST_NAME} in {storage.display(folder)}; build one with `medclip manifest ARCHIVE --out DIR`"
+        )
+    where = list(filters or [])
+    if splits is not None:
+        where.append(("split", "in", list(splits)))
+    fs, inner = storage.filesystem(dataset) if storage.is_url(dataset) else (None, dataset)
+    wanted = None
+    if columns is not None:
+        names = set(_dataset_columns(inner, fs))
+        wanted = [c for c in dict.fromkeys(columns) if c in names]
+    df = read_parquet(inner, columns=wanted, filters=where or None, filesystem=fs)
     for col in TEXT_SUBGROUPS:  # a manifest of schema 1 has none of them: every value unknown
-        if col not in df.columns:
+        if col not in df.columns and (columns is None or col in columns):
             df[col] = ""
-    meta_path = folder / META_NAME
-    meta = read_json(meta_path) if meta_path.is_file() else {}
-    return df, meta
+    return df, manifest_meta(folder)
+
+
+def manifest_meta(path: str | Path) -> dict:
+    """The meta (``manifest.meta.json``) of a manifest folder or URL; {} when it has none."""
+    meta_path = storage.join(manifest_folder(path), META_NAME)
+    return read_json(meta_path) if storage.isfile(meta_path) else {}
+
+
+def _dataset_columns(path: str, fs) -> list[str]:
+    import pyarrow.dataset as pads
+
+    return list(pads.dataset(path, format="parquet", filesystem=fs).schema.names)
 
 
 def default_modalities(layout: str) -> tuple[str, ...]:
@@ -410,6 +514,7 @@ def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> Man
     """:func:`build_manifest` for a ``medclip manifest`` configuration."""
     if not cfg.source:
         raise InputError("manifest needs a source: an archive folder (or the CSV file of the csv layout)")
+    cfg = _fetch_inputs(cfg)
     options = {}
     if cfg.columns:
         if cfg.layout != "csv":
@@ -419,7 +524,7 @@ def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> Man
     if modalities == ("ALL",):
         modalities = None
     out = Path(cfg.out_dir) if cfg.out_dir else None
-    previous = out is not None and (out / MANIFEST_NAME).is_file()  # a rebuild: keep its salt and its splits
+    previous = out is not None and (out / MANIFEST_NAME).exists()  # a rebuild: keep its salt and its splits
     previous_meta = read_json(out / META_NAME) if previous and (out / META_NAME).is_file() else {}
     salt = resolve_salt(
         out,
@@ -444,15 +549,38 @@ def manifest_from_config(cfg: ManifestCfg, *, show_progress: bool = True) -> Man
         deid=deid,
     )
     if is_pacs_source(cfg.source):
+        if cfg.executor != "local":
+            raise InputError("--executor applies to archive scans; a PACS sync runs --workers retrievals itself")
         return _manifest_from_pacs(cfg, out, modalities, common)
-    return build_manifest(
-        cfg.source,
-        layout=cfg.layout,
-        modalities=modalities,
-        verify_pixels=cfg.verify_pixels,
-        layout_options=options,
-        **common,
-    )
+    with make_executor(cfg.executor, scheduler=cfg.scheduler, workers=cfg.processes) as executor:
+        return build_manifest(
+            cfg.source,
+            layout=cfg.layout,
+            modalities=modalities,
+            verify_pixels=cfg.verify_pixels,
+            layout_options=options,
+            executor=executor,
+            **common,
+        )
+
+
+def _fetch_inputs(cfg: ManifestCfg) -> ManifestCfg:
+    """Local copies (cached, :func:`medclip.io.storage.fetch`) of the inputs given as object-storage URLs: the CSV
+    of the csv layout, --reports and --splits. An archive folder of images is read where it is (a local disk or a
+    mounted bucket: mountpoint-s3, s3fs-fuse, gcsfuse)."""
+    cfg = copy.copy(cfg)
+    if storage.is_url(cfg.source) and not is_pacs_source(cfg.source):
+        if cfg.layout != "csv":
+            raise InputError(
+                f"{storage.display(cfg.source)}: the {cfg.layout} layout reads an archive folder on a file system "
+                "(mount the bucket, e.g. with mountpoint-s3); only the CSV of --layout csv may be a URL"
+            )
+        cfg.source = str(storage.fetch(cfg.source))
+        logger.info("the CSV's relative image paths resolve against its cached copy's folder: give absolute paths")
+    for key in ("reports", "splits"):
+        if getattr(cfg, key) and storage.is_url(getattr(cfg, key)):
+            setattr(cfg, key, str(storage.fetch(getattr(cfg, key))))
+    return cfg
 
 
 def resolve_deid(cfg: ManifestCfg) -> bool:

@@ -246,7 +246,7 @@ def merge_history(history: dict[str, str], manifest: pd.DataFrame) -> pd.DataFra
 def read_pins(manifest_file: str | Path) -> Pins | None:
     """The splits of the manifest parquet ``manifest_file`` (None when there is none)."""
     path = Path(manifest_file)
-    if not path.is_file():
+    if not path.exists():  # a file, or the folder of parts medclip writes now
         return None
     try:
         df = pd.read_parquet(path, columns=["patient_key", "study_id", "split"])

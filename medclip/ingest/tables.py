@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,11 +228,19 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
     return labels[["study_id", *label_columns(labels)]].drop_duplicates("study_id")
 
 
-def manifest_table(manifest: str | Path, *, text_policy: str, labels_csv: str | Path | None = None) -> EvalTable:
-    """A manifest directory -> :class:`EvalTable`; labels from ``labels_csv`` (by study_id) or manifest columns."""
-    df, meta = read_manifest(manifest)
+def manifest_table(
+    manifest: str | Path,
+    *,
+    text_policy: str,
+    labels_csv: str | Path | None = None,
+    splits: Sequence[str] | None = None,
+) -> EvalTable:
+    """A manifest directory -> :class:`EvalTable`; labels from ``labels_csv`` (by study_id) or manifest columns.
+    ``splits``: read only these splits' rows (None: all)."""
+    df, meta = read_manifest(manifest, splits=splits)
     if df.empty:
-        raise InputError(f"{manifest}: the manifest has no rows")
+        which = f" in split(s) {', '.join(splits)}" if splits is not None else ""
+        raise InputError(f"{manifest}: the manifest has no rows{which}")
     rows = pd.DataFrame(
         {
             "row_id": df["row_id"].astype(str).to_numpy(),
@@ -295,11 +304,13 @@ def load_table(
     image_col: str | None = None,
     text_col: str | None = None,
     label_cols: list[str] | None = None,
+    splits: Sequence[str] | None = None,
 ) -> EvalTable:
-    """Exactly one of a manifest directory or a CSV -> :class:`EvalTable`."""
+    """Exactly one of a manifest directory or a CSV -> :class:`EvalTable` (a manifest: only ``splits``' rows when
+    given)."""
     check_source(manifest=manifest, csv=csv)
     if manifest:
-        return manifest_table(manifest, text_policy=text_policy, labels_csv=labels_csv)
+        return manifest_table(manifest, text_policy=text_policy, labels_csv=labels_csv, splits=splits)
     table = read_csv_table(csv, image_col=image_col, text_col=text_col, label_cols=label_cols)
     if labels_csv:
         logger.warning("--labels is ignored with --csv: the CSV's own label columns are used")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import warnings
 from os import PathLike
 from pathlib import Path
@@ -376,7 +377,7 @@ def _decode(ds: Dataset, frame: int, n_frames: int, p: Path) -> np.ndarray:
             raise ReadError("truncated", f"{p}: pixel data shorter than Rows x Columns x bits; re-copy it.") from exc
         raise ReadError(
             "undecodable",
-            f"{p}: cannot decode {name} pixel data ({type(exc).__name__}: {exc}); install the matching pylibjpeg "
+            f"{p}: cannot decode {name} pixel data ({type(exc).__name__}: {_no_addresses(exc)}); install the matching pylibjpeg "
             "plugin or convert the file (e.g. dcmdjpeg).",
         ) from exc
     return arr
@@ -514,3 +515,9 @@ def _load_plain_image(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
         image_mode=mode,
     )
     return image, meta
+
+
+def _no_addresses(exc: BaseException) -> str:
+    """An exception's message without object addresses ("<_io.BytesIO object at 0x7f...>"): a reject's detail is
+    the same on every run and every machine."""
+    return re.sub(r" at 0x[0-9a-fA-F]+>", ">", str(exc))

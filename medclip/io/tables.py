@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from medclip.errors import InputError
+from medclip.io import storage
 
 
 def _bad(path: str | Path, what: str, exc: Exception) -> InputError:
@@ -35,10 +36,11 @@ def read_csv(path: str | Path, *, text: str | None = None, **kwargs: Any) -> pd.
         raise _bad(path, "a CSV table", exc) from exc
 
 
-def read_parquet(path: str | Path) -> pd.DataFrame:
-    """``pd.read_parquet(path)``; a file that is not parquet is an :class:`InputError` naming it."""
+def read_parquet(path: str | Path, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_parquet(path, **kwargs)`` (a file, or a folder of parts read as one dataset; ``columns`` /
+    ``filters`` read only what is asked for); a file that is not parquet is an :class:`InputError` naming it."""
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, **kwargs)
     except (ValueError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
@@ -48,6 +50,6 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
 def read_json(path: str | Path) -> Any:
     """The JSON value in ``path``; malformed JSON is an :class:`InputError` naming it."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(storage.read_text(path))  # a local path or an object-storage URL
     except ValueError as exc:
         raise _bad(path, "JSON", exc) from exc

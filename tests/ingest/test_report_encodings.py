@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import json
 from pathlib import Path
 
@@ -155,7 +157,8 @@ def test_manifest_without_report_encoding_still_loads(tmp_path):
     out = write_manifest(_build(tmp_path / "arc"), tmp_path / "m")
     df, _ = read_manifest(out)
     assert df["report_encoding"].tolist() == ["utf-8"]
-    df.drop(columns="report_encoding").to_parquet(out / "manifest.parquet", index=False)  # as an older medclip wrote
+    shutil.rmtree(out / "manifest.parquet")  # a single file without the column, as an older medclip wrote
+    df.drop(columns="report_encoding").to_parquet(out / "manifest.parquet", index=False)
     old, _ = read_manifest(out)
     assert "report_encoding" not in old.columns
     assert manifest_table(out, text_policy="findings_impression").rows["report"].str.contains("38.5°C").all()

@@ -71,21 +71,25 @@ def test_salt_is_created_once_kept_secret_and_reused(tmp_path):
     assert set(first["patient_key"]) == {patient_key(str(10000000 + p), salt) for p in range(12)}
     again, _ = manifest(tmp_path / "m", str(archive))
     assert list(again["patient_key"]) == list(first["patient_key"]) and salt_file.read_text().strip() == salt
-    for path in (tmp_path / "m").iterdir():  # the salt is only in its own file
-        assert path.name == SALT_FILE or salt.encode() not in path.read_bytes(), path
+    for path in (tmp_path / "m").rglob("*"):  # the salt is only in its own file
+        assert not path.is_file() or path.name == SALT_FILE or salt.encode() not in path.read_bytes(), path
+
+
+def _dataset_bytes(path) -> dict:
+    return {f.relative_to(path): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
 
 
 def test_a_different_salt_is_refused_unless_reshuffle(tmp_path, capsys):
     archive = mimic_archive(tmp_path / "a", range(12))
     manifest(tmp_path / "m", str(archive))
-    before = (tmp_path / "m" / "manifest.parquet").read_bytes()
+    before = _dataset_bytes(tmp_path / "m" / "manifest.parquet")
     capsys.readouterr()
     argv = ["-q", "manifest", str(archive), "--layout", "mimic-cxr-jpg", "--no-verify", "--out", str(tmp_path / "m")]
     assert main([*argv, "--salt", "zebra-secret"]) == 2
     err = capsys.readouterr().err
     assert "another patient salt" in err and "--reshuffle" in err and len(err.strip().splitlines()) == 1
     assert "zebra" not in err  # the salt itself is never printed
-    assert (tmp_path / "m" / "manifest.parquet").read_bytes() == before
+    assert _dataset_bytes(tmp_path / "m" / "manifest.parquet") == before
     df, meta = manifest(tmp_path / "m", str(archive), "--salt", "zebra-secret", "--reshuffle")
     assert meta["salt_fingerprint"] == salt_fingerprint("zebra-secret") and meta["splits"]["pinned"] == 0
 

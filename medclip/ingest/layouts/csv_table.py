@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -23,6 +24,7 @@ from medclip.ingest.archive import (
     find_column,
     inline_sections,
     reject,
+    submit_record,
     try_record,
     view_name,
 )
@@ -138,16 +140,17 @@ def _csv_image(scan: ArchiveScan, path: Path, ids: dict, *, modality: str, modal
     if path.suffix.lower() in IMAGE_SUFFIXES:
         try_record(scan, path, modality=modality, modalities=modalities, verify=verify, **ids)
         return
-    try:
-        header = read_header(path)
-        if modalities and header.get("modality") not in modalities:
-            raise ReadError("modality", f"{path}: modality {header.get('modality')} is not one of {modalities}")
-        if verify:
-            load_image(path)
-    except ReadError as exc:
-        scan.rejects.append(reject(path, exc.reason, exc.detail))
-        return
-    scan.images.append(header | {k: v for k, v in ids.items() if v} | {"image_path": str(path)})
+    submit_record(scan, path, partial(_dicom_record, path, ids, modalities, verify))
+
+
+def _dicom_record(path: Path, ids: dict, modalities, verify: bool) -> dict:
+    """A DICOM row's record: its header facts, the CSV's ids where given. Raises ReadError."""
+    header = read_header(path)
+    if modalities and header.get("modality") not in modalities:
+        raise ReadError("modality", f"{path}: modality {header.get('modality')} is not one of {modalities}")
+    if verify:
+        load_image(path)
+    return header | {k: v for k, v in ids.items() if v} | {"image_path": str(path)}
 
 
 @LAYOUTS.register("csv")

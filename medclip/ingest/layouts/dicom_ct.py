@@ -42,8 +42,11 @@ from medclip.ingest.archive import (
     SIDECAR_SUFFIXES,
     ArchiveScan,
     add_reports,
+    chunked,
+    current_executor,
     find_column,
     reject,
+    run_records,
     walk_files,
 )
 from medclip.io.demographics import age_band, clean_name, normalise_sex
@@ -266,6 +269,13 @@ def _records(jobs: list[tuple[object, partial]], workers: int, show_progress: bo
     """``_record`` of every job, in order; with ``workers`` > 1 in worker processes (verification loads each whole
     volume once: CPU-bound decoding)."""
     bar = {"total": len(jobs), "desc": "volumes", "unit": "volume", "disable": not show_progress, "leave": False}
+    executor = current_executor()
+    if executor is not None:  # the manifest's executor (worker processes, a Dask cluster): a few volumes a task
+        with tqdm(**bar) as progress:
+            for part in executor.map(run_records, chunked([job[1] for job in jobs], 4)):
+                progress.update(len(part))
+                yield from part
+        return
     if workers <= 1 or len(jobs) < 2 * workers:
         yield from tqdm(map(_record, jobs), **bar)
         return
