@@ -18,8 +18,18 @@ from medclip.errors import InputError
 from medclip.eval.embeddings import Embedder
 from medclip.eval.formatting import fmt, with_ci
 from medclip.eval.pipeline import EvalRun, run_tasks
-from medclip.eval.report import markdown_table, write_results
+from medclip.eval.report import (
+    check_out_url,
+    default_out_dir,
+    local_out_dir,
+    markdown_table,
+    result_files,
+    upload_outputs,
+    write_results,
+)
 from medclip.ingest.tables import finding_key
+from medclip.io import storage
+from medclip.models.medclip import local_checkpoint
 from medclip.text.prompts import load_prompts
 
 logger = logging.getLogger(__name__)
@@ -111,7 +121,8 @@ def headline(preset: Preset, results: dict) -> dict:
 
 
 def run_bench(cfg: BenchCfg, *, show_progress: bool = True) -> dict:
-    """Run one preset -> the results dict (``write_bench_results`` saves it)."""
+    """Run one preset -> the results dict (``write_bench_results`` saves it). ``cfg.checkpoint`` and ``cfg.out_dir``
+    may be URLs (see :func:`medclip.eval.pipeline.evaluate`)."""
     preset = PRESETS.get(cfg.name)
     if not cfg.data:
         raise InputError(f"bench {preset.name} needs the dataset folder: --data DIR ({preset.layout})")
@@ -121,9 +132,11 @@ def run_bench(cfg: BenchCfg, *, show_progress: bool = True) -> dict:
     data = preset.load(root)
     if data.table.subset("test").rows.empty:
         raise InputError(f"bench {preset.name}: no test rows were selected from {root}")
-    out = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.checkpoint).parent / f"bench_{preset.name}"
+    out_dir = cfg.out_dir or default_out_dir(cfg.checkpoint, f"bench_{preset.name}")
+    check_out_url(out_dir)
+    out = local_out_dir(out_dir)
     embedder = Embedder(
-        cfg.checkpoint,
+        local_checkpoint(cfg.checkpoint),
         cache_dir=out if cfg.cache else None,
         batch_size=cfg.batch_size,
         device=cfg.device,
@@ -132,12 +145,12 @@ def run_bench(cfg: BenchCfg, *, show_progress: bool = True) -> dict:
     _check_modality(preset, embedder)
     ecfg = eval_config(preset, cfg)
     run = EvalRun(embedder, data.table, "test", out, n_bootstrap=cfg.bootstrap, seed=cfg.seed, plots=cfg.plots)
-    results: dict = {"benchmark": preset.name, "title": preset.title, "checkpoint": str(cfg.checkpoint)}
+    results: dict = {"benchmark": preset.name, "title": preset.title, "checkpoint": storage.display(cfg.checkpoint)}
     results.update(run_tasks(run, ecfg, training_curves=False))  # ecfg.tasks are the preset's
     results["protocol"] = protocol_block(preset, data, root, ecfg, run)
     results["headline"] = headline(preset, results)
     results["notes"] = list(data.notes)
-    results["out_dir"] = str(out)
+    results["out_dir"] = storage.display(out_dir)
     return results
 
 
@@ -168,12 +181,16 @@ def protocol_lines(results: dict) -> list[str]:
 
 
 def write_bench_results(results: dict, out_dir: str | Path | None = None) -> Path:
-    """results.json + results.md (headline and protocol first, then the evaluation tables and plots)."""
-    out = Path(out_dir or results["out_dir"])
-    write_results(results, out, title=f"medclip bench {results['benchmark']}: {results['title']}")
+    """results.json + results.md (headline and protocol first, then the evaluation tables and plots); an output URL
+    gets them uploaded. Returns the local folder."""
+    target = out_dir or results["out_dir"]
+    out = write_results(
+        results, local_out_dir(target), title=f"medclip bench {results['benchmark']}: {results['title']}"
+    )
     md = out / "results.md"
     head, _, body = md.read_text().partition("\n\n")
     md.write_text(head + "\n\n" + "\n".join(protocol_lines(results)) + "\n" + body)
+    upload_outputs(out, target, result_files(results))
     return out
 
 

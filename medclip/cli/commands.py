@@ -48,7 +48,8 @@ def cmd_synth(args) -> int:
 
 
 def cmd_manifest(args) -> int:
-    from medclip.ingest.manifest import manifest_from_config, write_manifest
+    from medclip.ingest.manifest import manifest_from_config, staged_output, write_manifest
+    from medclip.io import storage
 
     source = args.archive
     if (
@@ -58,8 +59,11 @@ def cmd_manifest(args) -> int:
     cfg: ManifestCfg = command_config(args, ManifestCfg, {"source": source})
     if not cfg.out_dir:
         raise UsageError("manifest needs an output folder: --out DIR (or out_dir=DIR)")
-    result = manifest_from_config(cfg, show_progress=not args.quiet)
-    write_manifest(result, cfg.out_dir)
+    with staged_output(cfg.out_dir) as local_out:  # a URL: built in a local folder, then uploaded
+        target, cfg.out_dir = cfg.out_dir, str(local_out)
+        result = manifest_from_config(cfg, show_progress=not args.quiet)
+        write_manifest(result, cfg.out_dir)
+        cfg.out_dir = storage.display(target)
     c = result.meta["counts"]
     if "sync" in result.meta:
         y = result.meta["sync"]
@@ -88,18 +92,22 @@ def cmd_manifest(args) -> int:
 
 def cmd_prepare(args) -> int:
     from medclip.data.shards import parse_shard_spec, prepare_shards
+    from medclip.executors import make_executor
 
     preprocess = load_config(args.config).preprocess if args.config else PreprocessCfg()
     if args.image_size:
         preprocess.image_size = args.image_size
-    summary = prepare_shards(
-        args.manifest,
-        args.out,
-        preprocess=preprocess,
-        workers=args.workers,
-        shard=parse_shard_spec(args.shard),
-        show_progress=not args.quiet,
-    )
+    shard = parse_shard_spec(args.shard)
+    with make_executor(args.executor, scheduler=args.scheduler, workers=args.workers) as executor:
+        summary = prepare_shards(
+            args.manifest,
+            args.out,
+            preprocess=preprocess,
+            workers=args.workers,
+            shard=shard,
+            show_progress=not args.quiet,
+            executor=executor,
+        )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -116,16 +124,17 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from medclip.eval.pipeline import EVAL_TASKS, evaluate
-    from medclip.eval.report import markdown_table, write_results
+    from medclip.eval.report import default_out_dir, markdown_table, write_results
+    from medclip.io import storage
 
     tasks = list(EVAL_TASKS) if args.task == "all" else [args.task]
     cfg: EvalCfg = command_config(args, EvalCfg, {"tasks": tasks})
-    if not cfg.out_dir and cfg.checkpoint:
-        cfg.out_dir = str(Path(cfg.checkpoint).parent / f"eval_{args.task}")
+    if not cfg.out_dir and cfg.checkpoint:  # next to the checkpoint; ./RUN/eval_TASK for a URL checkpoint
+        cfg.out_dir = default_out_dir(cfg.checkpoint, f"eval_{args.task}")
     results = evaluate(cfg, show_progress=not args.quiet)
-    write_results(results, cfg.out_dir, title=f"medclip eval {args.task}")
+    write_results(results, cfg.out_dir, title=f"medclip eval {args.task}")  # an --out URL: uploaded
     print(markdown_table(results))
-    out = cfg.out_dir
+    out = storage.display(cfg.out_dir).rstrip("/")
     print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
     return 0
 
@@ -141,7 +150,8 @@ def cmd_bench(args) -> int:
         raise UsageError(f"bench needs a preset name (one of {', '.join(PRESETS.list())}) or --list")
     cfg: BenchCfg = command_config(args, BenchCfg, {"name": args.name})
     results = run_bench(cfg, show_progress=not args.quiet)
-    out = write_bench_results(results)
+    write_bench_results(results)  # an --out URL: uploaded
+    out = results["out_dir"].rstrip("/")
     print(bench_markdown(results))
     if cfg.compare:
         print(compare_results(results, cfg.compare))
@@ -151,13 +161,14 @@ def cmd_bench(args) -> int:
 
 def cmd_index(args) -> int:
     from medclip.eval.index import CaseIndex, build_case_index, query_case_index, results_table
+    from medclip.io import storage
 
     if args.index_command == "build":
         cfg: IndexBuildCfg = command_config(args, IndexBuildCfg, {})
         info = build_case_index(cfg, show_progress=not args.quiet).info
         print(
             f"case index: {info['n']} images, {info['kind']} ({info['compression']}), built in {info['build_s']}s "
-            f"-> {cfg.out_dir}"
+            f"-> {storage.display(cfg.out_dir)}"
         )
         return 0
     q: IndexQueryCfg = command_config(args, IndexQueryCfg, {"index": args.index, "query": args.query})
@@ -172,10 +183,15 @@ def cmd_index(args) -> int:
         modality=q.modality or None,
         label=q.label or None,
     )
-    out = Path(q.json) if q.json else Path(q.index) / "last_query.json"
-    out.write_text(json.dumps(answer, indent=2))
+    if q.json:  # a path or a URL
+        out = q.json
+    elif storage.is_url(q.index):  # nothing goes into the index's bucket unless --json names it
+        out = str(Path.cwd() / "last_query.json")
+    else:
+        out = storage.join(q.index, "last_query.json")
+    storage.write_text(out, json.dumps(answer, indent=2))
     print(results_table(answer))
-    print(f"\nJSON: {out}")
+    print(f"\nJSON: {storage.display(out)}")
     return 0
 
 

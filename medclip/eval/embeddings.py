@@ -28,7 +28,14 @@ from medclip.data.transforms import build_transforms
 from medclip.distributed import resolve_device
 from medclip.errors import InputError
 from medclip.ingest.tables import EvalTable
-from medclip.models.medclip import CONFIG_NAME, TOKENIZER_DIR, WEIGHTS_NAME, MedClip, read_checkpoint_meta
+from medclip.models.medclip import (
+    CONFIG_NAME,
+    TOKENIZER_DIR,
+    WEIGHTS_NAME,
+    MedClip,
+    local_checkpoint,
+    read_checkpoint_meta,
+)
 from medclip.reports.sections import normalize_text
 from medclip.text.tokenizer import load_tokenizer, tokenize
 
@@ -219,7 +226,7 @@ class Embedder:
         show_progress: bool = True,
         shards: str | Path | None = None,
     ) -> None:
-        self.checkpoint = Path(checkpoint)
+        self.checkpoint = local_checkpoint(checkpoint)  # a URL is fetched once into the cache
         self.shards = ShardStore(shards) if shards else None  # prepared images (``medclip prepare``) to read
         self.meta = read_checkpoint_meta(checkpoint)
         self.cache_dir = Path(cache_dir) if cache_dir else None

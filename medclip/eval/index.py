@@ -17,6 +17,8 @@ IVF-SQ8 (5.2 GB) do not fit 4 GiB at 10M.
 
 An index directory holds ``index.faiss``, ``entries.parquet`` (study id, image path, report snippet per entry) and
 ``index.json`` (kind, parameters, the checkpoint and its fingerprint, so queries use the same embedding space).
+It may be a URL (``s3://bucket/indexes/cxr``): built in a temporary folder and uploaded (the embeddings cache stays
+local), and fetched into the local cache to be queried.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,8 +39,10 @@ from medclip.config import EVAL_SPLITS, INDEX_COMPRESSIONS, INDEX_KINDS, IndexBu
 from medclip.errors import InputError, SetupError
 from medclip.eval.embeddings import Embedder, checkpoint_fingerprint
 from medclip.eval.overlap import check_training_overlap
+from medclip.eval.report import check_out_url, local_out_dir, upload_outputs
 from medclip.ingest.tables import check_source, load_table
-from medclip.models.medclip import WEIGHTS_NAME
+from medclip.io import storage
+from medclip.models.medclip import WEIGHTS_NAME, local_checkpoint, where_missing
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ HNSW_COARSE_MIN = 32_768  # IVF cells from which the coarse quantiser is an HNSW
 SNIPPET_CHARS = 160
 LABEL_PREFIX = "label:"  # entries' label columns: 1 positive, 0 negative, -1 uncertain, -2 not mentioned
 INDEX_FILE, ENTRIES_FILE, INFO_FILE = "index.faiss", "entries.parquet", "index.json"
+INDEX_FILES = (INDEX_FILE, ENTRIES_FILE, INFO_FILE)  # what a query needs (index.json last: uploaded after the others)
 
 
 def _faiss():
@@ -351,8 +357,13 @@ class CaseIndex:
                 break
         return rows
 
-    def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
+    def save(self, out_dir: str | Path) -> str | Path:
+        """Write the index files to folder ``out_dir``, or to a URL (through a temporary folder, then uploaded)."""
+        if storage.is_url(out_dir):
+            with tempfile.TemporaryDirectory(prefix="medclip-index-") as tmp:
+                upload_outputs(self.save(tmp), out_dir, list(INDEX_FILES))
+            return out_dir
+        out = storage.local_path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         _faiss().write_index(self.index, str(out / INDEX_FILE))
         self.entries.to_parquet(out / ENTRIES_FILE, index=False)
@@ -361,20 +372,30 @@ class CaseIndex:
 
     @classmethod
     def load(cls, path: str | Path, *, nprobe: int | None = None, ef_search: int | None = None) -> CaseIndex:
-        path = Path(path)
-        if not (path / INFO_FILE).is_file() or not (path / INDEX_FILE).is_file():
-            raise FileNotFoundError(
-                f"{path} is not a case index (no {INFO_FILE} / {INDEX_FILE}); build one with "
-                "`medclip index build --checkpoint CKPT --manifest M --out IDX`"
-            )
-        info = json.loads((path / INFO_FILE).read_text())
-        index = _faiss().read_index(str(path / INDEX_FILE))
+        """The index in folder ``path``, or at a URL (its three files fetched into the local cache)."""
+        files = index_files(path)
+        info = json.loads(files[INFO_FILE].read_text())
+        index = _faiss().read_index(str(files[INDEX_FILE]))
         stored = {k: v for k, v in info.get("params", {}).items() if k in IndexParams.__dataclass_fields__}
         params = IndexParams(**stored)
         params.nprobe = nprobe or params.nprobe
         params.ef_search = ef_search or params.ef_search
         set_search_params(index, params)
-        return cls(index, pd.read_parquet(path / ENTRIES_FILE), info)
+        return cls(index, pd.read_parquet(files[ENTRIES_FILE]), info)
+
+
+def index_files(path: str | Path) -> dict[str, Path]:
+    """The index's files on this machine by name; those of a URL are fetched (each once per version), and nothing
+    else of its folder is (an embeddings cache put there would be large)."""
+    remote = storage.is_url(path)
+    found = {name: storage.join(path, name) for name in INDEX_FILES}
+    if not all(storage.isfile(found[name]) for name in (INFO_FILE, INDEX_FILE)):
+        raise FileNotFoundError(
+            f"{storage.display(path)} is not a case index (no {INFO_FILE} / {INDEX_FILE})"
+            f"{where_missing(path) if remote else ''}; build one with "
+            "`medclip index build --checkpoint CKPT --manifest M --out IDX`"
+        )
+    return {name: storage.fetch(where) if remote else Path(where) for name, where in found.items()}
 
 
 def _weights_stat(checkpoint: Path) -> list[int]:
@@ -409,16 +430,22 @@ def index_entries(rows: pd.DataFrame, labels: pd.DataFrame, table_rows: pd.DataF
 def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseIndex:
     """Embed every image of a manifest (or CSV) split with the checkpoint and save a :class:`CaseIndex` to ``cfg.out_dir``.
 
-    The image embeddings are cached in ``cfg.out_dir`` too, so rebuilding with other index parameters is cheap.
+    The image embeddings are cached in ``cfg.out_dir`` too, so rebuilding with other index parameters is cheap; for
+    an output URL they are cached in its local staging folder instead (:func:`~medclip.eval.report.local_out_dir`)
+    and only the index files are uploaded. A URL checkpoint is fetched, and recorded as its URL so that a query on
+    another machine fetches it too.
     """
     if not cfg.checkpoint or not cfg.out_dir:
         raise InputError("building a case index needs a checkpoint (--checkpoint) and an output directory (--out)")
     check_source(manifest=cfg.manifest, csv=cfg.csv, shards=cfg.shards)
     if cfg.split not in EVAL_SPLITS:
         raise InputError(f"unknown split '{cfg.split}'; choose from {EVAL_SPLITS}")
+    check_out_url(cfg.out_dir)
+    out = local_out_dir(cfg.out_dir)
+    ckpt = local_checkpoint(cfg.checkpoint)
     embedder = Embedder(
-        cfg.checkpoint,
-        cache_dir=cfg.out_dir,
+        ckpt,
+        cache_dir=out,
         batch_size=cfg.batch_size,
         device=cfg.device,
         show_progress=show_progress,
@@ -431,15 +458,14 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
         labels_csv=cfg.labels or None,
         image_col=cfg.image_col or None,
         text_col=cfg.text_col or None,
+        splits=None if cfg.split == "all" else [cfg.split],  # a manifest: only the indexed split's rows are read
     )
-    overlap = check_training_overlap(
-        cfg.checkpoint, table, cfg.split, allow=cfg.allow_overlap, action="build the case index"
-    )
+    overlap = check_training_overlap(ckpt, table, cfg.split, allow=cfg.allow_overlap, action="build the case index")
     emb = embedder.embed(table, cfg.split)
     entries = index_entries(emb.rows, table.labels, table.rows)
-    ckpt = Path(cfg.checkpoint).resolve()
+    ckpt = ckpt.resolve()
     info = {
-        "checkpoint": str(ckpt),
+        "checkpoint": storage.display(cfg.checkpoint) if storage.is_url(cfg.checkpoint) else str(ckpt),
         "checkpoint_fingerprint": embedder.fingerprint(),
         "weights_stat": _weights_stat(ckpt),
         "source": table.source,
@@ -452,12 +478,17 @@ def build_case_index(cfg: IndexBuildCfg, *, show_progress: bool = True) -> CaseI
 
 
 def index_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: str) -> Embedder:
-    """The index's checkpoint (or ``checkpoint``, refused unless it is the same model) as a query embedder."""
-    ckpt = Path(checkpoint or index.info.get("checkpoint", ""))
+    """The index's checkpoint (or ``checkpoint``, refused unless it is the same model) as a query embedder; either
+    may be a URL (fetched into the local cache)."""
+    source = checkpoint or index.info.get("checkpoint", "")
+    gone = f"the index's checkpoint {storage.display(source)} is gone"
+    hint = "; pass --checkpoint CKPT (the one it was built with)"
+    try:
+        ckpt = local_checkpoint(source)
+    except FileNotFoundError:  # a URL with no checkpoint (any more)
+        raise FileNotFoundError(gone + where_missing(source) + hint) from None
     if not ckpt.is_dir():
-        raise FileNotFoundError(
-            f"the index's checkpoint {ckpt} is gone; pass --checkpoint CKPT (the one it was built with)"
-        )
+        raise FileNotFoundError(gone + hint)
     same_file = checkpoint is None and _weights_stat(ckpt) == index.info.get("weights_stat")
     if not same_file and checkpoint_fingerprint(ckpt) != index.info.get("checkpoint_fingerprint"):
         raise InputError(

@@ -18,6 +18,7 @@ from medclip.eval.linear_probe import linear_probe
 from medclip.eval.metrics import macro
 from medclip.eval.overlap import check_training_overlap
 from medclip.eval.plots import plot_probe, plot_retrieval_grid, plot_roc_curves, plot_training_curves
+from medclip.eval.report import check_out_url, local_out_dir
 from medclip.eval.retrieval import label_precision_at_k, retrieval_metrics, study_hits
 from medclip.eval.screening import plot_reliability, screening_report
 from medclip.eval.zero_shot import (
@@ -29,6 +30,8 @@ from medclip.eval.zero_shot import (
     scores_for_mode,
 )
 from medclip.ingest.tables import EvalTable, check_source, finding_key, load_table
+from medclip.io import storage
+from medclip.models.medclip import checkpoint_sibling, local_checkpoint
 from medclip.registry import Registry
 from medclip.reports.sections import normalize_text
 from medclip.text.prompts import load_prompts
@@ -38,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EvalRun:
-    """What every task needs: the embedder, the table, the evaluation split and where plots go."""
+    """What every task needs: the embedder, the table, the evaluation split and where plots go (``checkpoint``: as
+    the user named it, a URL perhaps; "" -> the embedder's)."""
 
     embedder: Embedder
     table: EvalTable
@@ -47,6 +51,7 @@ class EvalRun:
     n_bootstrap: int = 1000
     seed: int = 0
     plots: bool = True
+    checkpoint: str = ""
 
     def plot_path(self, name: str) -> Path | None:
         return self.out_dir / f"{name}.png" if self.out_dir is not None and self.plots else None
@@ -238,9 +243,9 @@ def run_tasks(run: EvalRun, cfg: EvalCfg, *, training_curves: bool = True) -> di
     plots = {}
     for part in results.values():
         plots.update(part.pop("_plots", {}))
-    metrics = run.embedder.checkpoint.parent / "metrics.jsonl"
     path = run.plot_path("training_curves") if training_curves else None
-    if path is not None and metrics.is_file() and plot_training_curves(metrics, path):
+    metrics = checkpoint_sibling(run.checkpoint or run.embedder.checkpoint, "metrics.jsonl") if path else None
+    if path is not None and metrics is not None and plot_training_curves(metrics, path):
         plots["training_curves"] = path.name
     results["plots"] = plots
     return results
@@ -251,7 +256,8 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
 
     ``cfg.shards`` (a ``medclip prepare`` output of the manifest) are read instead of decoding the image files.
     The returned dict is what ``write_results`` saves: "zero_shot", "retrieval", "probe" sections, "plots"
-    (name -> PNG file in ``out_dir``) and the run's provenance.
+    (name -> PNG file in ``out_dir``) and the run's provenance. ``cfg.checkpoint`` may be a URL (fetched to the local
+    cache); so may ``cfg.out_dir`` (the run works in its local staging folder; ``write_results`` uploads).
     """
     for task in cfg.tasks:
         EVAL_TASKS.get(task)  # an unknown task fails here, with a did-you-mean
@@ -260,9 +266,11 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
     if not cfg.checkpoint:
         raise InputError("evaluation needs a checkpoint (--checkpoint, a run's final/ directory)")
     check_source(manifest=cfg.manifest, csv=cfg.csv, shards=cfg.shards)
-    out = Path(cfg.out_dir) if cfg.out_dir else None
+    check_out_url(cfg.out_dir)
+    out = local_out_dir(cfg.out_dir) if cfg.out_dir else None
+    checkpoint = local_checkpoint(cfg.checkpoint)
     embedder = Embedder(
-        cfg.checkpoint,
+        checkpoint,
         cache_dir=out if cfg.cache else None,
         batch_size=cfg.batch_size,
         device=cfg.device,
@@ -282,12 +290,19 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
     if rows.empty:
         raise InputError(f"{table.source}: no rows in split '{cfg.split}'")
     # before any embedding: a split holding training patients is refused (unless allowed), in one line
-    overlap = check_training_overlap(cfg.checkpoint, table, cfg.split, allow=cfg.allow_overlap)
+    overlap = check_training_overlap(checkpoint, table, cfg.split, allow=cfg.allow_overlap)
     run = EvalRun(
-        embedder, table, cfg.split, out, n_bootstrap=cfg.bootstrap, seed=cfg.seed, plots=cfg.plots and out is not None
+        embedder,
+        table,
+        cfg.split,
+        out,
+        n_bootstrap=cfg.bootstrap,
+        seed=cfg.seed,
+        plots=cfg.plots and out is not None,
+        checkpoint=str(cfg.checkpoint),
     )
     results: dict = {
-        "checkpoint": str(cfg.checkpoint),
+        "checkpoint": storage.display(cfg.checkpoint),
         "source": table.source,
         "split": cfg.split,
         "n_images": len(rows),

@@ -1,14 +1,74 @@
-"""results.json + results.md for an evaluation run, and the console table."""
+"""results.json + results.md for an evaluation run, and the console table; output folders that may be URLs.
+
+An output URL (``--out s3://bucket/runs/eval``) is written to a local staging folder first
+(:func:`local_out_dir`, under the local cache, one per URL; it keeps the embeddings cache, so a rerun to the same URL
+reuses it) and the results and plots are uploaded from there (:func:`upload_outputs`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from pathlib import Path
+import logging
+import os
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import numpy as np
 
+from medclip.errors import InputError
 from medclip.eval.formatting import fmt, with_ci
 from medclip.eval.screening import screening_markdown
+from medclip.io import storage
+from medclip.models.medclip import missing_bucket
+
+logger = logging.getLogger(__name__)
+
+STAGING_DIR = "outputs"  # under storage.cache_root(): local copies of the outputs of commands run with --out URL
+
+
+def local_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Where outputs are written on this machine: ``out_dir`` itself when local (or ``file://``); for a URL, its
+    staging folder ``$MEDCLIP_CACHE/outputs/<hash>-<name>``."""
+    if not storage.is_url(out_dir):
+        return storage.local_path(out_dir)
+    url = storage.display(out_dir).rstrip("/")
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return storage.cache_root() / STAGING_DIR / f"{key}-{url.rsplit('/', 1)[-1] or 'out'}"
+
+
+def check_out_url(out_dir: str | os.PathLike) -> None:
+    """Refuse an output URL whose bucket does not exist before any work is done (a local folder is always fine)."""
+    if bucket := missing_bucket(out_dir):
+        raise InputError(
+            f"--out {storage.display(out_dir)}: bucket '{bucket}' does not exist, or these credentials cannot see it; "
+            "create it or fix the URL"
+        )
+
+
+def upload_outputs(local: Path, out_dir: str | os.PathLike, names: list[str]) -> None:
+    """Upload the files ``names`` of ``local`` to the URL ``out_dir`` (nothing to do when it is local)."""
+    if not storage.is_url(out_dir):
+        return
+    for name in names:
+        storage.upload(local / name, storage.join(out_dir, name))
+    logger.info("uploaded %s to %s", ", ".join(names), storage.display(out_dir))
+
+
+def default_out_dir(checkpoint: str | os.PathLike, name: str) -> str:
+    """``name`` in the checkpoint's run folder; for a URL checkpoint ``./<run>/<name>`` in the current folder instead
+    (nothing goes into a bucket that ``--out`` does not name), with a warning that says so."""
+    if not storage.is_url(checkpoint):
+        return str(storage.local_path(checkpoint).parent / name)
+    run = PurePosixPath(urlsplit(storage.display(checkpoint)).path.rstrip("/")).parent.name or "checkpoint"
+    out = Path.cwd() / run / name
+    logger.warning("the checkpoint is a URL: writing to the local folder %s (--out DIR or URL to choose)", out)
+    return str(out)
+
+
+def result_files(results: dict) -> list[str]:
+    """The files :func:`write_results` writes: results.json, results.md and the plots."""
+    return ["results.json", "results.md", *(results.get("plots") or {}).values()]
 
 
 def _zero_shot_lines(zs: dict) -> list[str]:
@@ -116,13 +176,18 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(results: dict, out_dir: str | Path, *, title: str = "medclip evaluation") -> Path:
-    """Write ``results.json`` and ``results.md`` (tables, then the PNG plots listed in ``results["plots"]``)."""
-    out = Path(out_dir)
+def write_results(results: dict, out_dir: str | os.PathLike, *, title: str = "medclip evaluation") -> Path:
+    """Write ``results.json`` and ``results.md`` (tables, then the PNG plots listed in ``results["plots"]``).
+
+    ``out_dir`` may be a URL: the files go to its :func:`local_out_dir` (where the run put the plots) and are
+    uploaded with the plots. Returns the local folder.
+    """
+    out = local_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     plots = results.get("plots") or {}
     figures = "".join(f"### {name.replace('_', ' ')}\n\n![{name}]({file})\n\n" for name, file in plots.items())
     body = f"# {title}\n\n" + markdown_table(results) + (f"\n## Plots\n\n{figures}" if figures else "")
     (out / "results.md").write_text(body)
+    upload_outputs(out, out_dir, result_files(results))
     return out

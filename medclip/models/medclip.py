@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from torch import nn
 
 from medclip.config import ImageTowerCfg, ModelCfg, PreprocessCfg, TextTowerCfg, init_logit_scale
 from medclip.errors import InputError
+from medclip.io import storage
 from medclip.models.factory import create_image_tower
 from medclip.models.text_tower import HFTextTower
 from medclip.version import __version__
@@ -27,12 +30,66 @@ TOKENIZER_DIR = "tokenizer"
 HEADS = ("linear", "mlp")
 
 
-def read_checkpoint_meta(path: str | Path) -> dict:
-    """The checkpoint's ``medclip_config.json`` (recipe, text policy, ...) without loading weights."""
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{path} is not a medclip checkpoint (no {CONFIG_NAME}); pass a run's final/ dir")
-    return json.loads((path / CONFIG_NAME).read_text())
+# URL schemes whose first component is a bucket (or container) that must exist before anything is read or written
+BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
+
+def missing_bucket(url: str | os.PathLike) -> str | None:
+    """The bucket of ``url`` when it does not exist (or these credentials cannot see it); None when it does, or when
+    ``url`` is local or of a scheme without buckets."""
+    if not storage.is_url(url) or storage.scheme(url) not in BUCKET_SCHEMES:
+        return None
+    bucket = urlsplit(storage.display(url)).netloc
+    return bucket if bucket and not storage.exists(f"{storage.scheme(url)}://{bucket}") else None
+
+
+def where_missing(url: str | os.PathLike) -> str:
+    """A note for an error about a remote path that is not there: its bucket's absence, when that is the cause."""
+    bucket = missing_bucket(url)
+    return f" (bucket '{bucket}' does not exist, or these credentials cannot see it)" if bucket else ""
+
+
+def _not_a_checkpoint(path: str | os.PathLike) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{storage.display(path)} is not a medclip checkpoint (no {CONFIG_NAME}){where_missing(path)}; "
+        "pass a run's final/ dir"
+    )
+
+
+def local_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint folder on this machine: a local path (or ``file://`` URL) as it is; a URL (``s3://...``) fetched
+    once into the local cache (:func:`medclip.io.storage.fetch`: again only when an object changed).
+
+    Every reader of a checkpoint goes through here, so each accepts a URL. A missing object or bucket is a
+    FileNotFoundError naming the URL (without credentials); ``medclip_config.json`` is looked for before anything is
+    downloaded, so a wrong folder (a whole run, a bucket) is refused, not copied.
+    """
+    if not storage.is_url(path):
+        return storage.local_path(path)
+    if not storage.isfile(storage.join(path, CONFIG_NAME)):
+        raise _not_a_checkpoint(path)
+    local = storage.fetch(path)
+    logger.info("checkpoint %s: local copy %s", storage.display(path), local)
+    return local
+
+
+def checkpoint_sibling(checkpoint: str | os.PathLike, name: str) -> Path | None:
+    """A file of the checkpoint's run folder (``config.yaml``, ``metrics.jsonl``) on this machine, fetched when the
+    checkpoint is a URL; None when the run has no such file."""
+    if not storage.is_url(checkpoint):
+        path = storage.local_path(checkpoint).parent / name
+        return path if path.is_file() else None
+    url = storage.join(os.fspath(checkpoint).rstrip("/").rsplit("/", 1)[0], name)
+    return storage.fetch(url) if storage.isfile(url) else None
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The checkpoint's ``medclip_config.json`` (recipe, text policy, ...) without loading weights; ``path`` may be a
+    URL (see :func:`local_checkpoint`)."""
+    local = local_checkpoint(path)
+    if not (local / CONFIG_NAME).is_file():
+        raise _not_a_checkpoint(path)
+    return json.loads((local / CONFIG_NAME).read_text())
 
 
 def projection_head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
@@ -150,13 +207,14 @@ class MedClip(nn.Module):
     def from_pretrained(
         cls, path: str | Path, *, device: str | torch.device = "cpu", meta: dict | None = None
     ) -> MedClip:
-        """Load a ``save_pretrained`` directory; needs no network and no original tower weights.
+        """Load a ``save_pretrained`` directory (or its URL, fetched to the local cache); needs no model hub and no
+        original tower weights.
 
         ``meta``: the directory's :func:`read_checkpoint_meta`, when the caller has read it already.
         """
         from safetensors.torch import load_model
 
-        path = Path(path)
+        path = local_checkpoint(path)
         meta = copy.deepcopy(meta) if meta is not None else read_checkpoint_meta(path)
         mcfg = meta["model"]
         cfg = ModelCfg(image=ImageTowerCfg(**mcfg.pop("image")), text=TextTowerCfg(**mcfg.pop("text")), **mcfg)

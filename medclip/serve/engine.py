@@ -12,7 +12,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from medclip.errors import InputError
 from medclip.eval.embeddings import Embedder
 from medclip.eval.index import CaseIndex, index_embedder, query_case_index
 from medclip.eval.zero_shot import class_embeddings, scores_for_mode
+from medclip.io import storage
+from medclip.models.medclip import checkpoint_sibling
 from medclip.text.prompts import load_prompts
 
 logger = logging.getLogger(__name__)
@@ -38,13 +40,14 @@ def public_row(row: dict) -> dict:
     return out
 
 
-def default_prompts(meta: dict, checkpoint: Path) -> tuple[str | dict, str]:
-    """The checkpoint's screening prompts and zero-shot mode: recorded at training time, else the run's config,
-    else the packaged set for its input (``ct`` for volumes, ``cxr_demo`` for 2-D images)."""
+def default_prompts(meta: dict, checkpoint: str | Path) -> tuple[str | dict, str]:
+    """The checkpoint's screening prompts and zero-shot mode: recorded at training time, else the run's config
+    (fetched when the checkpoint is a URL), else the packaged set for its input (``ct`` for volumes, ``cxr_demo`` for
+    2-D images)."""
     if meta.get("prompt_set"):
         return meta["prompt_set"], meta.get("zero_shot_mode", "multilabel")
-    run_config = checkpoint.parent / "config.yaml"
-    if run_config.is_file():
+    run_config = checkpoint_sibling(checkpoint, "config.yaml")
+    if run_config is not None:
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.load(run_config)
@@ -55,7 +58,8 @@ def default_prompts(meta: dict, checkpoint: Path) -> tuple[str | dict, str]:
 
 
 class CaseService:
-    """A checkpoint + the case index built with it, ready to answer the web app's questions."""
+    """A checkpoint + the case index built with it, ready to answer the web app's questions; either may be a URL
+    (``s3://...``), fetched once into the local cache."""
 
     def __init__(
         self,
@@ -72,7 +76,9 @@ class CaseService:
         self.embedder: Embedder = index_embedder(self.index, checkpoint, device=device)
         self.embedder.show_progress = False
         self.embedder.batch_size = 8
-        default_set, default_mode = default_prompts(self.embedder.meta, Path(checkpoint))
+        source = checkpoint or self.index.info.get("checkpoint", "")  # as named: a URL perhaps, not the local copy
+        default_set, default_mode = default_prompts(self.embedder.meta, source)
+        self.checkpoint_name = PurePosixPath(storage.display(source).rstrip("/")).name
         raw = load_prompts(prompts) if prompts else (default_set if isinstance(default_set, dict) else None)
         recorded = str(self.embedder.meta.get("prompts") or "the checkpoint's")
         self.prompt_name = prompts or (default_set if isinstance(default_set, str) else recorded)
@@ -105,7 +111,7 @@ class CaseService:
         info = self.index.info
         return {
             "index": {key: info.get(key) for key in ("n", "dim", "kind", "compression", "split")},
-            "checkpoint": Path(self.embedder.checkpoint).name,
+            "checkpoint": self.checkpoint_name,
             "checkpoint_fingerprint": self.embedder.fingerprint(),
             "input": "volume" if self.is_volume else "image",
             "prompts": self.prompt_name,
