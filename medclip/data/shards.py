@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -48,6 +49,8 @@ from tqdm.auto import tqdm
 from medclip.config import PreprocessCfg
 from medclip.data.transforms import deterministic_transforms
 from medclip.errors import InputError
+from medclip.executors import Executor
+from medclip.io import storage
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +86,16 @@ def parse_shard_spec(spec: str | None) -> tuple[int, int]:
     return i, n
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: str | Path, write) -> None:
+    """``write(tmp_path)`` then rename to ``path``; for a URL the file is written locally and uploaded as one object
+    (an object store's PUT is atomic: a reader never sees half of it)."""
+    if storage.is_url(path):
+        with tempfile.TemporaryDirectory(prefix="medclip-prepare-") as tmpdir:
+            tmp = Path(tmpdir) / Path(str(path)).name
+            write(tmp)
+            storage.upload(tmp, path)
+        return
+    path = storage.local_path(path)
     # host + pid: machines splitting the work (--shard I/N) may share this folder over a network file system
     tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     try:
@@ -93,8 +105,19 @@ def _atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def _write_json(path: str | Path, obj: dict) -> None:
     _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2)))
+
+
+def _read_json(path: str | Path) -> dict:
+    return json.loads(storage.read_text(path))
+
+
+def _read_rows(path: str) -> pd.DataFrame:
+    if storage.is_url(path):
+        fs, inner = storage.filesystem(path)
+        return pd.read_parquet(inner, filesystem=fs)
+    return pd.read_parquet(path)
 
 
 def _block_name(k: int) -> str:
@@ -142,7 +165,7 @@ def _decoder(preprocess: PreprocessCfg, workers: int) -> Iterator[Callable[[list
         yield lambda tasks: pool.map(_decode_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
 
 
-def _write_block(out: Path, k: int, block: pd.DataFrame, results: list[tuple], shape: tuple[int, ...]) -> int:
+def _write_block(out: str, k: int, block: pd.DataFrame, results: list[tuple], shape: tuple[int, ...]) -> int:
     """Write block ``k`` (array first, then its rows marker); returns the number of kept rows."""
     kept = [r[1] for r in results if r[1] is not None]
     array = np.stack(kept) if kept else np.zeros((0, *shape), dtype=np.uint16)
@@ -151,7 +174,7 @@ def _write_block(out: Path, k: int, block: pd.DataFrame, results: list[tuple], s
         with open(p, "wb") as fh:  # a file handle, so np.save does not append ".npy" to the temp name
             np.save(fh, array)
 
-    _atomic_write(out / f"{_block_name(k)}.npy", save)
+    _atomic_write(storage.join(out, f"{_block_name(k)}.npy"), save)
     ok = np.array([r[1] is not None for r in results], dtype=bool)
     rows = pd.DataFrame(
         {
@@ -162,8 +185,22 @@ def _write_block(out: Path, k: int, block: pd.DataFrame, results: list[tuple], s
             "detail": [r[3] for r in results],
         }
     )
-    _atomic_write(out / f"{_block_name(k)}.rows.parquet", lambda p: rows.to_parquet(p, index=False))
+    _atomic_write(storage.join(out, f"{_block_name(k)}.rows.parquet"), lambda p: rows.to_parquet(p, index=False))
     return int(ok.sum())
+
+
+def prepare_block(task: tuple[str, int, pd.DataFrame, dict, tuple[int, ...]]) -> tuple[int, int, int]:
+    """One shard as one executor task (``--executor dask``): decode block ``k``'s rows in this worker and write
+    the block; -> (k, rows kept, rows rejected). Never raises on a bad image (it becomes a reject row)."""
+    out, k, block, preprocess, shape = task
+    if _WORKER.get("recipe") != preprocess:
+        _init_worker(preprocess)
+        _WORKER["recipe"] = preprocess
+    tasks = [(int(r), str(p)) for r, p in zip(block["row_id"], block["image_path"], strict=True)]
+    results = [_decode_one(t) for t in tasks]
+    shape = next((r[1].shape for r in results if r[1] is not None), shape)
+    kept = _write_block(out, k, block, results, shape)
+    return k, kept, len(results) - kept
 
 
 # ---------------------------------------------------------------------------------------------- writing (driver)
@@ -188,17 +225,18 @@ def _plan(df: pd.DataFrame, meta: dict, preprocess: PreprocessCfg, rows_per_shar
     }
 
 
-def _claim(out: Path, plan: dict, *, adopt_rows_per_shard: bool) -> dict:
+def _claim(out: str, plan: dict, *, adopt_rows_per_shard: bool) -> dict:
     """Create ``out`` with ``shards.json``, or check that an existing one was made by the same plan.
 
     With ``adopt_rows_per_shard`` (no explicit block size asked for) a rerun keeps the folder's block size.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    info_path = out / INFO_NAME
-    if not info_path.is_file():
+    if not storage.is_url(out):
+        storage.local_path(out).mkdir(parents=True, exist_ok=True)
+    info_path = storage.join(out, INFO_NAME)
+    if not storage.isfile(info_path):
         _write_json(info_path, plan)
         return plan
-    info = json.loads(info_path.read_text())
+    info = _read_json(info_path)
     if adopt_rows_per_shard and isinstance(info.get("rows_per_shard"), int) and info["rows_per_shard"] > 0:
         rps = info["rows_per_shard"]
         plan = {**plan, "rows_per_shard": rps, "num_shards": -(-plan["rows"] // rps)}
@@ -207,18 +245,19 @@ def _claim(out: Path, plan: dict, *, adopt_rows_per_shard: bool) -> dict:
         theirs = ", ".join(f"{k}={info.get(k)}" for k in diff)
         ours = ", ".join(f"{k}={plan[k]}" for k in diff)
         raise InputError(
-            f"{out} holds shards of another recipe or manifest ({theirs}; this run: {ours}); "
+            f"{storage.display(out)} holds shards of another recipe or manifest ({theirs}; this run: {ours}); "
             "use a new --out folder or delete the old one"
         )
     return info
 
 
-def _block_done(out: Path, k: int) -> bool:
-    return (out / f"{_block_name(k)}.rows.parquet").is_file() and (out / f"{_block_name(k)}.npy").is_file()
+def _block_done(out: str, k: int) -> bool:
+    rows, array = (storage.join(out, f"{_block_name(k)}{ext}") for ext in (".rows.parquet", ".npy"))
+    return storage.isfile(rows) and storage.isfile(array)
 
 
 def _run_blocks(
-    out: Path, blocks: dict[int, pd.DataFrame], preprocess: PreprocessCfg, *, workers: int, show_progress: bool
+    out: str, blocks: dict[int, pd.DataFrame], preprocess: PreprocessCfg, *, workers: int, show_progress: bool
 ) -> tuple[int, int]:
     """Decode and write each block; -> (rows kept, rows rejected)."""
     shape = (preprocess.channels, preprocess.image_size, preprocess.image_size)
@@ -249,6 +288,7 @@ def prepare_shards(
     shard: tuple[int, int] = (0, 1),
     rows_per_shard: int = 0,
     show_progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict:
     """Decode + window + resize every manifest row once into ``out_dir`` (see the module docstring).
 
@@ -260,21 +300,30 @@ def prepare_shards(
         shard: (I, N) -> do only blocks with ``k % N == I`` (N machines sharing one folder).
         rows_per_shard: rows per block; 0 -> the folder's (on a rerun), else about 256 MiB of pixels.
         show_progress: show a tqdm bar over rows.
+        executor: a :class:`~medclip.executors.DaskExecutor` runs one task per block on the cluster (each worker
+            decodes its block and writes it into ``out_dir``, so every worker must reach it: a shared folder or an
+            object-storage URL); None or a local executor decodes with ``workers`` processes here. The files are
+            byte-identical either way.
 
     Returns:
         A summary: blocks total / written / skipped, rows kept / rejected by this call, whether the store is complete.
     """
-    from medclip.ingest.manifest import read_manifest
+    from medclip.ingest.manifest import manifest_meta, read_manifest
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    df, meta = read_manifest(manifest_dir)
+    out = str(out_dir)
+    # Only the two columns decoding needs (the whole manifest when an older one has no content hash to key on)
+    hashed = bool(manifest_meta(manifest_dir).get("content_hash"))
+    df, meta = read_manifest(manifest_dir, columns=["row_id", "image_path"] if hashed else None)
     df = df.sort_values("row_id").reset_index(drop=True)
     plan = _claim(out, _plan(df, meta, preprocess, rows_per_shard), adopt_rows_per_shard=rows_per_shard <= 0)
     step, i, n = plan["rows_per_shard"], *shard
     todo = [k for k in range(plan["num_shards"]) if k % n == i and not _block_done(out, k)]
-    blocks = {k: df.iloc[k * step : (k + 1) * step] for k in todo}
-    kept, rejected = _run_blocks(out, blocks, preprocess, workers=workers, show_progress=show_progress)
+    blocks = {k: df.iloc[k * step : (k + 1) * step][["row_id", "image_path"]] for k in todo}
+    if executor is not None and executor.name != "local":
+        kept, rejected = _run_blocks_on(executor, out, blocks, preprocess, show_progress=show_progress)
+    else:
+        kept, rejected = _run_blocks(out, blocks, preprocess, workers=workers, show_progress=show_progress)
     n_tasks = kept + rejected
     info = _finalise(out, plan)
     seconds = time.perf_counter() - t0
@@ -289,15 +338,38 @@ def prepare_shards(
         "seconds": round(seconds, 2),
         "images_per_s": round(n_tasks / seconds, 1) if n_tasks else 0.0,
     }
+    if executor is not None:
+        summary.update(executor.describe())
     if rejected:
-        logger.warning("%d of %d rows failed to decode; see %s", rejected, n_tasks, out / REJECTS_NAME)
+        logger.warning(
+            "%d of %d rows failed to decode; see %s",
+            rejected,
+            n_tasks,
+            storage.display(storage.join(out, REJECTS_NAME)),
+        )
     return summary
 
 
-def _finalise(out: Path, plan: dict) -> dict:
+def _run_blocks_on(
+    executor: Executor, out: str, blocks: dict[int, pd.DataFrame], preprocess: PreprocessCfg, *, show_progress: bool
+) -> tuple[int, int]:
+    """One executor task per block (:func:`prepare_block`); -> (rows kept, rows rejected)."""
+    if not storage.is_url(out):
+        out = str(storage.local_path(out).resolve())  # workers may run elsewhere: no relative paths
+    shape = (preprocess.channels, preprocess.image_size, preprocess.image_size)
+    tasks = [(out, k, block.reset_index(drop=True), asdict(preprocess), shape) for k, block in blocks.items()]
+    kept = rejected = 0
+    with tqdm(total=sum(len(b) for b in blocks.values()), desc="prepare", unit="img", disable=not show_progress) as bar:
+        for k, n_kept, n_rejected in executor.map(prepare_block, tasks):
+            kept, rejected = kept + n_kept, rejected + n_rejected
+            bar.update(len(blocks[k]))
+    return kept, rejected
+
+
+def _finalise(out: str, plan: dict) -> dict:
     """Once every block is done (by any machine), write index.parquet, rejects.parquet and the counts."""
-    info = json.loads((out / INFO_NAME).read_text())
-    if info.get("complete") and (out / INDEX_NAME).is_file():
+    info = _read_json(storage.join(out, INFO_NAME))
+    if info.get("complete") and storage.isfile(storage.join(out, INDEX_NAME)):
         return info
     done = [k for k in range(plan["num_shards"]) if _block_done(out, k)]
     if len(done) < plan["num_shards"]:
@@ -305,15 +377,15 @@ def _finalise(out: Path, plan: dict) -> dict:
             "%d of %d blocks done; the index is written when the last one finishes", len(done), plan["num_shards"]
         )
         return info
-    parts = [pd.read_parquet(out / f"{_block_name(k)}.rows.parquet").assign(shard=k) for k in done]
+    parts = [_read_rows(storage.join(out, f"{_block_name(k)}.rows.parquet")).assign(shard=k) for k in done]
     columns = ["row_id", "image_path", "offset", "reason", "detail", "shard"]
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     ok = rows["offset"] >= 0
     index = rows.loc[ok, ["row_id", "image_path", "shard", "offset"]].reset_index(drop=True)
     bad = rows.loc[~ok].rename(columns={"image_path": "path"}).assign(kind="image")
-    _atomic_write(out / INDEX_NAME, lambda p: index.to_parquet(p, index=False))
+    _atomic_write(storage.join(out, INDEX_NAME), lambda p: index.to_parquet(p, index=False))
     rejects = bad[["row_id", "path", "kind", "reason", "detail"]].reset_index(drop=True)
-    _atomic_write(out / REJECTS_NAME, lambda p: rejects.to_parquet(p, index=False))
+    _atomic_write(storage.join(out, REJECTS_NAME), lambda p: rejects.to_parquet(p, index=False))
     counts = {
         "rows": len(rows),
         "kept": int(ok.sum()),
@@ -321,7 +393,7 @@ def _finalise(out: Path, plan: dict) -> dict:
         "reject_reasons": dict(Counter(bad["reason"])),
     }
     info = {**info, "complete": True, "counts": counts}
-    _write_json(out / INFO_NAME, info)
+    _write_json(storage.join(out, INFO_NAME), info)
     return info
 
 
