@@ -56,11 +56,13 @@ class DataCfg:
     manifest: str = ""  # a directory holding manifest.parquet (``medclip manifest`` output)
     text_policy: str = "findings_impression"
     max_text_tokens: int = 128
+    # processes that decode images for MONAI's cache; streaming: DataLoader workers, each reading its own run of shards
     num_workers: int = 0
     cache_rate: float = 1.0  # fraction of decoded+resized images MONAI keeps in memory
     shards: str = ""  # a `medclip prepare` output folder or URL (s3://...): read prepared images, not files
     # stream the shards (whole shard files fetched into cache_dir, per-rank/per-worker shard assignment, a shuffle
-    # buffer): auto = when data.shards is an object-storage URL | on | off (random access by index)
+    # buffer; medclip.data.streaming): auto = when data.shards is an object-storage URL | on | off (random access by
+    # index; a remote data.shards is then fetched whole into cache_dir first)
     streaming: str = "auto"
     cache_dir: str = ""  # local cache of remote shards ("" -> $MEDCLIP_CACHE or ~/.cache/medclip)
     shuffle_buffer: int = 4096  # streaming: samples held and drawn from at random

@@ -104,11 +104,25 @@ class PairDataset(CacheDataset):
         if not self._batch_read:
             return [self[i] for i in indices]
         pairs = [self.data[i] for i in indices]
-        raw = np.stack([self.shards.get_raw(pair["row_id"]) for pair in pairs])
-        images = normalize_image(
-            torch.from_numpy(raw.astype(np.float32)), self.preprocess, scale=1.0 / SCALE, inplace=True
-        )
+        images = normalize_prepared(np.stack([self.shards.get_raw(pair["row_id"]) for pair in pairs]), self.preprocess)
         return [{**pair, "image": image} for pair, image in zip(pairs, images, strict=True)]
+
+
+def normalize_prepared(raw: np.ndarray, preprocess: PreprocessCfg) -> torch.Tensor:
+    """Stored uint16 images [B, C, ...] -> float32 [B, C, ...] normalised as the per-sample pipeline would (no
+    random steps): the whole-batch read of :class:`PairDataset` and of the streaming dataset."""
+    return normalize_image(torch.from_numpy(raw.astype(np.float32)), preprocess, scale=1.0 / SCALE, inplace=True)
+
+
+def prepared_tail(preprocess: PreprocessCfg, *, train: bool) -> tuple[Compose, bool]:
+    """The per-sample steps that follow reading a prepared image (``build_transforms`` without its deterministic
+    head), and whether they only normalise (then a batch can go through :func:`normalize_prepared` at once)."""
+    pipeline = build_transforms(preprocess, train=train)
+    head = [type(t) for t in deterministic_transforms(preprocess)]
+    if [type(t) for t in pipeline.transforms[: len(head)]] != head:
+        raise RuntimeError("build_transforms no longer starts with deterministic_transforms; update prepared_tail")
+    tail = Compose(pipeline.transforms[len(head) :])
+    return tail, [type(t) for t in tail.transforms] == [NormalizeImaged, EnsureTyped]
 
 
 def shard_transforms(pipeline: Compose, preprocess: PreprocessCfg, shards: ShardStore) -> Compose:

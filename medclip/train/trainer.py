@@ -3,6 +3,10 @@
 One process or many (``torchrun``: DDP, NCCL on GPU, gloo on CPU). The run directory holds ``config.yaml``,
 ``metrics.jsonl``, ``tensorboard/``, resumable ``checkpoints/step-NNNNNNN/`` and ``final/``. With ``resume=True``
 training continues from the newest checkpoint and ends with the same weights an uninterrupted run would have.
+
+Prepared shards are read by index (``ShardedBatchSampler``) or streamed (``data.streaming``; always for an
+object-storage ``data.shards``: medclip.data.streaming). ``train.out_dir`` may be a URL: the run writes a local
+mirror and rank 0 uploads to it (medclip.train.run_mirror).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from medclip.config import RunCfg, save_config, to_yaml
 from medclip.data.batch_aug import BatchAugment
 from medclip.data.datasets import PairCollator, PairDataset, pairs_from_manifest
 from medclip.data.shards import ShardStore
+from medclip.data.streaming import StreamCollate, StreamingPairs, refuse_credentials, use_streaming
 from medclip.distributed import DistInfo, barrier, destroy, init_distributed, is_initialized
 from medclip.errors import InputError
 from medclip.ingest.manifest import COLUMNS, read_manifest
 from medclip.ingest.trained_on import write_trained_on
+from medclip.io import storage
 from medclip.losses import loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.models.text_tower import row_extents
@@ -37,6 +43,7 @@ from medclip.train import checkpoint as ckpt
 from medclip.train.cpu_memory import keep_freed_memory
 from medclip.train.metrics_log import MetricsLogger, memory_stats
 from medclip.train.optim import create_optimizer, create_scheduler
+from medclip.train.run_mirror import RunMirror
 from medclip.train.sampler import ShardedBatchSampler
 from medclip.train.step import (
     PRECISIONS,
@@ -85,11 +92,11 @@ def text_features(model: MedClip, tokenizer, texts: list[str], *, max_length: in
 def _train_split(cfg: RunCfg):
     if not cfg.data.manifest:
         raise InputError("data.manifest is not set; add data.manifest=DIR (a `medclip manifest` output folder)")
-    df, meta = read_manifest(cfg.data.manifest)
-    train_df = df[df["split"] == "train"]
+    train_df, meta = read_manifest(cfg.data.manifest, splits=["train"])  # the train split's rows only
     if train_df.empty:
-        raise InputError(f"{cfg.data.manifest}: the manifest has no 'train' rows ({len(df)} rows in all)")
-    return train_df, meta
+        rows = meta.get("counts", {}).get("kept", "?")
+        raise InputError(f"{cfg.data.manifest}: the manifest has no 'train' rows ({rows} rows in all)")
+    return train_df.reset_index(drop=True), meta
 
 
 @dataclass
@@ -228,6 +235,10 @@ def validate(cfg: RunCfg) -> None:
     for key in ("grad_cache_micro_batch", "checkpoint_every", "keep_checkpoints", "max_bad_steps"):
         if getattr(cfg.train, key) < (0 if key == "grad_cache_micro_batch" else 1):
             raise InputError(f"train.{key}={getattr(cfg.train, key)} is out of range")
+    use_streaming(cfg.data.streaming, cfg.data.shards)  # a bad data.streaming value, before any work
+    for key in ("data.manifest", "data.shards", "train.out_dir"):  # credentials come from the environment only
+        section, name = key.split(".")
+        refuse_credentials(getattr(getattr(cfg, section), name), key=key)
 
 
 def _build_loader(cfg: RunCfg, info: DistInfo, dataset, collate, generator) -> tuple[ShardedBatchSampler, DataLoader]:
@@ -236,6 +247,43 @@ def _build_loader(cfg: RunCfg, info: DistInfo, dataset, collate, generator) -> t
         len(dataset), batch_size=batch_size, generator=generator, rank=info.rank, world_size=info.world_size
     )
     return sampler, DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, generator=generator, num_workers=0)
+
+
+def _shard_store(cfg: RunCfg) -> ShardStore | None:
+    """data.shards for random access by index: a local folder, or a remote one fetched whole into the cache."""
+    if not cfg.data.shards:
+        return None
+    if not storage.is_url(cfg.data.shards):
+        return ShardStore(storage.local_path(cfg.data.shards))
+    cache = Path(cfg.data.cache_dir) / "fetched" if cfg.data.cache_dir else None
+    try:
+        return ShardStore(storage.fetch(cfg.data.shards, cache_dir=cache))
+    except FileNotFoundError as exc:
+        raise InputError(f"data.shards: {exc}; check the URL and the credentials in the environment") from None
+
+
+def _streaming_dataset(cfg: RunCfg, info: DistInfo, pairs: list[dict], texts: list[str]) -> StreamingPairs:
+    return StreamingPairs(
+        pairs,
+        texts,
+        cfg.preprocess,
+        shards=cfg.data.shards,
+        train=True,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        workers=cfg.data.num_workers,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        cache_dir=cfg.data.cache_dir,
+    )
+
+
+def _data_order(sampler: ShardedBatchSampler | StreamingPairs) -> dict:
+    """What the batches depend on besides (seed, epoch, batch_in_epoch): saved, and compared on resume."""
+    if isinstance(sampler, StreamingPairs):
+        return {"streaming": True, **sampler.order_key()}
+    return {"streaming": False}
 
 
 def _build_parts(cfg: RunCfg, model: MedClip, info: DistInfo, device: torch.device, total: int) -> StepParts:
@@ -260,8 +308,11 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
         logger.info("train.precision auto -> %s on %s", precision, device)
         cfg.train.precision = precision
     validate(cfg)
-    out = Path(cfg.train.out_dir)
+    mirror = RunMirror(cfg.train.out_dir, cache_dir=cfg.data.cache_dir) if storage.is_url(cfg.train.out_dir) else None
+    out = mirror.open(info, resume=resume) if mirror else storage.local_path(cfg.train.out_dir)
     _prepare_run_dir(cfg, out, info, resume=resume)
+    if mirror is not None and info.is_main:
+        mirror.upload("config.yaml")
     barrier()
     generator = seed_everything(cfg.train.seed)
     if cfg.train.threads:
@@ -276,24 +327,36 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
     pairs, texts = pairs_from_manifest(train_df, text_policy=cfg.data.text_policy)
     tokenizer = load_tokenizer(cfg.model.text.name)
     model = build_model(cfg, device)
-    dataset = PairDataset(
-        pairs,
-        texts,
-        cfg.preprocess,
-        train=True,
-        cache_rate=cfg.data.cache_rate,
-        num_workers=cfg.data.num_workers,
-        shards=ShardStore(cfg.data.shards) if cfg.data.shards else None,
-    )
+    streaming = use_streaming(cfg.data.streaming, cfg.data.shards)
+    if streaming:
+        dataset = _streaming_dataset(cfg, info, pairs, texts)
+    else:
+        dataset = PairDataset(
+            pairs,
+            texts,
+            cfg.preprocess,
+            train=True,
+            cache_rate=cfg.data.cache_rate,
+            num_workers=cfg.data.num_workers,
+            shards=_shard_store(cfg),
+        )
+    transforms = None if streaming else dataset.transform  # streaming seeds its per-sample steps per batch instead
     if info.is_distributed:  # different augmentations and dropout masks on each rank
         torch.manual_seed(cfg.train.seed + 1 + info.rank)
-        dataset.transform.set_random_state(seed=cfg.train.seed + 1 + info.rank)
+        if transforms is not None:
+            transforms.set_random_state(seed=cfg.train.seed + 1 + info.rank)
     locked = model.text.is_locked  # then its outputs are computed once per unique text, not every step
     collate = PairCollator(tokenizer, texts, max_length=cfg.data.max_text_tokens, tokenize_text=not locked)
-    sampler, loader = _build_loader(cfg, info, dataset, collate, generator)
+    if streaming:  # the dataset yields whole batches; its workers read disjoint runs of shards
+        stream_collate = StreamCollate(collate, seed=cfg.train.seed)
+        loader = DataLoader(dataset, batch_size=None, collate_fn=stream_collate, num_workers=cfg.data.num_workers)
+        sampler = dataset
+    else:
+        sampler, loader = _build_loader(cfg, info, dataset, collate, generator)
     total = cfg.train.max_steps or cfg.train.epochs * len(loader)
     parts = _build_parts(cfg, model, info, device, total)
-    run = _Run(cfg, info, device, out, parts, sampler, generator, dataset.transform, PairTables.build(train_df, cfg))
+    tables = PairTables.build(train_df, cfg)
+    run = _Run(cfg, info, device, out, parts, sampler, generator, transforms, tables, mirror=mirror)
     if resume:
         run.resume()
     cached = (
@@ -328,6 +391,9 @@ def _train(cfg: RunCfg, info: DistInfo, device: torch.device, *, show_progress: 
         }
         model.save_pretrained(final, tokenizer=tokenizer, extra=extra)
         write_trained_on(final, train_df, meta)  # salted keys of the training patients/studies: eval checks overlap
+        if mirror is not None:
+            mirror.upload("metrics.jsonl", "tensorboard", "final")
+            logger.info("uploaded the final model to %s", storage.display(storage.join(cfg.train.out_dir, "final")))
     barrier()
     return final
 
@@ -342,11 +408,23 @@ def _prompt_set(name: str) -> dict | None:
         return None
 
 
+def _gather_to_main(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` on rank 0 in rank order (an empty list on the other ranks)."""
+    if not info.is_distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    found = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, found, dst=0)
+    return found if info.is_main else []
+
+
 class _Run:
     """Loop state: step / epoch / data position, checkpoints and resume."""
 
-    def __init__(self, cfg, info, device, out, parts, sampler, generator, transforms, tables) -> None:
+    def __init__(self, cfg, info, device, out, parts, sampler, generator, transforms, tables, *, mirror=None) -> None:
         self.cfg, self.info, self.device, self.out, self.parts = cfg, info, device, out, parts
+        self.mirror: RunMirror | None = mirror  # train.out_dir is a URL: `out` is its local mirror, rank 0 uploads
         self.sampler, self.generator, self.transforms, self.tables = sampler, generator, transforms, tables
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "bad_steps": 0, "skipped": 0}
         self.epoch_start = generator.get_state()  # the data order is a function of this state + batch_in_epoch
@@ -366,6 +444,8 @@ class _Run:
             while self.state["step"] < total:
                 if self.state["batch_in_epoch"] == 0:
                     self.epoch_start = self.generator.get_state()
+                if isinstance(self.sampler, StreamingPairs):  # its order is a function of the epoch number
+                    self.sampler.set_epoch(self.state["epoch"])
                 for batch in loader:
                     augment = (
                         partial(self.augment, step=self.state["step"], rank=self.info.rank) if self.augment else None
@@ -405,6 +485,7 @@ class _Run:
             "loader_epoch_start": self.epoch_start,
             "world_size": self.info.world_size,
             "batch_size": self.sampler.batch_size,
+            "data_order": _data_order(self.sampler),
             "scheduler": p.scheduler.state_dict(),
             "scaler": p.scaler.state_dict(),
         }
@@ -417,7 +498,11 @@ class _Run:
             ckpt.begin(self.ckpt_root, step)
         barrier()
         rng = ckpt.rng_state(transforms=self.transforms, device=self.device)
-        torch.save(rng, tmp / f"rng-rank{self.info.rank}.pt")
+        if self.mirror is None:
+            torch.save(rng, tmp / f"rng-rank{self.info.rank}.pt")
+        else:  # each node has its own mirror: rank 0 writes every rank's state into its checkpoint
+            for rank, state in enumerate(_gather_to_main(rng, self.info)):
+                torch.save(state, tmp / f"rng-rank{rank}.pt")
         barrier()
         if self.info.is_main:
             ckpt.write_main(
@@ -425,12 +510,16 @@ class _Run:
             )
             self.last_checkpoint = ckpt.commit(tmp, keep=self.cfg.train.keep_checkpoints)
             logger.debug("checkpoint %s", self.last_checkpoint)
+            if self.mirror is not None:  # metrics first: a resume from this checkpoint finds its steps logged
+                self.mirror.upload("metrics.jsonl", "tensorboard")
+                self.mirror.upload_checkpoint(self.last_checkpoint, keep=self.cfg.train.keep_checkpoints)
         barrier()
 
     def resume(self) -> None:
         path = ckpt.latest_checkpoint(self.ckpt_root)
         if path is None:
-            logger.warning("--resume: no checkpoint in %s; starting from step 0", self.ckpt_root)
+            where = storage.join(self.cfg.train.out_dir, "checkpoints") if self.mirror else self.ckpt_root
+            logger.warning("--resume: no checkpoint in %s; starting from step 0", storage.display(where))
             return
         ts = ckpt.load_main(path, model=self.parts.model, optimizer=self.parts.optimizer, device=self.device)
         self.parts.scheduler.load_state_dict(ts["scheduler"])
@@ -444,6 +533,14 @@ class _Run:
                 self.sampler.batch_size,
                 ts["world_size"],
                 ts["batch_size"],
+            )
+        order = _data_order(self.sampler)
+        if ts.get("data_order", {"streaming": False}) != order:
+            logger.warning(
+                "resuming %s with another data order (%s, was %s): the batches differ from an uninterrupted run",
+                path,
+                order,
+                ts.get("data_order"),
             )
         self.state = {k: int(ts[k]) for k in self.state}
         self.epoch_start = ts["loader_epoch_start"]

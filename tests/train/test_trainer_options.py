@@ -38,13 +38,13 @@ def record_conv_dtypes(monkeypatch) -> set[torch.dtype]:
 @pytest.fixture(scope="module")
 def labelled_manifest(tiny_manifest, tmp_path_factory):
     """The tiny manifest plus two CheXpert-style label columns (1 / 0 / -1 / blank)."""
-    out = tmp_path_factory.mktemp("labelled")
-    for f in tiny_manifest.iterdir():
-        shutil.copy(f, out / f.name)
+    out = tmp_path_factory.mktemp("labelled") / "manifest"
+    shutil.copytree(tiny_manifest, out)  # manifest.parquet is a folder of parts
     df = pd.read_parquet(out / "manifest.parquet")
     df["Pleural Effusion"] = [[1.0, 0.0, -1.0, float("nan")][i % 4] for i in range(len(df))]
     df["Cardiomegaly"] = [[0.0, 1.0, float("nan")][i % 3] for i in range(len(df))]
-    df.to_parquet(out / "manifest.parquet")
+    shutil.rmtree(out / "manifest.parquet")
+    df.to_parquet(out / "manifest.parquet")  # a single file reads as well
     return out
 
 
