@@ -4,9 +4,11 @@
 decode + window, aspect-preserving resize, pad to square) in worker processes and stores the result; the random
 augmentation and normalisation still run per epoch, so a model sees the same inputs from shards as from raw files.
 
-Why memory-mapped ``.npy`` and not WebDataset tars: training shuffles by index, and a memmap gives O(1) random
-access to any row with zero-copy reads served from the OS page cache (no tar parsing, no per-sample decode, no
-shuffle buffer). Tars suit sequential streaming from object stores; our trainer reads by index from local disk.
+Why memory-mapped ``.npy`` and not WebDataset tars: a memmap gives O(1) random access to any row with zero-copy
+reads served from the OS page cache (no tar parsing, no per-sample decode). From object storage the same files stream
+(:mod:`medclip.data.streaming`): whole shard files are fetched into a local cache and memory-mapped, which measured
+faster than per-image ranged reads or a tar stream (docs/scale.md). ``--out`` may be a URL; with a Dask executor
+each block is one task that a worker decodes and writes.
 
 Storage: uint16, ``round(x * 65535)`` of the [0, 1] image. The step (1.5e-5) is finer than any 12-16-bit
 radiograph's grey levels after windowing, uniform over [0, 1] (float16 has a coarser 4.9e-4 step near 1) and half
