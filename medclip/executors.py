@@ -94,7 +94,7 @@ class DaskExecutor(Executor):
         self._cluster = None
         if scheduler:
             try:
-                self._client = Client(scheduler, timeout="30s")
+                self._client = Client(scheduler)  # waits distributed.comm.timeouts.connect (Dask's config, 30 s)
             except (OSError, TimeoutError) as exc:
                 raise InputError(
                     f"--scheduler {scheduler}: no Dask scheduler answers there ({type(exc).__name__}); start one with "

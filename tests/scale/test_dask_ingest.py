@@ -23,11 +23,13 @@ if ROOT not in sys.path:  # importlib mode leaves the repo root off sys.path
 
 from medclip.cli import main  # noqa: E402
 from medclip.config import PreprocessCfg  # noqa: E402
+from medclip.errors import InputError  # noqa: E402
 from medclip.executors import DaskExecutor, LocalExecutor, make_executor  # noqa: E402
 from medclip.ingest.manifest import build_manifest, read_manifest, write_manifest  # noqa: E402
 from tests.ingest.test_bad_inputs import GOOD, LAYOUT_CASES, finish  # noqa: E402
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +176,10 @@ def test_cli_dask_executor_and_bad_flags(tmp_path, capsys, cluster):
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "x"), "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert "--scheduler needs --executor dask" in capsys.readouterr().err
-    with pytest.raises(Exception, match="no Dask scheduler answers"):
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(InputError, match="no Dask scheduler answers"),
+    ):
         make_executor("dask", scheduler="tcp://127.0.0.1:1")
     shards = tmp_path / "shards"
     argv = ["-q", "prepare", str(tmp_path / "dask"), "--out", str(shards), "--image-size", "32", "--executor", "dask"]
