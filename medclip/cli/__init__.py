@@ -27,6 +27,12 @@ logger = logging.getLogger("medclip")
 
 # Errors the user can fix: one line, exit 2. Anything else is a bug: traceback, exit 1.
 USER_ERRORS = (MedclipError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# botocore's (through s3fs) when no credentials or no endpoint answer: setup a user fixes, named without importing it
+STORAGE_SETUP_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "EndpointConnectionError", "NoRegionError")
+STORAGE_HINT = (
+    "credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or ~/.aws, "
+    "an S3-compatible server's address from AWS_ENDPOINT_URL"
+)
 
 
 def configure_logging(quiet: bool) -> None:
@@ -71,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"medclip {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception:  # a bug: show where it happened
+    except Exception as exc:  # a bug: show where it happened (object-storage setup errors excepted)
+        if type(exc).__name__ in STORAGE_SETUP_ERRORS:
+            print(f"medclip {args.command}: error: object storage: {_one_line(exc)}; {STORAGE_HINT}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(f"medclip {args.command}: internal error (a bug; please report it with the traceback above)",
               file=sys.stderr)  # fmt: skip

@@ -82,3 +82,15 @@ def test_missing_bucket_is_one_clear_line(tmp_path, s3_bucket, capsys):
     assert "s3://no-such-bucket-medclip/manifest" in err and len(err.splitlines()) == 1
     assert main(["-q", "manifest", "s3://no-such-bucket-medclip/archive", "--out", str(tmp_path / "m")]) == 2
     assert "only the CSV of --layout csv may be a URL" in capsys.readouterr().err
+
+
+def test_no_credentials_or_no_endpoint_is_one_line_with_the_fix(tmp_path, s3_bucket, monkeypatch, capsys):
+    import s3fs as _s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries, or the test waits out their back-off
+    _s3fs.S3FileSystem.clear_instance_cache()
+    assert main(["-q", "prepare", f"{s3_bucket}/manifest", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "AWS_ENDPOINT_URL" in err, err
+    assert "medclip-test-secret" not in err
