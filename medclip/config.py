@@ -350,9 +350,7 @@ class IndexQueryCfg:
     nprobe: int = 0  # override the index's IVF nprobe (0: keep)
     checkpoint: str = ""  # the checkpoint the index was built with, if it moved
     device: str = "cpu"
-    json: str = (
-        ""  # where to write the answer, a path or URL ("" -> IDX/last_query.json; ./last_query.json for a URL index)
-    )
+    json: str = ""  # the answer's path or URL ("" -> IDX/last_query.json; ./last_query.json for a URL index)
     modality: str = ""  # search only the images of this modality ("": all)
     label: str = ""  # search only the images with this label positive ("": all)
 
