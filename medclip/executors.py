@@ -58,20 +58,17 @@ class Executor:
 class LocalExecutor(Executor):
     """This process (``workers <= 1``) or a process pool on this machine."""
 
-    def __init__(self, workers: int = 1, *, initializer: Callable | None = None, initargs: tuple = ()) -> None:
+    def __init__(self, workers: int = 1) -> None:
         self.workers = max(1, int(workers))
-        self._initializer, self._initargs = initializer, initargs
         self._pool: ProcessPoolExecutor | None = None
 
     def map(self, fn, tasks):
         tasks = list(tasks)
         if self.workers <= 1 or len(tasks) < 2:
-            if self._initializer is not None:
-                self._initializer(*self._initargs)
             yield from map(fn, tasks)
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, initializer=self._initializer, initargs=self._initargs)
+            self._pool = ProcessPoolExecutor(self.workers)
         yield from self._pool.map(fn, tasks, chunksize=max(1, min(16, len(tasks) // (4 * self.workers))))
 
     def close(self) -> None:
