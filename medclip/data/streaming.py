@@ -83,16 +83,6 @@ def use_streaming(mode: str, shards: str) -> bool:
     return bool(shards) and (mode == "on" or (mode == "auto" and storage.is_url(shards)))
 
 
-def refuse_credentials(path: str, *, key: str) -> None:
-    """Raise if a URL carries ``user:password@``: credentials come from the environment, never from a config."""
-    if storage.is_url(path) and storage.display(path) != path:
-        raise InputError(
-            f"{key}={storage.display(path)}: the URL carries credentials (user:password@); remove them and set them "
-            "in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE, AWS_ENDPOINT_URL for an "
-            "S3-compatible server) or in ~/.aws/credentials"
-        )
-
-
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -104,19 +94,14 @@ def _rng(*parts: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------- the shard folder
 
 
-def _bucket(url: str) -> str:
-    proto, rest = url.split("://", 1)
-    return f"{proto}://{rest.split('/', 1)[0]}"
-
-
 def _read_meta(url: str, name: str) -> bytes:
     """A small metadata file of the shard folder, with errors that name the URL (never credentials)."""
     where = storage.display(url)
     try:
         return storage.read_bytes(storage.join(url, name))
     except FileNotFoundError:
-        if storage.is_url(url) and not storage.exists(_bucket(url)):
-            problem = f"the bucket {storage.display(_bucket(url))} does not exist or these credentials cannot see it"
+        if storage.missing_bucket(url):
+            problem = f"the bucket {storage.bucket(url)} does not exist or these credentials cannot see it"
         else:
             problem = f"no {name} there"
         raise InputError(

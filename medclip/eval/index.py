@@ -42,7 +42,7 @@ from medclip.eval.overlap import check_training_overlap
 from medclip.eval.report import check_out_url, local_out_dir, upload_outputs
 from medclip.ingest.tables import check_source, load_table
 from medclip.io import storage
-from medclip.models.medclip import WEIGHTS_NAME, local_checkpoint, where_missing
+from medclip.models.medclip import WEIGHTS_NAME, local_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def index_files(path: str | Path) -> dict[str, Path]:
     if not all(storage.isfile(found[name]) for name in (INFO_FILE, INDEX_FILE)):
         raise FileNotFoundError(
             f"{storage.display(path)} is not a case index (no {INFO_FILE} / {INDEX_FILE})"
-            f"{where_missing(path) if remote else ''}; build one with "
+            f"{storage.where_missing(path) if remote else ''}; build one with "
             "`medclip index build --checkpoint CKPT --manifest M --out IDX`"
         )
     return {name: storage.fetch(where) if remote else Path(where) for name, where in found.items()}
@@ -486,7 +486,7 @@ def index_embedder(index: CaseIndex, checkpoint: str | Path | None, *, device: s
     try:
         ckpt = local_checkpoint(source)
     except FileNotFoundError:  # a URL with no checkpoint (any more)
-        raise FileNotFoundError(gone + where_missing(source) + hint) from None
+        raise FileNotFoundError(gone + storage.where_missing(source) + hint) from None
     if not ckpt.is_dir():
         raise FileNotFoundError(gone + hint)
     same_file = checkpoint is None and _weights_stat(ckpt) == index.info.get("weights_stat")

@@ -20,7 +20,6 @@ from medclip.errors import InputError
 from medclip.eval.formatting import fmt, with_ci
 from medclip.eval.screening import screening_markdown
 from medclip.io import storage
-from medclip.models.medclip import missing_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def local_out_dir(out_dir: str | os.PathLike) -> Path:
 
 def check_out_url(out_dir: str | os.PathLike) -> None:
     """Refuse an output URL whose bucket does not exist before any work is done (a local folder is always fine)."""
-    if bucket := missing_bucket(out_dir):
+    if bucket := storage.missing_bucket(out_dir):
         raise InputError(
             f"--out {storage.display(out_dir)}: bucket '{bucket}' does not exist, or these credentials cannot see it; "
             "create it or fix the URL"

@@ -61,6 +61,41 @@ def display(path: PathLike) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+# URL schemes whose first component is a bucket (or container) that must exist before anything is read or written
+BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
+
+def bucket(path: PathLike) -> str:
+    """The bucket of a URL as a URL, without credentials (``s3://bucket/a/b`` -> ``s3://bucket``)."""
+    parts = urlsplit(display(path))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def missing_bucket(path: PathLike) -> str | None:
+    """The bucket name of ``path`` when it does not exist (or these credentials cannot see it); None when it does,
+    or when ``path`` is local or of a scheme without buckets."""
+    if not is_url(path) or scheme(path) not in BUCKET_SCHEMES:
+        return None
+    name = urlsplit(display(path)).netloc
+    return name if name and not exists(bucket(path)) else None
+
+
+def where_missing(path: PathLike) -> str:
+    """A note for an error about a remote path that is not there: its bucket's absence, when that is the cause."""
+    name = missing_bucket(path)
+    return f" (bucket '{name}' does not exist, or these credentials cannot see it)" if name else ""
+
+
+def refuse_credentials(path: PathLike, *, key: str) -> None:
+    """Raise if a URL carries ``user:password@``: credentials come from the environment, never from a config."""
+    if is_url(path) and display(path) != os.fspath(path):
+        raise InputError(
+            f"{key}={display(path)}: the URL carries credentials (user:password@); remove them and set them in the "
+            "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE, AWS_ENDPOINT_URL for an "
+            "S3-compatible server) or in ~/.aws/credentials"
+        )
+
+
 def filesystem(path: PathLike) -> tuple[Any, str]:
     """``(fsspec filesystem, path inside it)`` for a URL or a local path."""
     try:

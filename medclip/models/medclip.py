@@ -9,7 +9,6 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import torch
 import torch.nn.functional as F
@@ -30,28 +29,9 @@ TOKENIZER_DIR = "tokenizer"
 HEADS = ("linear", "mlp")
 
 
-# URL schemes whose first component is a bucket (or container) that must exist before anything is read or written
-BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
-
-
-def missing_bucket(url: str | os.PathLike) -> str | None:
-    """The bucket of ``url`` when it does not exist (or these credentials cannot see it); None when it does, or when
-    ``url`` is local or of a scheme without buckets."""
-    if not storage.is_url(url) or storage.scheme(url) not in BUCKET_SCHEMES:
-        return None
-    bucket = urlsplit(storage.display(url)).netloc
-    return bucket if bucket and not storage.exists(f"{storage.scheme(url)}://{bucket}") else None
-
-
-def where_missing(url: str | os.PathLike) -> str:
-    """A note for an error about a remote path that is not there: its bucket's absence, when that is the cause."""
-    bucket = missing_bucket(url)
-    return f" (bucket '{bucket}' does not exist, or these credentials cannot see it)" if bucket else ""
-
-
 def _not_a_checkpoint(path: str | os.PathLike) -> FileNotFoundError:
     return FileNotFoundError(
-        f"{storage.display(path)} is not a medclip checkpoint (no {CONFIG_NAME}){where_missing(path)}; "
+        f"{storage.display(path)} is not a medclip checkpoint (no {CONFIG_NAME}){storage.where_missing(path)}; "
         "pass a run's final/ dir"
     )
 

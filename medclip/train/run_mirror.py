@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 MARKER = "COMPLETE"  # uploaded last into checkpoints/step-N/: the remote checkpoint is whole
 
 
-def _bucket(url: str) -> str:
-    proto, rest = url.split("://", 1)
-    return f"{proto}://{rest.split('/', 1)[0]}"
-
-
 class RunMirror:
     """The local folder a run at ``url`` writes, and the uploads / downloads that keep the URL up to date."""
 
@@ -54,12 +49,12 @@ class RunMirror:
     def check(self) -> None:
         """Raise early, naming the URL, when its bucket is missing or unreachable."""
         try:
-            found = storage.exists(_bucket(self.url))
+            found = storage.exists(storage.bucket(self.url))
         except (OSError, PermissionError) as exc:
             raise self._fail("reach the bucket", exc) from None
         if not found:
             raise InputError(
-                f"train.out_dir={storage.display(self.url)}: the bucket {storage.display(_bucket(self.url))} does not "
+                f"train.out_dir={storage.display(self.url)}: the bucket {storage.bucket(self.url)} does not "
                 "exist or these credentials cannot see it; create it or fix the URL"
             )
 

@@ -28,7 +28,7 @@ from medclip.config import RunCfg, save_config, to_yaml
 from medclip.data.batch_aug import BatchAugment
 from medclip.data.datasets import PairCollator, PairDataset, pairs_from_manifest
 from medclip.data.shards import ShardStore
-from medclip.data.streaming import StreamCollate, StreamingPairs, refuse_credentials, use_streaming
+from medclip.data.streaming import StreamCollate, StreamingPairs, use_streaming
 from medclip.distributed import DistInfo, barrier, destroy, init_distributed, is_initialized
 from medclip.errors import InputError
 from medclip.ingest.manifest import COLUMNS, read_manifest
@@ -238,7 +238,7 @@ def validate(cfg: RunCfg) -> None:
     use_streaming(cfg.data.streaming, cfg.data.shards)  # a bad data.streaming value, before any work
     for key in ("data.manifest", "data.shards", "train.out_dir"):  # credentials come from the environment only
         section, name = key.split(".")
-        refuse_credentials(getattr(getattr(cfg, section), name), key=key)
+        storage.refuse_credentials(getattr(getattr(cfg, section), name), key=key)
 
 
 def _build_loader(cfg: RunCfg, info: DistInfo, dataset, collate, generator) -> tuple[ShardedBatchSampler, DataLoader]:

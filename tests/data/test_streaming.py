@@ -174,5 +174,5 @@ def test_missing_bucket_or_folder_is_a_clear_error(train_pairs, s3_bucket, s3_se
     with pytest.raises(InputError, match=f"{s3_bucket}/nothing: no shards.json there"):
         _stream(f"{s3_bucket}/nothing", train_pairs)
     with pytest.raises(InputError, match="carries credentials") as exc:
-        streaming.refuse_credentials("s3://AKIA:hunter2@bucket/shards", key="data.shards")
+        storage.refuse_credentials("s3://AKIA:hunter2@bucket/shards", key="data.shards")
     assert "hunter2" not in str(exc.value)
