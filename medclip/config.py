@@ -109,6 +109,9 @@ class ModelCfg:
     # Warm start from a trained model before training: a medclip `final/` or `checkpoints/step-*` directory, or an
     # open_clip checkpoint file (timm + Hugging Face towers). Matching tensors are copied; the rest keep their init.
     init_from: str = ""
+    # Local word-region heads (GLoRIA-style grounding): project the image tower's region features and the text
+    # tower's token states to this width (0 -> no local heads; loss.local_weight > 0 builds them at embed_dim)
+    local_dim: int = 0
 
 
 @dataclass
@@ -122,6 +125,13 @@ class LossCfg:
     label_temperature: float = 0.1
     label_uncertain: float = 0.5  # the value a -1 (uncertain) label takes in the label vector; blank (NaN) -> 0
     label_columns: list[str] = field(default_factory=list)  # [] -> every numeric label column of the manifest
+    # Local word-region alignment (GLoRIA, Huang et al. 2021), added to the global loss with this weight (0 -> off):
+    # each report word attends over the image's regions, and the words' agreement with what they attend to scores
+    # the (image, report) pair in a second InfoNCE. Needs local heads (model.local_dim; set to embed_dim when 0)
+    local_weight: float = 0.0
+    local_attention_temperature: float = 4.0  # GLoRIA's gamma1: sharpness of each word's attention over regions
+    local_word_temperature: float = 5.0  # gamma2: log-sum-exp over words (higher -> closer to the best word)
+    local_scale: float = 10.0  # gamma3: logit scale of the local InfoNCE
 
 
 @dataclass

@@ -147,6 +147,15 @@ def all_gather_nograd(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest ``value`` any rank holds (this rank's own without a process group)."""
+    if get_world_size() == 1:
+        return value
+    out = torch.tensor([value], device=device)
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return int(out.item())
+
+
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean of a tensor over ranks (a detached copy)."""
     out = tensor.detach().clone()

@@ -1,4 +1,5 @@
-"""Contrastive losses (registered): symmetric InfoNCE as in CLIP, label-aware soft targets, SigLIP.
+"""Contrastive losses (registered): symmetric InfoNCE as in CLIP, label-aware soft targets, SigLIP; and the local
+word-region alignment term of GLoRIA (:class:`LocalAlignmentLoss`) that adds to any of them.
 
 Every loss takes one rank's L2-normalised embeddings, gathers them across ranks with gradients (so each rank sees
 the global batch's negatives) and scores either the whole global batch or, with ``local_loss``, only its own rows
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medclip.config import LossCfg
-from medclip.distributed import all_gather_nograd, all_gather_with_grad, get_rank, get_world_size
+from medclip.distributed import all_gather_nograd, all_gather_with_grad, get_rank, get_world_size, max_over_ranks
 from medclip.errors import InputError
 from medclip.registry import Registry
 
@@ -177,3 +178,104 @@ def create_loss(name: str, **kwargs) -> nn.Module:
 def loss_from_cfg(cfg: LossCfg) -> ContrastiveLoss:
     """The registered loss ``cfg.name`` with the options of ``cfg`` it understands."""
     return LOSSES.get(cfg.name).from_cfg(cfg)
+
+
+def local_pair_scores(
+    words: torch.Tensor,
+    word_mask: torch.Tensor,
+    regions: torch.Tensor,
+    *,
+    attention_temperature: float,
+    word_temperature: float,
+    chunk: int = 512,
+) -> torch.Tensor:
+    """GLoRIA's local image-text score of every (text i, image j) pair -> [T, I].
+
+    Each word of text i attends over image j's regions (softmax of ``attention_temperature`` x cosine); the word's
+    cosine with the region context it attends to is its agreement; a log-sum-exp over the text's words (with
+    ``word_temperature``) aggregates them. ``words`` [T, L, D] and ``regions`` [I, N, D] are L2-normed; ``word_mask``
+    [T, L] marks real words. A text with no words scores 0 against every image.
+
+    Only real words are scored (the batch's words packed end to end, ``chunk`` at a time: memory chunk x I x N), and
+    the contexts are never formed: word . context = sum_n attn_n (word . r_n) and |context|^2 = attn^T G attn with G
+    the regions' Gram matrix, so the cost is words x I x N x (D + N) multiply-adds.
+    """
+    text_of_word = torch.nonzero(word_mask, as_tuple=True)[0]  # [W]: the text each real word belongs to
+    packed = words[word_mask]  # [W, D]
+    gram = regions @ regions.transpose(1, 2)  # [I, N, N]: region-region cosines
+    sums = []
+    for start in range(0, packed.shape[0], chunk):
+        w = packed[start : start + chunk]  # [w, D]
+        sim = torch.einsum("wd,jnd->wjn", w, regions)  # [w, I, N]
+        attn = torch.softmax(attention_temperature * sim, dim=-1)
+        dot = (attn * sim).sum(-1)  # [w, I]
+        norm = (torch.einsum("wjn,jnm->wjm", attn, gram) * attn).sum(-1).clamp(min=1e-12).sqrt()
+        # agreement is a cosine (|.| <= 1), so exp(word_temperature * agreement) cannot overflow: no max-shift needed
+        sums.append(torch.exp(word_temperature * dot / norm))
+    per_word = torch.cat(sums) if sums else regions.new_zeros(0, regions.shape[0])
+    totals = regions.new_zeros(words.shape[0], regions.shape[0]).index_add(0, text_of_word, per_word)  # [T, I]
+    has_words = word_mask.any(1)[:, None]
+    return torch.where(has_words, torch.log(totals.clamp(min=1e-30)) / word_temperature, torch.zeros_like(totals))
+
+
+class LocalAlignmentLoss(nn.Module):
+    """GLoRIA's local contrastive term (Huang et al., ICCV 2021): InfoNCE over :func:`local_pair_scores`, both ways.
+
+    Gathered across ranks with gradients like the global loss; identical report texts (``text_keys``) are positives.
+    It adds to the global loss (``loss.local_weight``); GLoRIA weights the two equally.
+    """
+
+    def __init__(
+        self,
+        *,
+        attention_temperature: float = 4.0,
+        word_temperature: float = 5.0,
+        scale: float = 10.0,
+        duplicate_texts_positive: bool = True,
+    ) -> None:
+        super().__init__()
+        if min(attention_temperature, word_temperature, scale) <= 0:
+            raise InputError("loss.local_attention_temperature, local_word_temperature and local_scale must be > 0")
+        self.attention_temperature, self.word_temperature, self.scale = attention_temperature, word_temperature, scale
+        self.duplicate_texts_positive = duplicate_texts_positive
+
+    @classmethod
+    def from_cfg(cls, cfg: LossCfg) -> LocalAlignmentLoss:
+        return cls(
+            attention_temperature=cfg.local_attention_temperature,
+            word_temperature=cfg.local_word_temperature,
+            scale=cfg.local_scale,
+            duplicate_texts_positive=cfg.duplicate_texts_positive,
+        )
+
+    def forward(
+        self,
+        image_regions: torch.Tensor,
+        text_tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        *,
+        text_keys: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        width = max_over_ranks(text_tokens.shape[1], text_tokens.device)  # ranks' batches may differ in text length
+        if width > text_tokens.shape[1]:
+            text_tokens = F.pad(text_tokens, (0, 0, 0, width - text_tokens.shape[1]))
+            token_mask = F.pad(token_mask, (0, width - token_mask.shape[1]))
+        regions, words = all_gather_with_grad(image_regions), all_gather_with_grad(text_tokens)
+        mask = all_gather_nograd(token_mask)
+        keys = [all_gather_nograd(text_keys)] if self.duplicate_texts_positive and text_keys is not None else []
+        scores = local_pair_scores(
+            words,
+            mask,
+            regions,
+            attention_temperature=self.attention_temperature,
+            word_temperature=self.word_temperature,
+        )  # [T, I]: texts x images
+        pos = pair_mask(slice(None), regions.shape[0], keys, regions.device).to(scores.dtype)
+        targets = pos / pos.sum(1, keepdim=True)
+        logits = self.scale * scores
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
+def local_loss_from_cfg(cfg: LossCfg) -> LocalAlignmentLoss | None:
+    """The local word-region loss of ``cfg`` (None when ``loss.local_weight`` is 0)."""
+    return LocalAlignmentLoss.from_cfg(cfg) if cfg.local_weight > 0 else None

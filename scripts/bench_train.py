@@ -14,11 +14,13 @@ Two setups, the same training work in each:
 
 For each setup and precision the two trainers alternate in rounds; the median pairs/s, their ratio, the median of
 the per-round ratios (steadier on a shared machine), the FLOPs and aten ops each step dispatches and the fraction of
-this machine's matmul peak (measured in the same run) are reported. Also the peak
+this machine's matmul peak (measured in the same run) are reported. ``local_loss``: medclip's step with and without
+the local word-region loss (GLoRIA, ``loss.local_weight``), alternated the same way: its extra cost per step. Also the peak
 memory of one step at a 4,096 effective batch with and without the gradient cache, estimated by tracing the step
 with fake tensors (no allocation; live tensor storage incl. parameters, gradients, AdamW state and the input batch).
 
     python scripts/bench_train.py                         # CPU, about 10-15 minutes on 2 cores
+    python scripts/bench_train.py --setups none --memory-batch 0   # only the local word-region loss's extra cost
     python scripts/bench_train.py --device cuda --image-tower vit_base_patch16_224 --text-tower DIR --batch 128
 """
 
@@ -42,7 +44,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from medclip.config import LossCfg, ModelCfg, OptimCfg, PreprocessCfg
-from medclip.losses import loss_from_cfg
+from medclip.losses import LocalAlignmentLoss, loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.reports.sections import normalize_text, parse_sections, report_text
 from medclip.text.tokenizer import load_tokenizer, resolve_text_model, tokenize
@@ -98,8 +100,10 @@ class MedclipTrainer:
 
     name = "medclip"
 
-    def __init__(self, args, *, locked: bool, precision: str, texts: list[str], device: torch.device) -> None:
-        cfg = ModelCfg(embed_dim=args.embed_dim, head="linear")
+    def __init__(
+        self, args, *, locked: bool, precision: str, texts: list[str], device: torch.device, local: bool = False
+    ) -> None:
+        cfg = ModelCfg(embed_dim=args.embed_dim, head="linear", local_dim=args.embed_dim if local else 0)
         cfg.image.name, cfg.text.name, cfg.text.lock = args.image_tower, args.text_tower, locked
         cfg.text.length_buckets, cfg.text.packing = args.length_buckets, args.packing  # exact: less padding
         cfg.text.varlen_attention = args.varlen_attention
@@ -127,12 +131,20 @@ class MedclipTrainer:
             scaler=torch.amp.GradScaler(device.type, enabled=False),
             autocast=autocast_factory(device, precision),
             grad_clip=1.0,
+            local_loss=LocalAlignmentLoss() if local else None,
+            local_weight=1.0 if local else 0.0,
         )
         self.state = {"step": 0, "bad_steps": 0, "skipped": 0}
 
     def batch(self, images: torch.Tensor, texts: list[str]) -> tuple[dict, dict]:
         keys = torch.tensor([self.unique[normalize_text(t)] for t in texts], device=self.device)
         image = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        if isinstance(self.cached, tuple):  # token states + mask (the local loss reads every word)
+            states, mask = self.cached[0][keys], self.cached[1][keys]
+            width = int(mask.sum(1).max())
+            return {"image": image, "text_features": states[:, :width].float(), "text_mask": mask[:, :width]}, {
+                "text_keys": keys
+            }
         if self.cached is not None:
             return {"image": image, "text_features": self.cached[keys]}, {"text_keys": keys}
         tok = tokenize(self.tokenizer, texts, max_length=self.max_len)
@@ -279,6 +291,41 @@ def time_steps(trainer, batches: list, steps: int, device: torch.device) -> floa
     return time.perf_counter() - t0
 
 
+def local_loss_cost(args, *, data, device) -> dict:
+    """medclip's step with and without the local word-region loss (GLoRIA) on the same towers and batches, alternated
+    in rounds: the local term's extra cost per step."""
+    images, texts = data
+    locked = args.local_setup == "locked"
+    trainers = {
+        name: MedclipTrainer(args, locked=locked, precision=args.local_precision, texts=texts, device=device, local=on)
+        for name, on in (("global_only", False), ("with_local_loss", True))
+    }
+    chunks = [(images[i], texts[i * args.batch : (i + 1) * args.batch]) for i in range(len(images))]
+    batches = {name: [t.batch(img, txt) for img, txt in chunks] for name, t in trainers.items()}
+    rates: dict[str, list[float]] = {name: [] for name in trainers}
+    for name, t in trainers.items():
+        time_steps(t, batches[name], args.warmup, device)
+    for r in range(args.rounds):
+        for name in list(trainers) if r % 2 == 0 else list(trainers)[::-1]:
+            rates[name].append(args.batch * args.steps / time_steps(trainers[name], batches[name], args.steps, device))
+    out = {
+        name: {"pairs_per_s": round(statistics.median(v), 2), "rounds": [round(x, 2) for x in v]}
+        for name, v in rates.items()
+    }
+    paired = [g / w for g, w in zip(rates["global_only"], rates["with_local_loss"], strict=True)]
+    first = batches["with_local_loss"][0][0]
+    with torch.no_grad():
+        regions = trainers["with_local_loss"].model.image.forward_maps(first["image"][:1]).local.flatten(2).shape[-1]
+    out.update(
+        setup=args.local_setup,
+        precision=args.local_precision,
+        regions_per_image=regions,
+        step_time_ratio_paired_median=round(statistics.median(paired), 3),
+        extra_cost_per_step=f"{100 * (statistics.median(paired) - 1):.0f} %",
+    )
+    return out
+
+
 def compare(args, *, locked: bool, precision: str, data, device, peak: float) -> dict:
     """Alternate the two trainers for ``args.rounds`` rounds on the same batches; medians and ratio."""
     images, texts = data
@@ -422,6 +469,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=False,
         help="CPU: run the whole process (both trainers) with medclip's train.keep_freed_memory=true",
     )
+    p.add_argument("--local-setup", default="locked", help="the local-loss cost: trainable | locked | none (skip)")
+    p.add_argument("--local-precision", default="fp32")
     p.add_argument("--memory-batch", type=int, default=4096, help="0 skips the memory estimate")
     p.add_argument("--memory-micro-batch", type=int, default=64)
     p.add_argument("--out", type=Path, help="also write the JSON to this file")
@@ -473,15 +522,18 @@ def main(argv=None) -> int:
         result["open_clip"] = open_clip.__version__
     # --keep-freed-memory: the process runs as medclip trains with train.keep_freed_memory=true; both trainers share
     # it, so both run with it
+    setups = [s for s in args.setups.split(",") if s and s != "none"]
     with keep_freed_memory(device.type == "cpu" and args.keep_freed_memory) as kept:
         result["process"] = {"keep_freed_memory": kept, "applies_to": "both trainers"}
-        for setup in args.setups.split(","):
+        for setup in setups:
             result["setups"][setup] = {
                 p: compare(
                     args, locked=setup == "locked", precision=p, data=(images, texts), device=device, peak=peaks[p]
                 )
                 for p in args.precisions.split(",")
             }
+        if args.local_setup != "none":
+            result["local_loss"] = local_loss_cost(args, data=(images, texts), device=device)
     # Measured again at the end (a shared machine's load changes); the higher figure is the peak.
     peaks = {p: max(v, matmul_peak(device, dtypes[p], n=n)) for p, v in peaks.items()}
     for setup in result["setups"].values():
@@ -503,7 +555,7 @@ def main(argv=None) -> int:
                         args, locked=setup == "locked", batch=args.memory_batch, micro=args.memory_micro_batch
                     ),
                 }
-                for setup in args.setups.split(",")
+                for setup in setups
             },
         }
     print(json.dumps(result, indent=2))

@@ -23,6 +23,8 @@ VARIANTS = [
     ("siglip", ["loss.name=siglip", "model.logit_bias=true", "model.init_temperature=0.1"], 0),
     ("soft_multiview", ["loss.name=infonce_soft", "loss.study_positives=true"], 0),
     ("infonce_grad_cache", [], 2),
+    ("gloria_local", ["loss.local_weight=1.0", "model.local_dim=32"], 0),
+    ("gloria_local_grad_cache", ["loss.local_weight=0.5", "model.local_dim=32"], 2),
 ]
 
 WORKER = textwrap.dedent(
@@ -42,9 +44,13 @@ WORKER = textwrap.dedent(
 )
 
 
-def _batch(n: int) -> tuple[dict, dict]:
+def _batch(n: int, *, tokens: bool = False) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(1)
     inputs = {"image": torch.randn(n, 1, 64, 64, generator=g), "text_features": torch.randn(n, 384, generator=g)}
+    if tokens:  # a locked encoder's cached token states; texts of 3..12 tokens, so ranks' batches differ in width
+        lengths = torch.tensor([5, 12, 3, 7, 4, 6, 9, 5])
+        inputs["text_mask"] = (torch.arange(12)[None] < lengths[:, None]).long()
+        inputs["text_features"] = torch.randn(n, 12, 384, generator=g) * inputs["text_mask"][..., None]
     # rows 1 and 6 share a report (on different ranks); rows 2, 3 are two views of one study
     keys = {
         "text_keys": torch.tensor([0, 1, 2, 3, 4, 5, 1, 7]),
@@ -57,7 +63,7 @@ def _batch(n: int) -> tuple[dict, dict]:
 def run_variant(overrides: list[str], micro: int, *, rank: int = 0, world: int = 1) -> dict:
     """Loss and gradients of one step of the tiny model on this rank's share of a fixed global batch."""
     from medclip.config import load_config
-    from medclip.losses import loss_from_cfg
+    from medclip.losses import local_loss_from_cfg, loss_from_cfg
     from medclip.models.medclip import MedClip
     from medclip.train.optim import create_optimizer, create_scheduler
     from medclip.train.step import StepParts, autocast_factory, loss_and_grads, set_train_mode
@@ -79,11 +85,17 @@ def run_variant(overrides: list[str], micro: int, *, rank: int = 0, world: int =
         scaler=torch.amp.GradScaler("cpu", enabled=False),
         autocast=autocast_factory(torch.device("cpu"), "fp32"),
         micro_batch=micro,
+        local_loss=local_loss_from_cfg(cfg.loss),
+        local_weight=cfg.loss.local_weight,
     )
-    inputs, keys = _batch(GLOBAL_BATCH)
+    inputs, keys = _batch(GLOBAL_BATCH, tokens=parts.local_loss is not None)
     share = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+    mine = {k: v[share] for k, v in inputs.items()}
+    if "text_mask" in mine:  # each rank's batch trimmed to its own longest text, as the trainer does
+        width = int(mine["text_mask"].sum(1).max())
+        mine["text_features"], mine["text_mask"] = mine["text_features"][:, :width], mine["text_mask"][:, :width]
     set_train_mode(model)
-    loss, _ = loss_and_grads(parts, {k: v[share] for k, v in inputs.items()}, {k: v[share] for k, v in keys.items()})
+    loss, _ = loss_and_grads(parts, mine, {k: v[share] for k, v in keys.items()})
     return {"loss": loss, "grads": {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}}
 
 

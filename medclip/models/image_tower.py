@@ -1,13 +1,16 @@
 """2-D image towers: the registry of named towers and the timm adapter.
 
 Every tower is a thin adapter with one interface (``forward -> [B, F]``, ``output_dim``, ``lock()``,
-``set_grad_checkpointing()``), like open_clip's ``TimmModel``. Named towers register in :data:`IMAGE_TOWERS`
+``set_grad_checkpointing()``), like open_clip's ``TimmModel``, plus ``forward_maps -> SpatialFeatures`` and
+``local_channels`` for grounding: the same forward that also returns the tower's spatial features (CNN feature-map
+cells, ViT patch tokens, 3-D patches of the CT towers). Named towers register in :data:`IMAGE_TOWERS`
 (:mod:`medclip.models.sketch_tower`, :mod:`medclip.models.volume_tower`); :mod:`medclip.models.factory` builds them.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +22,26 @@ from medclip.registry import Registry, did_you_mean
 logger = logging.getLogger(__name__)
 
 IMAGE_TOWERS: Registry = Registry("image tower")
+
+
+@dataclass
+class SpatialFeatures:
+    """One forward of an image tower with its spatial features, channels first (``[B, C, *grid]``, 2-D or 3-D).
+
+    ``pooled`` is exactly what ``forward`` returns. ``last`` holds the cells the pooling summarises (so the projection
+    head applied to each cell gives a similarity map for any model). ``local`` holds the finer features a local
+    word-region loss aligns: the stage before the last one for CNNs (stride 16, as GLoRIA takes ResNet's conv4),
+    the last patch tokens for ViTs.
+    """
+
+    pooled: torch.Tensor
+    local: torch.Tensor
+    last: torch.Tensor | None  # None where the pooled vector is not a per-cell summary (the sketch encoder)
+
+
+def cells(features: torch.Tensor) -> torch.Tensor:
+    """``[B, C, *grid]`` -> ``[B, N, C]``: one row per region."""
+    return features.flatten(2).transpose(1, 2)
 
 
 class TimmImageTower(nn.Module):
@@ -49,9 +72,24 @@ class TimmImageTower(nn.Module):
                 ) from exc
             raise
         self.output_dim = int(self.trunk.num_features)
+        info = list(self.trunk.feature_info)
+        # GLoRIA's local features: the stage before the last when it is finer (CNNs), else the last (ViTs)
+        self._local_index = -2 if len(info) > 1 and info[-2]["reduction"] < info[-1]["reduction"] else -1
+        self.local_channels = int(info[self._local_index]["num_chs"])
+        self.num_prefix_tokens = int(getattr(self.trunk, "num_prefix_tokens", 0) or 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)  # [B, F]
+
+    def forward_maps(self, x: torch.Tensor) -> SpatialFeatures:
+        final, stages = self.trunk.forward_intermediates(x, indices=2, norm=True, intermediates_only=False)
+        pooled = self.trunk.forward_head(final, pre_logits=True)  # [B, F], as forward
+        if final.ndim == 3:  # ViT-style tokens [B, T, F]: drop the class/register tokens, lay the patches on the grid
+            grid = stages[-1].shape[-2:]
+            last = final[:, self.num_prefix_tokens :].transpose(1, 2).reshape(final.shape[0], final.shape[2], *grid)
+        else:
+            last = final
+        return SpatialFeatures(pooled, stages[self._local_index], last)
 
     def lock(self, unlocked_groups: int = 0) -> None:
         for p in self.trunk.parameters():

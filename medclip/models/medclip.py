@@ -81,6 +81,16 @@ def projection_head(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     raise InputError(f"model.head '{kind}' is not one of {HEADS}")
 
 
+def word_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] bool: the tokens of each text but its first and last ([CLS] and [SEP] of BERT-family tokenizers)."""
+    mask = attention_mask.bool()
+    last = mask.long().cumsum(1).argmax(1, keepdim=True)  # the last real token of each row
+    words = mask.clone()
+    words[:, 0] = False
+    words.scatter_(1, last, False)
+    return words
+
+
 class MedClip(nn.Module):
     """``forward(image, input_ids, attention_mask) -> {"image_emb", "text_emb", "logit_scale"}`` (embeddings L2-normed).
 
@@ -107,6 +117,12 @@ class MedClip(nn.Module):
         )
         self.image_proj = projection_head(cfg.head, self.image.output_dim, cfg.embed_dim)
         self.text_proj = projection_head(cfg.head, self.text.output_dim, cfg.embed_dim)
+        # Local word-region heads (GLoRIA): region features and token states -> a shared space; absent unless asked,
+        # so checkpoints without them keep loading strictly
+        self.image_local_proj = self.text_local_proj = None
+        if cfg.local_dim > 0:
+            self.image_local_proj = nn.Linear(self.image.local_channels, cfg.local_dim)
+            self.text_local_proj = nn.Linear(self.text.output_dim, cfg.local_dim)
         self.logit_scale = nn.Parameter(torch.tensor(init_logit_scale(cfg)))
         self.max_log_scale = float(torch.tensor(cfg.max_logit_scale).log())
         # SigLIP's learnable bias; absent otherwise, so checkpoints without it keep loading strictly.
@@ -133,6 +149,38 @@ class MedClip(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, normalize: bool = True):
         return self.encode_text_features(self.text(input_ids, attention_mask), normalize=normalize)
 
+    @property
+    def has_local_heads(self) -> bool:
+        return self.image_local_proj is not None
+
+    @property
+    def caches_text_tokens(self) -> bool:
+        """A locked text tower's outputs are cached as token states (not pooled vectors): its pooling trains, or the
+        local heads read every word."""
+        return self.text.caches_tokens or self.has_local_heads
+
+    def encode_image_local(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One image-tower forward -> ``image_emb`` [B, D] and ``image_regions`` [B, N, Dl] (both L2-normed) with
+        ``region_grid`` (the regions' grid shape, 2 or 3 sides)."""
+        maps = self.image.forward_maps(image)
+        local = maps.local
+        regions = self.image_local_proj(local.flatten(2).transpose(1, 2))  # [B, N, Dl]
+        return {
+            "image_emb": F.normalize(self.image_proj(maps.pooled), dim=-1),
+            "image_regions": F.normalize(regions, dim=-1),
+            "region_grid": torch.tensor(local.shape[2:]),
+        }
+
+    def encode_text_local(self, states: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Token states [B, L, H] + attention mask -> ``text_emb`` [B, D], ``text_tokens`` [B, L, Dl] (L2-normed) and
+        ``token_mask`` [B, L]: the words, without the [CLS] / [SEP] ends of each text."""
+        emb = F.normalize(self.text_proj(self.text.pool(states, mask)), dim=-1)
+        return {
+            "text_emb": emb,
+            "text_tokens": F.normalize(self.text_local_proj(states), dim=-1),
+            "token_mask": word_mask(mask),
+        }
+
     def scale(self) -> torch.Tensor:
         # Clamp like CLIP: the logit scale may not exceed max_logit_scale (100).
         return self.logit_scale.clamp(max=self.max_log_scale).exp()
@@ -151,7 +199,12 @@ class MedClip(nn.Module):
         *,
         text_features: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
+        return_local: bool = False,
     ) -> dict[str, torch.Tensor]:
+        """``return_local`` (models with local heads): also ``image_regions``, ``text_tokens`` and ``token_mask`` for
+        :class:`medclip.losses.LocalAlignmentLoss`."""
+        if return_local:
+            return self._forward_local(image, input_ids, attention_mask, text_features, text_mask)
         if text_features is not None:
             text_emb = self.encode_text_features(text_features, mask=text_mask)
         elif input_ids is not None and attention_mask is not None:
@@ -159,6 +212,23 @@ class MedClip(nn.Module):
         else:
             raise ValueError("MedClip.forward needs input_ids + attention_mask or text_features")
         out = {"image_emb": self.encode_image(image), "text_emb": text_emb, "logit_scale": self.scale()}
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
+
+    def _forward_local(self, image, input_ids, attention_mask, text_features, text_mask) -> dict[str, torch.Tensor]:
+        if not self.has_local_heads:
+            raise InputError("this model has no local word-region heads (model.local_dim=0); set loss.local_weight>0")
+        if text_features is not None:
+            if text_mask is None:
+                raise ValueError("the local loss needs token states with their mask, not pooled text features")
+            states, mask = text_features, text_mask
+        elif input_ids is not None and attention_mask is not None:
+            states, mask = self.text.token_states(input_ids, attention_mask), attention_mask
+        else:
+            raise ValueError("MedClip.forward needs input_ids + attention_mask or text_features")
+        out = {**self.encode_image_local(image), **self.encode_text_local(states, mask), "logit_scale": self.scale()}
+        del out["region_grid"]
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
         return out

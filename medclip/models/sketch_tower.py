@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from medclip.errors import InputError
-from medclip.models.image_tower import IMAGE_TOWERS
+from medclip.models.image_tower import IMAGE_TOWERS, SpatialFeatures
 
 
 def _stage(c_in: int, c_out: int) -> nn.Sequential:
@@ -67,16 +67,24 @@ class SketchEncoder(nn.Module):
         self.grid = grid
         self.proj = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * grid * grid, output_dim), nn.ReLU(inplace=True))
         self.output_dim = output_dim
+        self.local_channels = widths[-2] if len(widths) > 1 else widths[-1]
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_maps(x).pooled  # [B, output_dim]
+
+    def forward_maps(self, x: torch.Tensor) -> SpatialFeatures:
+        """``forward`` with the second-to-last stage's feature map as ``local``. ``last`` is None: the pooled vector
+        is a linear map of the whole grid, not a summary of per-cell features a projection head could score."""
         b, _, h, w = x.shape
         ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
         xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
         x = torch.cat([x, xs, ys], dim=1)
+        maps = []
         for stage in self.stages:
             x = checkpoint(stage, x, use_reentrant=False) if self.grad_checkpointing and self.training else stage(x)
-        return self.proj(F.adaptive_max_pool2d(x, self.grid))  # [B, output_dim]
+            maps.append(x)
+        return SpatialFeatures(self.proj(F.adaptive_max_pool2d(x, self.grid)), maps[-2], None)
 
     def lock(self, unlocked_groups: int = 0) -> None:
         for p in self.parameters():

@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from medclip.errors import InputError, SetupError
-from medclip.models.image_tower import IMAGE_TOWERS
+from medclip.models.image_tower import IMAGE_TOWERS, SpatialFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -261,19 +261,28 @@ class ResNet3DTower(VolumeTower):
             raise InputError(f"pool '{pool}' is not one of avg, avgmax")
         self.pool = pool
         features = int(self.net.in_planes)  # channels out of layer4 (after widening and block expansion)
+        self.local_channels = [m for m in self.net.layer3.modules() if isinstance(m, nn.Conv3d)][-1].out_channels
         self.output_dim = features * (2 if pool == "avgmax" else 1)
         self._init_weights(pretrained, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_maps(x).pooled
+
+    def forward_maps(self, x: torch.Tensor) -> SpatialFeatures:
+        """``local``: layer3's 3-D feature map; ``last``: layer4's (each cell doubled for ``avgmax``: a one-cell
+        volume's average and maximum are the cell itself)."""
         net = self.net
         x = net.act(net.bn1(net.conv1(x)))
         if not net.no_max_pool:
             x = net.maxpool(x)
-        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+        for layer in (net.layer1, net.layer2, net.layer3):
             x = self._stage(layer, x)
+        local = x
+        x = self._stage(net.layer4, x)
         if self.pool == "avgmax":  # the max keeps a small focal finding that the average over the volume dilutes
-            return torch.cat([x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))], dim=1)  # [B, 2F]
-        return net.avgpool(x).flatten(1)  # [B, F]
+            pooled = torch.cat([x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))], dim=1)  # [B, 2F]
+            return SpatialFeatures(pooled, local, torch.cat([x, x], dim=1))
+        return SpatialFeatures(net.avgpool(x).flatten(1), local, x)  # pooled [B, F]
 
     def _group_prefixes(self) -> list[tuple[str, ...]]:
         return [("net.conv1.", "net.bn1."), *[(f"net.layer{i}.",) for i in range(1, 5)]]
@@ -300,13 +309,23 @@ class DenseNet3DTower(VolumeTower):
         del self.net.class_layers  # out_channels=1 above is a placeholder; we pool the features ourselves
         self.output_dim = int(self.net.features.norm5.num_features)
         self.n_blocks = len(block_config)
+        transition = getattr(self.net.features, f"transition{self.n_blocks - 1}", None)
+        self.local_channels = int(transition.conv.out_channels) if transition is not None else self.output_dim
         self._init_weights(pretrained, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_maps(x).pooled
+
+    def forward_maps(self, x: torch.Tensor) -> SpatialFeatures:
+        """``local``: the output of the last transition (before the last dense block, twice as fine); ``last``: the
+        final features."""
+        local = x
         for name, module in self.net.features.named_children():
             x = self._stage(module, x) if name.startswith("denseblock") else module(x)
+            if name.startswith("transition"):
+                local = x
         x = torch.relu(x)  # as the classifier of MONAI (and torchvision) does after norm5
-        return nn.functional.adaptive_avg_pool3d(x, 1).flatten(1)  # [B, F]
+        return SpatialFeatures(nn.functional.adaptive_avg_pool3d(x, 1).flatten(1), local, x)  # pooled [B, F]
 
     def _group_prefixes(self) -> list[tuple[str, ...]]:
         stem = ("net.features.conv0.", "net.features.norm0.")
@@ -368,10 +387,15 @@ class ViT3DTower(VolumeTower):
             # MONAI builds this LayerNorm even without cross-attention; left in, its parameters never get a gradient
             # (DDP would need find_unused_parameters). Its keys in MONAI ViT weights are logged as unexpected.
             block.norm_cross_attn = nn.Identity()
-        self.output_dim = hidden_size
+        self.output_dim = self.local_channels = hidden_size
+        self.patch_grid = tuple(s // p for s, p in zip(self.img_size, patch_size, strict=True))
         self._init_weights(pretrained, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_maps(x).pooled
+
+    def forward_maps(self, x: torch.Tensor) -> SpatialFeatures:
+        """The normed patch tokens laid on the patch grid serve as both ``local`` and ``last``."""
         if tuple(x.shape[2:]) != self.img_size:
             raise InputError(
                 f"vit_3d was built for volumes of {self.img_size}, got {tuple(x.shape[2:])}; resize the volumes "
@@ -380,7 +404,9 @@ class ViT3DTower(VolumeTower):
         x = self.net.patch_embedding(x)  # [B, N, hidden]
         for block in self.net.blocks:
             x = self._stage(block, x)
-        return self.net.norm(x).mean(dim=1)  # [B, hidden]
+        tokens = self.net.norm(x)
+        grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.patch_grid)
+        return SpatialFeatures(tokens.mean(dim=1), grid, grid)  # pooled [B, hidden]
 
     def _group_prefixes(self) -> list[tuple[str, ...]]:
         return [("net.patch_embedding.",), *[(f"net.blocks.{i}.",) for i in range(len(self.net.blocks))]]

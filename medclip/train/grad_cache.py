@@ -25,6 +25,17 @@ from torch import nn
 
 from medclip.models.text_tower import row_extents
 
+EMBEDDINGS = ("image_emb", "text_emb", "image_regions", "text_tokens")  # model outputs the loss differentiates
+
+
+def pad_tokens(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad dim 1 (tokens) of [b, L, ...] to ``width`` with zeros (False for a mask)."""
+    extra = width - tensor.shape[1]
+    if extra <= 0:
+        return tensor
+    pad = [0, 0] * (tensor.ndim - 2) + [0, extra]
+    return torch.nn.functional.pad(tensor, pad)
+
 
 class RandContext:
     """The torch RNG state (CPU, and the CUDA device's) at creation; :meth:`restore` rewinds to it."""
@@ -80,6 +91,8 @@ class GradCache:
         autocast: a zero-argument factory of the autocast context.
         trim_padding: cut each micro-batch's tokens to its longest text (off only for memory estimation with fake
             tensors, where the lengths are unknown).
+        return_local: also cache the local word-region outputs (``image_regions``, ``text_tokens``, ``token_mask``)
+            for the local loss; token rows are padded to the batch's longest micro-batch.
     """
 
     def __init__(
@@ -90,34 +103,42 @@ class GradCache:
         micro_batch: int,
         autocast: Callable,
         trim_padding: bool = True,
+        return_local: bool = False,
     ) -> None:
         self.model, self.forward_model = model, forward_model
         self.micro_batch, self.autocast, self.trim_padding = micro_batch, autocast, trim_padding
+        self.forward_kwargs = {"return_local": True} if return_local else {}
         self._chunks: list[dict[str, torch.Tensor]] = []
         self._rng: list[RandContext] = []
         self._leaves: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def _embed_chunks(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        images, texts = [], []
+    def _embed_chunks(self, device: torch.device) -> dict[str, torch.Tensor]:
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*EMBEDDINGS, "token_mask")}
         with frozen_buffers(self.model):
             for chunk in self._chunks:
                 self._rng.append(RandContext(device))
                 with self.autocast():
-                    out = self.model(**chunk)
-                images.append(out["image_emb"].float())
-                texts.append(out["text_emb"].float())
-        return torch.cat(images), torch.cat(texts)  # [B, D] each
+                    out = self.model(**chunk, **self.forward_kwargs)
+                for key in parts:
+                    if key in out:
+                        parts[key].append(out[key].float() if key != "token_mask" else out[key])
+        width = max((t.shape[1] for t in parts["token_mask"]), default=0)  # micro-batches trim tokens differently
+        for key in ("text_tokens", "token_mask"):
+            parts[key] = [pad_tokens(t, width) for t in parts[key]]
+        return {k: torch.cat(v) for k, v in parts.items() if v}  # [B, ...] each
 
     def embed(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Leaf tensors ``image_emb``, ``text_emb``, ``logit_scale`` (and ``logit_bias``) for the loss."""
+        """Leaf tensors ``image_emb``, ``text_emb``, ``logit_scale`` (and ``logit_bias``; with ``return_local`` also
+        ``image_regions``, ``text_tokens`` and the ``token_mask``, not a leaf) for the loss."""
         self._chunks, self._rng = split_inputs(model_inputs, self.micro_batch, trim=self.trim_padding), []
-        image_emb, text_emb = self._embed_chunks(model_inputs["image"].device)
-        leaves = {"image_emb": image_emb, "text_emb": text_emb, "logit_scale": self.model.scale().detach()}
+        outputs = self._embed_chunks(model_inputs["image"].device)
+        mask = outputs.pop("token_mask", None)
+        leaves = {**outputs, "logit_scale": self.model.scale().detach()}
         if getattr(self.model, "logit_bias", None) is not None:
             leaves["logit_bias"] = self.model.logit_bias.detach()
         self._leaves = {k: v.requires_grad_() for k, v in leaves.items()}
-        return self._leaves
+        return {**self._leaves, "token_mask": mask} if mask is not None else self._leaves
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` (already scaled, for fp16) through the cached embeddings, then the towers."""
@@ -136,9 +157,14 @@ class GradCache:
             rng.restore()
             with sync:
                 with self.autocast():
-                    out = self.forward_model(**chunk)
-                tensors = [out["image_emb"], out["text_emb"]]
-                grad_in = [grads["image_emb"][rows], grads["text_emb"][rows]]
+                    out = self.forward_model(**chunk, **self.forward_kwargs)
+                keys = [k for k in EMBEDDINGS if k in grads]
+                tensors = [out[k] for k in keys]
+                grad_in = [grads[k][rows] for k in keys]
+                if "text_tokens" in grads:  # this micro-batch's own token width
+                    grad_in[keys.index("text_tokens")] = grad_in[keys.index("text_tokens")][
+                        :, : out["text_tokens"].shape[1]
+                    ]
                 if i == last:  # the temperature (and bias) gradient enters once, through the model's own graph
                     tensors += [out[k] for k in ("logit_scale", "logit_bias") if k in grads]
                     grad_in += [grads[k] for k in ("logit_scale", "logit_bias") if k in grads]

@@ -64,6 +64,8 @@ class StepParts:
     grad_clip: float = 1.0
     micro_batch: int = 0  # gradient cache micro-batch (0: off)
     max_bad_steps: int = 10
+    local_loss: nn.Module | None = None  # the local word-region loss (medclip.losses.LocalAlignmentLoss), if on
+    local_weight: float = 0.0
 
 
 def set_train_mode(model: nn.Module) -> None:
@@ -76,23 +78,32 @@ def set_train_mode(model: nn.Module) -> None:
 
 
 def loss_and_grads(
-    parts: StepParts, model_inputs: dict[str, torch.Tensor], loss_kwargs: dict
+    parts: StepParts, model_inputs: dict[str, torch.Tensor], loss_kwargs: dict, terms: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, loss and backward. Returns (the global loss, detached; the logit scale, detached).
+    """Forward, loss and backward. Returns (the global loss, detached; the logit scale, detached). The loss is the
+    global contrastive loss plus ``local_weight`` x the local word-region loss when that is on; ``terms`` (if given)
+    receives the local term, detached, as ``local_loss``.
 
     Nothing here waits for the device: the caller reads the loss once, after backward (a non-finite loss then gives
     non-finite gradients, and the step is skipped).
     """
     batch = model_inputs["image"].shape[0]
+    local = parts.local_loss is not None
     cache = None
     if parts.micro_batch and parts.micro_batch < batch:
         cache = GradCache(
-            parts.model, forward_model=parts.forward_model, micro_batch=parts.micro_batch, autocast=parts.autocast
+            parts.model,
+            forward_model=parts.forward_model,
+            micro_batch=parts.micro_batch,
+            autocast=parts.autocast,
+            return_local=local,
         )
         out = cache.embed(model_inputs)
     else:
         with parts.autocast():
-            out = parts.forward_model(**model_inputs)
+            out = (
+                parts.forward_model(**model_inputs, return_local=True) if local else parts.forward_model(**model_inputs)
+            )
     bias = out.get("logit_bias")
     loss = parts.loss_fn(
         out["image_emb"].float(),
@@ -101,6 +112,16 @@ def loss_and_grads(
         logit_bias=bias.float() if bias is not None else None,
         **loss_kwargs,
     )
+    if local:
+        local_value = parts.local_loss(
+            out["image_regions"].float(),
+            out["text_tokens"].float(),
+            out["token_mask"],
+            text_keys=loss_kwargs.get("text_keys"),
+        )
+        if terms is not None:
+            terms["local_loss"] = all_reduce_mean(local_value) if get_world_size() > 1 else local_value.detach()
+        loss = loss + parts.local_weight * local_value
     # Every rank must agree on skipping: with a local loss each rank holds only its own part of the loss.
     global_loss = all_reduce_mean(loss) if get_world_size() > 1 else loss.detach()
     scaled = parts.scaler.scale(loss)
@@ -122,12 +143,14 @@ def train_step(
     t0 = time.perf_counter()
     set_train_mode(parts.model)
     parts.optimizer.zero_grad(set_to_none=True)
-    loss, scale = loss_and_grads(parts, model_inputs, loss_kwargs)
+    terms: dict[str, torch.Tensor] = {}
+    loss, scale = loss_and_grads(parts, model_inputs, loss_kwargs, terms)
     state["step"] += 1
     pairs = model_inputs["image"].shape[0] * get_world_size()
     parts.scaler.unscale_(parts.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip or float("inf"))
-    loss_value, norm_value, temperature = torch.stack([loss.float(), grad_norm.float(), 1.0 / scale.float()]).tolist()
+    read = [loss.float(), grad_norm.float(), 1.0 / scale.float(), *(t.float() for t in terms.values())]
+    loss_value, norm_value, temperature, *term_values = torch.stack(read).tolist()
     # A finite loss can still give inf / NaN gradients (bf16 / fp32 have no GradScaler to catch them): never let them
     # reach the weights. fp16's GradScaler handles its own inf gradients (it skips the step and lowers the scale).
     finite_grads = parts.scaler.is_enabled() or math.isfinite(norm_value)
@@ -159,6 +182,7 @@ def train_step(
         "grad_norm": norm_value,
         "pairs_per_s": pairs / dt,
         "skipped": state["skipped"],
+        **dict(zip(terms, term_values, strict=True)),
     }
     if parts.scaler.is_enabled():  # fp16: the scaler skips steps with inf gradients and lowers the scale
         record["loss_scale"] = parts.scaler.get_scale()

@@ -34,7 +34,7 @@ from medclip.errors import InputError
 from medclip.ingest.manifest import COLUMNS, read_manifest
 from medclip.ingest.trained_on import write_trained_on
 from medclip.io import storage
-from medclip.losses import loss_from_cfg
+from medclip.losses import local_loss_from_cfg, loss_from_cfg
 from medclip.models.medclip import MedClip
 from medclip.models.text_tower import row_extents
 from medclip.text.prompts import load_prompts
@@ -70,10 +70,10 @@ def seed_everything(seed: int) -> torch.Generator:
 @torch.no_grad()
 def text_features(model: MedClip, tokenizer, texts: list[str], *, max_length: int, device, batch_size: int = 64):
     """A locked tower's outputs for each text, computed once instead of every step: pooled [N, H], or, when its
-    pooling trains (``caches_tokens``), (token states [N, L, H] in bf16, mask [N, L]) padded to the longest text:
+    pooling trains or local heads read every word (``caches_text_tokens``), (token states [N, L, H] in bf16, mask [N, L]) padded to the longest text:
     N x L x H x 2 bytes, fine for thousands of unique texts, not for millions (use mean pooling there)."""
     model.text.eval()
-    if not model.text.caches_tokens:
+    if not model.caches_text_tokens:
         out = []
         for i in range(0, len(texts), batch_size):
             batch = tokenize(tokenizer, texts[i : i + batch_size], max_length=max_length)
@@ -230,6 +230,10 @@ def validate(cfg: RunCfg) -> None:
     """Option combinations that would fail late (after caching data), checked before any work."""
     if cfg.train.precision not in (*PRECISIONS, "auto"):
         raise InputError(f"train.precision '{cfg.train.precision}' is not one of {sorted(PRECISIONS)} or auto")
+    if cfg.loss.local_weight < 0:
+        raise InputError(f"loss.local_weight={cfg.loss.local_weight} must be >= 0 (0: no local word-region loss)")
+    if cfg.loss.local_weight > 0 and cfg.model.local_dim <= 0:
+        cfg.model.local_dim = cfg.model.embed_dim  # the local loss needs local heads; one switch turns both on
     if cfg.loss.name == "siglip" and not cfg.model.logit_bias:
         raise InputError("loss.name=siglip needs model.logit_bias=true (SigLIP also uses model.init_temperature=0.1)")
     for key in ("grad_cache_micro_batch", "checkpoint_every", "keep_checkpoints", "max_bad_steps"):
@@ -299,6 +303,8 @@ def _build_parts(cfg: RunCfg, model: MedClip, info: DistInfo, device: torch.devi
         grad_clip=cfg.optim.grad_clip,
         micro_batch=cfg.train.grad_cache_micro_batch,
         max_bad_steps=cfg.train.max_bad_steps,
+        local_loss=local_loss_from_cfg(cfg.loss),
+        local_weight=cfg.loss.local_weight,
     )
 
 
