@@ -5,9 +5,13 @@
     OUT/dicom/<PatientID>/<StudyDate>-<AccessionNumber>/<SeriesNumber>/<InstanceNumber>.dcm
     OUT/reports/<AccessionNumber>.txt   one report per study (lateral views share it)
     OUT/labels.csv                      ground truth for evaluation only
+    OUT/grounding.csv                   lesion boxes on the frontal images (MS-CXR layout), for grounding
     OUT/README.txt
 
 Images come from :mod:`medclip.synth.cxr.phantom`; everything is driven by one seed, so reruns are byte-identical.
+grounding.csv has one row per connected region of each lesion's mask (where its drawing changed the image; a
+bilateral finding gets a box per lung): ``x, y, w, h`` in pixels of the frontal image named by ``path`` and
+``dicom_id`` (its SOPInstanceUID). Heart size and support devices are not boxed; lateral views have no rows.
 """
 
 from __future__ import annotations
@@ -27,12 +31,19 @@ from pydicom.uid import (
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
 )
+from scipy import ndimage
 
 from medclip.errors import InputError
 from medclip.synth.common import patient_site, prepare_archive, serial_ids, synthetic_uid, write_csv
 from medclip.synth.cxr import phantom
 from medclip.synth.cxr.phantom import Finding
-from medclip.synth.cxr.reports import CXR_FINDINGS, SIDED_FINDINGS, cxr_report
+from medclip.synth.cxr.reports import (
+    CXR_FINDINGS,
+    GROUNDING_CATEGORIES,
+    SIDED_FINDINGS,
+    cxr_report,
+    grounding_phrase,
+)
 from medclip.synth.cxr.study import Positive, Station, Study
 
 logger = logging.getLogger(__name__)
@@ -276,30 +287,110 @@ def _dataset(st: Study, view: str, series: int, img: np.ndarray, seed: int, rng:
 _README_MARK = "SYNTHETIC chest X-ray demo archive written by medclip.synth.cxr.archive"
 
 
-def _write_study(out: Path, st: Study, seed: int) -> int:
-    """Render and write every image of one study; returns the number of images."""
+GROUNDING_HEADER = (
+    "dicom_id",
+    "category_name",
+    "label_text",
+    "path",
+    "x",
+    "y",
+    "w",
+    "h",
+    "image_width",
+    "image_height",
+    "study_id",
+    "accession",
+)
+_MIN_REGION = 0.002  # a mask region under this fraction of the image is a speck, unless it is the lesion's largest
+
+
+def _regions(mask: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """Connected regions of one lesion mask as (bounding slices, region pixels within them).
+
+    Specks are dropped, but never a lesion's largest region: a 10 mm nodule covers only ~0.1 % of a film.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return []
+    r0, c0 = int(rows[0]), int(cols[0])
+    lab, n = ndimage.label(mask[r0 : rows[-1] + 1, c0 : cols[-1] + 1])  # labelling only the lesion's extent
+    areas = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    floor = min(_MIN_REGION * mask.size, int(areas.max()))
+    return [
+        ((slice(r0 + rs.start, r0 + rs.stop), slice(c0 + cs.start, c0 + cs.stop)), lab[rs, cs] == i + 1)
+        for i, (rs, cs) in enumerate(ndimage.find_objects(lab))
+        if areas[i] >= floor
+    ]
+
+
+def _grounding_rows(
+    st: Study, owners: list[Positive], masks: list[np.ndarray | None], *, path: str, sop_uid: str
+) -> list[list[object]]:
+    """grounding.csv rows for the frontal image at ``path``: one per region of each finding's mask.
+
+    Diffuse findings (edema) get one box per lung instead: their haze breaks into pieces around the heart, and a
+    reader boxes the involved lung, not each piece.
+    """
+    rows, cols = st.size
+    x_mm = None  # patient-frame x, only needed to tell the side of a bilateral (or unsided) finding's regions
+    out: list[list[object]] = []
+    for p, mask in zip(owners, masks, strict=True):
+        if mask is None:
+            continue
+        boxes: list[tuple[str, list[int]]] = []  # (side, [row0, col0, row1, col1])
+        for (rs, cs), pixels in _regions(mask):
+            side = p.side
+            if side not in ("left", "right"):
+                if x_mm is None:
+                    x_mm = phantom.patient_x(rows, cols, st.spacing, anatomy=st.anatomy)
+                side = "left" if float(x_mm[rs, cs][pixels].mean()) >= 0 else "right"
+            boxes.append((side, [rs.start, cs.start, rs.stop, cs.stop]))
+        if p.name in _DIFFUSE:
+            boxes = [(side, _union([b for s, b in boxes if s == side])) for side in ("right", "left")]
+            boxes = [(side, b) for side, b in boxes if b]
+        for side, (r0, c0, r1, c1) in boxes:
+            text = grounding_phrase(p, side)
+            box = (c0, r0, c1 - c0, r1 - r0)  # x = left column, y = top row
+            out.append([sop_uid, GROUNDING_CATEGORIES[p.name], text, path, *box, cols, rows, st.uid, st.accession])
+    return out
+
+
+_DIFFUSE = ("edema",)
+
+
+def _union(boxes: list[list[int]]) -> list[int]:
+    """Bounding box [row0, col0, row1, col1] of ``boxes``; empty when there are none."""
+    if not boxes:
+        return []
+    r0, c0, r1, c1 = zip(*boxes, strict=True)
+    return [min(r0), min(c0), max(r1), max(c1)]
+
+
+def _write_study(out: Path, st: Study, seed: int) -> tuple[int, list[list[object]]]:
+    """Render and write every image of one study; returns the number of images and its grounding.csv rows."""
     rng = np.random.default_rng([seed, 3, st.idx])
+    owners = [p for p in st.pos.values() for _ in p.specs]
     specs = [spec for p in st.pos.values() for spec in p.specs]
     folder = out / "dicom" / st.patient_id / f"{st.date:%Y%m%d}-{st.accession}"
     views = [st.view, st.lateral] if st.lateral else [st.view]
+    grounding: list[list[object]] = []
     for k, view in enumerate(views):
         acq = phantom.sample_acquisition(rng)
         rows, cols = st.size
-        img = phantom.render(
-            rows,
-            cols,
-            st.spacing,
-            view=view,
-            anatomy=st.anatomy,
-            findings=specs,
-            acquisition=acq,
-            seed=int(rng.integers(2**31)),
-        )
+        kw = {"view": view, "anatomy": st.anatomy, "findings": specs, "acquisition": acq}
+        seed_k = int(rng.integers(2**31))
         series = st.series_base + k
         path = folder / str(series) / "1.dcm"
+        if k == 0:  # the frontal view; lesion masks do not change its pixels or any random draw
+            img, masks = phantom.render(rows, cols, st.spacing, seed=seed_k, masks=True, **kw)
+            sop_uid = _uid(seed, "sop", st.idx, series, 1)
+            rel = path.relative_to(out).as_posix()
+            grounding = _grounding_rows(st, owners, masks, path=rel, sop_uid=sop_uid)
+        else:
+            img = phantom.render(rows, cols, st.spacing, seed=seed_k, **kw)
         path.parent.mkdir(parents=True, exist_ok=True)
         _dataset(st, view, series, img, seed, rng).save_as(path, enforce_file_format=True)
-    return len(views)
+    return len(views), grounding
 
 
 def _label_rows(plan: list[Study]) -> tuple[list[str], list[list[object]]]:
@@ -324,19 +415,25 @@ def _init_worker(visibility: float, device_width: float) -> None:
     phantom.VISIBILITY, phantom.DEVICE_WIDTH = visibility, device_width
 
 
-def _write_studies(out: Path, chunk: list[Study], seed: int) -> int:
-    return sum(_write_study(out, st, seed) for st in chunk)
+def _write_studies(out: Path, chunk: list[Study], seed: int) -> tuple[int, list[list[object]]]:
+    n_images, grounding = 0, []
+    for st in chunk:
+        n, rows = _write_study(out, st, seed)
+        n_images += n
+        grounding += rows
+    return n_images, grounding
 
 
-def _write_all(out: Path, plan: list[Study], seed: int, workers: int) -> int:
+def _write_all(out: Path, plan: list[Study], seed: int, workers: int) -> tuple[int, list[list[object]]]:
     """Render every study, in ``workers`` processes; each study draws from its own seeded generator, so the files
-    are byte-identical whatever the number of workers."""
+    are byte-identical whatever the number of workers. Returns the image count and grounding rows in study order."""
     if workers <= 1 or len(plan) < 32:
         return _write_studies(out, plan, seed)
     chunks = [plan[i : i + 16] for i in range(0, len(plan), 16)]
     init = (phantom.VISIBILITY, phantom.DEVICE_WIDTH)
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
-        return sum(pool.map(_write_studies, [out] * len(chunks), chunks, [seed] * len(chunks)))
+        done = list(pool.map(_write_studies, [out] * len(chunks), chunks, [seed] * len(chunks)))  # in chunk order
+    return sum(n for n, _ in done), [row for _, rows in done for row in rows]
 
 
 def synth_cxr(out_dir: str | Path, *, studies: int = 400, seed: int = 0, workers: int | None = None) -> dict:
@@ -350,7 +447,7 @@ def synth_cxr(out_dir: str | Path, *, studies: int = 400, seed: int = 0, workers
 
     Returns:
         {"patients", "studies", "images", "prevalence": {finding: fraction of studies}, "no_finding",
-        "out_dir", "seconds"}.
+        "grounding_boxes" (rows of grounding.csv), "out_dir", "seconds"}.
     """
     if studies < 1:
         raise InputError(f"studies must be >= 1, got {studies}")
@@ -358,11 +455,12 @@ def synth_cxr(out_dir: str | Path, *, studies: int = 400, seed: int = 0, workers
     out = Path(out_dir)
     prepare_archive(out, _README_MARK, ("dicom", "reports"))
     plan = _plan(studies, seed)
-    n_images = _write_all(out, plan, seed, workers if workers is not None else len(os.sched_getaffinity(0)))
+    n_images, grounding = _write_all(out, plan, seed, workers if workers is not None else len(os.sched_getaffinity(0)))
     for st in plan:
         (out / "reports" / f"{st.accession}.txt").write_text(cxr_report(st, seed), encoding="utf-8", newline="\n")
     header, rows = _label_rows(plan)
     write_csv(out / "labels.csv", header, rows)
+    write_csv(out / "grounding.csv", GROUNDING_HEADER, grounding)
     (out / "README.txt").write_text(_README_MARK + _README.format(n=studies, seed=seed), encoding="utf-8")
     summary = {
         "patients": len({st.patient_id for st in plan}),
@@ -370,6 +468,7 @@ def synth_cxr(out_dir: str | Path, *, studies: int = 400, seed: int = 0, workers
         "images": n_images,
         "prevalence": {n: sum(n in st.pos for st in plan) / len(plan) for n in CXR_FINDINGS},
         "no_finding": sum(not st.pos for st in plan) / len(plan),
+        "grounding_boxes": len(grounding),
         "out_dir": str(out),
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -394,4 +493,7 @@ wording, hedging, negations and de-identification placeholders (XXXX, ___).
 dicom/<PatientID>/<StudyDate>-<AccessionNumber>/<SeriesNumber>/<InstanceNumber>.dcm
 reports/<AccessionNumber>.txt   one report per study; lateral views share it
 labels.csv                      ground truth for evaluation only (never train on it)
+grounding.csv                   lesion boxes on the frontal images, MS-CXR columns (dicom_id, category_name,
+                                label_text, path, x, y, w, h, image_width, image_height) plus study_id and
+                                accession; x, y = left column and top row in pixels; evaluation only
 """

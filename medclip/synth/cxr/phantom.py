@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 
@@ -38,6 +39,7 @@ __all__ = [
     "Anatomy",
     "Finding",
     "lung_mask",
+    "patient_x",
     "render",
     "sample_acquisition",
     "sample_anatomy",
@@ -431,6 +433,36 @@ def _context(
     return _Ctx(fr, an, L, lateral, lift, ctr, noise, hi, np.zeros((rows, cols), np.float32))
 
 
+@overload
+def render(
+    rows: int,
+    cols: int,
+    spacing_mm: float,
+    *,
+    view: str = ...,
+    anatomy: Anatomy | None = ...,
+    findings: Sequence[Finding] = ...,
+    acquisition: Acquisition | None = ...,
+    seed: int = ...,
+    masks: Literal[False] = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def render(
+    rows: int,
+    cols: int,
+    spacing_mm: float,
+    *,
+    view: str = ...,
+    anatomy: Anatomy | None = ...,
+    findings: Sequence[Finding] = ...,
+    acquisition: Acquisition | None = ...,
+    seed: int = ...,
+    masks: Literal[True],
+) -> tuple[np.ndarray, list[np.ndarray | None]]: ...
+
+
 def render(
     rows: int,
     cols: int,
@@ -441,7 +473,8 @@ def render(
     findings: Sequence[Finding] = (),
     acquisition: Acquisition | None = None,
     seed: int = 0,
-) -> np.ndarray:
+    masks: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[np.ndarray | None]]:
     """Render one synthetic chest radiograph.
 
     Args:
@@ -453,20 +486,85 @@ def render(
         findings: Findings to draw; ``cardiomegaly`` enlarges the heart (CTR 0.52-0.72 at VISIBILITY 1).
         acquisition: Exposure and noise settings.
         seed: Seeds texture and noise, so identical arguments give identical pixels.
+        masks: Also return where each finding shows (see :func:`_change_mask`); the pixels are the same either way.
 
     Returns:
-        float32 array (rows, cols) in [0, 1], bright = dense.
+        float32 array (rows, cols) in [0, 1], bright = dense; with ``masks``, ``(image, masks)`` where ``masks``
+        is aligned with ``findings``: a bool (rows, cols) array per lesion, None for findings without a lesion
+        extent (``cardiomegaly``, ``support_device``, unknown names).
     """
     rng = np.random.default_rng(seed)
     ctx = _context(rows, cols, spacing_mm, view, anatomy or Anatomy(), findings, rng, _WORK_PX)
+    att = _attenuation(ctx.L) if masks else None
+    out: list[np.ndarray | None] = []
     for f in findings:
         draw = _DRAW.get(f.name)
         if draw is not None:
             draw(ctx, f)
         elif f.name != "cardiomegaly":
             logger.warning("phantom: no renderer for finding %r; ignored", f.name)
-    att = upsample(_attenuation(ctx.L), rows, cols) + VISIBILITY * ctx.metal
-    return _expose(att, acquisition or Acquisition(), rng)
+        if att is not None:  # masks only read the layers, so the image below is unchanged by asking for them
+            after = _attenuation(ctx.L)
+            out.append(None if draw is None or f.name in _NO_EXTENT else _change_mask(f.name, after - att, rows, cols))
+            att = after
+    att = upsample(att if att is not None else _attenuation(ctx.L), rows, cols) + VISIBILITY * ctx.metal
+    img = _expose(att, acquisition or Acquisition(), rng)
+    return (img, out) if masks else img
+
+
+_NO_EXTENT = ("cardiomegaly", "support_device")  # a heart size and devices are not lesions to ground
+# Fraction of a finding's largest attenuation change that counts as part of it. 0.3 keeps a pneumothorax to its
+# rim and pleural line (the collapsed lung's slight haze peaks at ~0.25); diffuse edema haze is fainter than its
+# perihilar core yet plainly visible, so it gets 0.2.
+_MASK_REL = {"edema": 0.2}
+_MASK_REL_DEFAULT = 0.3
+
+
+def _change_mask(name: str, delta: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Pixels where one finding's draw call changed the attenuation by at least ``_MASK_REL`` of its peak change.
+
+    ``delta`` is the attenuation after minus before the call on the working grid, so a lesion hidden under a denser
+    one drawn earlier only shows where it is visible. The threshold is relative so a mask keeps its extent when
+    ``VISIBILITY`` makes lesions faint. Upsampled like the image (bilinear), then thresholded.
+    """
+    mag = np.abs(delta)
+    peak = float(mag.max())
+    mask = np.zeros((rows, cols), bool)
+    if peak <= 1e-6:  # drawn off-image, or wholly under a denser finding
+        return mask
+    thr = _MASK_REL.get(name, _MASK_REL_DEFAULT) * peak
+    hot = mag >= thr
+    # A bilinear sample never exceeds its sources, so only output pixels with a hot source can pass: upsampling
+    # just that window gives the same mask as upsampling the whole grid, at a fraction of the cost.
+    (r_out, r0, r1, rw), (c_out, c0, c1, cw) = _taps(hot.any(axis=1), rows), _taps(hot.any(axis=0), cols)
+    a = mag[r0] + rw[:, None] * (mag[r1] - mag[r0])
+    mask[r_out, c_out] = a[:, c0] + cw[None, :] * (a[:, c1] - a[:, c0]) >= thr
+    return mask
+
+
+def _taps(hot: np.ndarray, n_out: int) -> tuple[slice, np.ndarray, np.ndarray, np.ndarray]:
+    """Output window fed by the ``hot`` source pixels of one axis, with its bilinear taps and weights.
+
+    The index arithmetic is :func:`~medclip.synth.cxr.geometry.upsample`'s (pixel-centre alignment).
+    """
+    n_in = hot.size
+    if n_in == n_out:  # ``upsample`` leaves an axis of the same size alone
+        i0 = np.arange(n_in)
+        w = np.zeros(n_in, np.float32)
+    else:
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        i0 = np.minimum(pos.astype(np.int64), max(n_in - 2, 0))
+        w = (pos - i0).astype(np.float32)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    fed = np.flatnonzero(hot[i0] | hot[i1])
+    lo, hi = int(fed[0]), int(fed[-1]) + 1  # ``hot`` has a True somewhere: the peak
+    return slice(lo, hi), i0[lo:hi], i1[lo:hi], w[lo:hi]
+
+
+def patient_x(rows: int, cols: int, spacing_mm: float, *, anatomy: Anatomy | None = None) -> np.ndarray:
+    """Canonical x (mm) of every pixel as ``render`` places the patient: on a frontal view ``x > 0`` is the
+    patient's LEFT (image right, shifted and rotated with the patient), so its sign tells the side of a lesion."""
+    return Frame(rows, cols, (spacing_mm, spacing_mm), anatomy or Anatomy()).x
 
 
 def lung_mask(

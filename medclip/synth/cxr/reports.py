@@ -297,3 +297,35 @@ def cxr_report(st: Study, seed: int) -> str:
             text = "\n".join(textwrap.fill(line, width) if line else line for line in text.split("\n"))
         blocks.append(text)
     return ("\n\n" if rng.random() < 0.7 else "\n").join(blocks) + "\n"
+
+
+GROUNDING_CATEGORIES: dict[str, str] = {
+    "pleural_effusion": "Pleural Effusion",
+    "pneumothorax": "Pneumothorax",
+    "consolidation": "Consolidation",
+    "nodule": "Nodule",
+    "atelectasis": "Atelectasis",
+    "edema": "Edema",
+}
+"""Findings that get boxes in grounding.csv, with their MS-CXR style ``category_name``."""
+
+
+def grounding_phrase(p: Positive, side: str) -> str:
+    """Short phrase for one box of finding ``p`` (grounding.csv ``label_text``), e.g. "left lower lobe nodule".
+
+    ``side`` ("left"/"right") is the box's own side, so each box of a bilateral finding names its lung. Fixed
+    wording without random draws: the phrases are ground truth for grounding, not report text.
+    """
+    if p.name == "pleural_effusion":
+        return f"{side} pleural effusion"
+    if p.name == "pneumothorax":
+        return f"{side} pneumothorax"
+    if p.name == "consolidation":
+        return "lingular consolidation" if p.lobe == "lingula" else f"{side} {p.lobe} lobe consolidation"
+    if p.name == "nodule":
+        return f"{side} {p.lobe} lobe {'mass' if p.size_mm > 30 else 'nodule'}"  # the report's word for it too
+    if p.name == "atelectasis":
+        return f"{side} basal atelectasis"
+    if p.name == "edema":
+        return f"edema in the {side} lung"
+    raise ValueError(f"no grounding phrase for finding {p.name!r}; boxed findings: {sorted(GROUNDING_CATEGORIES)}")
