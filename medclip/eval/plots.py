@@ -1,4 +1,5 @@
-"""PNG plots for evaluation reports: ROC curves with bootstrap bands, a retrieval grid, training and probe curves.
+"""PNG plots for evaluation reports: ROC curves with bootstrap bands, a retrieval grid, training and probe curves,
+phrase-grounding heat maps.
 
 Figures are drawn with ``matplotlib.figure.Figure`` (no pyplot state, no backend switch), so calling these from a
 notebook or a server leaves the caller's matplotlib setup alone.
@@ -9,10 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from medclip.eval.metrics import auroc_auprc, labelled, roc_band
 
@@ -169,6 +173,57 @@ def plot_probe(probe: dict, out_path: str | Path, *, zero_shot_macro: float | No
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set(ylim=(0, 1), ylabel="macro AUROC", title="linear probe vs zero-shot (same split)")
     ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, out_path)
+
+
+def _draw_overlay(ax, image: np.ndarray, heatmap: np.ndarray, boxes: Sequence[Sequence[float]], *, alpha: float):
+    """Image in grey, heat map stretched over it in jet, boxes (x, y, w, h in image pixels) as rectangles."""
+    image = np.asarray(image, dtype=float)
+    h, w = image.shape[:2]
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # pixel j spans [j - 0.5, j + 0.5] in imshow's coordinates
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent)
+    heat = ax.imshow(np.asarray(heatmap, dtype=float), cmap="jet", alpha=alpha, extent=extent, interpolation="bilinear")
+    for x, y, bw, bh in boxes:
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, edgecolor="white", linewidth=1.5))
+    ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5), xticks=[], yticks=[])
+    return heat
+
+
+def plot_grounding_grid(items: list[dict], out_path: str | Path, *, ncols: int = 4) -> Path | None:
+    """Panels of phrase grounding: each item dict has "image" (2-D in [0, 1]), "heatmap" (2-D; stretched over the
+    image when its shape differs), "boxes" ((x, y, w, h) in the image's pixels) and "title" (phrase, hit / miss)."""
+    if not items:
+        return None
+    fig, axes = _grid(len(items), ncols=ncols)
+    for ax, item in zip(axes, items, strict=True):
+        _draw_overlay(ax, item["image"], item["heatmap"], item.get("boxes", ()), alpha=0.45)
+        ax.set_title(textwrap.fill(str(item.get("title", "")), 40), fontsize=8)
+    fig.suptitle("phrase grounding (boxes: ground truth)")
+    return _save(fig, out_path)
+
+
+def overlay_png(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    out_path: str | Path,
+    *,
+    boxes: Sequence[Sequence[float]] = (),
+    title: str = "",
+    colorbar: bool = True,
+) -> Path:
+    """One PNG of the heat map (jet, alpha 0.45) over the grey image, about the image's size (3 to 10 inches at
+    100 dpi), with optional boxes ((x, y, w, h) in image pixels), title and colour bar."""
+    h, w = np.asarray(image).shape[:2]
+    scale = min(max(max(h, w) / 100.0, 3.0), 10.0) / max(h, w)
+    fig = Figure(
+        figsize=(w * scale + (1.0 if colorbar else 0.0), h * scale + (0.4 if title else 0.0)), layout="constrained"
+    )
+    ax = fig.subplots()
+    heat = _draw_overlay(ax, image, heatmap, boxes, alpha=0.45)
+    if title:
+        ax.set_title(textwrap.fill(title, 60), fontsize=9)
+    if colorbar:
+        fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.02)
     return _save(fig, out_path)
 
 
