@@ -221,6 +221,11 @@ class EvalOptions(ScreeningOptions):
     probe_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # of the labelled training rows
     probe_shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # k positives + k negatives per finding
     retrieval_ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # recall@K cut-offs
+    # grounding: (image, phrase, box) rows in the MS-CXR layout (medclip.eval.grounding_metrics.read_grounding_csv);
+    # `medclip eval grounding --csv BOXES.csv` sets it from --csv
+    grounding_csv: str = ""
+    grounding_method: str = "auto"  # auto (local when the model has local heads) | local | global
+    grounding_examples: int = 12  # rows drawn in the grounding_examples.png grid
 
 
 @dataclass
@@ -346,6 +351,18 @@ class ServeCfg:
     mode: str = ""  # zero-shot mode: multilabel | multiclass ("": the checkpoint's own)
     max_upload_mb: float = 64.0  # larger uploads get 413
     nprobe: int = 0  # override the index's IVF nprobe (0: keep)
+    device: str = "cpu"
+
+
+@dataclass
+class GroundCfg:
+    """``medclip ground``: heat maps of phrases on one image."""
+
+    checkpoint: str = ""  # a run's final/ directory
+    image: str = ""  # a DICOM / PNG / JPEG file (a CT series folder or NIfTI for 3-D models)
+    phrases: list[str] = field(default_factory=list)
+    out_dir: str = ""  # where the overlay PNG(s) and grounding.json go
+    method: str = "auto"  # auto | local | global (see medclip.eval.grounding)
     device: str = "cpu"
 
 

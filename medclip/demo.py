@@ -83,6 +83,29 @@ def split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], 
     return demo, [o for o in overrides if not o.startswith("demo.")]
 
 
+def held_out_boxes(archive: Path, out: Path, *, split: str) -> Path | None:
+    """The archive's lesion boxes (``grounding.csv``, MS-CXR layout) on images of ``split``, written to
+    ``out/grounding_<split>.csv`` with absolute image paths; None when the archive has no boxes."""
+    import pandas as pd
+
+    from medclip.ingest.manifest import read_manifest
+
+    source = archive / "grounding.csv"
+    if not source.is_file():
+        return None
+    boxes = pd.read_csv(source, dtype=str, keep_default_na=False)
+    rows, _ = read_manifest(out / "manifest", columns=["image_path", "split"])
+    held = {str(Path(p).resolve()) for p in rows.loc[rows["split"] == split, "image_path"]} if split != "all" else None
+    boxes["path"] = [str((archive / p).resolve()) for p in boxes["path"]]
+    if held is not None:
+        boxes = boxes[boxes["path"].isin(held)]
+    if boxes.empty:
+        return None
+    target = out / f"grounding_{split}.csv"
+    boxes.to_csv(target, index=False)
+    return target
+
+
 def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_progress: bool = True) -> dict:
     """Run the whole flow for ``cfg.modality``; writes ``results.json`` / ``results.md`` and PNG plots.
 
@@ -133,6 +156,9 @@ def run_demo(cfg: DemoCfg, *, overrides: list[str] | tuple[str, ...] = (), show_
     t = time.perf_counter()
     # out_dir: cache embeddings there and draw the ROC, retrieval-grid and training-curve PNGs next to results.md
     options = asdict(run_cfg.eval) | {"labels": str(archive / "labels.csv")}
+    boxes = held_out_boxes(archive, out, split=run_cfg.eval.split)
+    if boxes is not None:  # the phantoms know where every lesion is: grounding on the held-out patients' images
+        options |= {"grounding_csv": str(boxes), "tasks": [*options["tasks"], "grounding"]}
     eval_cfg = EvalCfg(**options, checkpoint=str(final), manifest=str(out / "manifest"), out_dir=str(out))
     results = evaluate(eval_cfg, show_progress=show_progress)
     timings["eval_s"] = time.perf_counter() - t

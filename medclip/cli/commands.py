@@ -12,6 +12,7 @@ from medclip.config import (
     BenchCfg,
     DemoCfg,
     EvalCfg,
+    GroundCfg,
     IndexBuildCfg,
     IndexQueryCfg,
     ManifestCfg,
@@ -129,6 +130,10 @@ def cmd_eval(args) -> int:
 
     tasks = list(EVAL_TASKS) if args.task == "all" else [args.task]
     cfg: EvalCfg = command_config(args, EvalCfg, {"tasks": tasks})
+    if args.task == "grounding" and not cfg.grounding_csv:  # `eval grounding --csv BOXES.csv`: --csv is the boxes
+        cfg.grounding_csv, cfg.csv = cfg.csv, ""
+    if args.task == "all" and not cfg.grounding_csv:  # grounding needs boxes; "all" is every task it has inputs for
+        cfg.tasks = [t for t in cfg.tasks if t != "grounding"]
     if not cfg.out_dir and cfg.checkpoint:  # next to the checkpoint; ./RUN/eval_TASK for a URL checkpoint
         cfg.out_dir = default_out_dir(cfg.checkpoint, f"eval_{args.task}")
     results = evaluate(cfg, show_progress=not args.quiet)
@@ -136,6 +141,19 @@ def cmd_eval(args) -> int:
     print(markdown_table(results))
     out = storage.display(cfg.out_dir).rstrip("/")
     print(f"results: {out}/results.json, {out}/results.md; plots: {', '.join(results['plots'].values()) or 'none'}")
+    return 0
+
+
+def cmd_ground(args) -> int:
+    from medclip.eval.grounding import ground_to_files
+
+    cfg: GroundCfg = command_config(args, GroundCfg, {"image": args.image, "phrases": args.phrase or None})
+    if not cfg.checkpoint or not cfg.image or not cfg.phrases or not cfg.out_dir:
+        raise UsageError('ground needs --checkpoint CKPT IMAGE "phrase" --out DIR')
+    written = ground_to_files(cfg)
+    for item in written["phrases"]:
+        print(f"{item['phrase']}: peak at {tuple(item['peak'])} ({item['method']} map) -> {item['overlay']}")
+    print(f"grid: {written['json']}")
     return 0
 
 

@@ -18,6 +18,7 @@ from medclip.config import (
     BenchCfg,
     DemoCfg,
     EvalCfg,
+    GroundCfg,
     IndexBuildCfg,
     IndexQueryCfg,
     ManifestCfg,
@@ -35,9 +36,11 @@ EXAMPLES = {
     "train": "medclip train demo_cxr data.manifest=data/demo_manifest train.out_dir=runs/cxr train.epochs=5",
     "eval": "medclip eval zeroshot --checkpoint runs/cxr/final --manifest data/demo_manifest "
     "--labels data/demo_archive/labels.csv --out runs/cxr/eval\n  "
-    "medclip eval probe --checkpoint runs/cxr/final --csv my_images.csv --image-col path --out runs/cxr/probe",
+    "medclip eval probe --checkpoint runs/cxr/final --csv my_images.csv --image-col path --out runs/cxr/probe\n  "
+    "medclip eval grounding --checkpoint runs/cxr/final --csv MS_CXR_Local_Alignment.csv --out runs/cxr/grounding",
     "index": "medclip index build --checkpoint runs/cxr/final --manifest data/demo_manifest --out runs/cxr/index\n  "
     'medclip index query runs/cxr/index "small left apical pneumothorax" -k 10',
+    "ground": 'medclip ground --checkpoint runs/demo/train/final study.dcm "left pleural effusion" --out runs/ground',
     "sections": "medclip sections report.txt",
     "label": "medclip label reports.csv --out labels.csv --labels chexpert --sections impression,findings",
     "prepare": "medclip prepare data/demo_manifest --out data/demo_shards --image-size 224 --workers 8",
@@ -321,6 +324,10 @@ def _add_eval(sub) -> None:
     _option(p, "--labels", key="labels", schema=s, help="ground-truth CSV keyed by study_id (with --manifest)")
     _option(p, "--label-cols", key="label_cols", schema=s, type=_comma_list,
             help="comma-separated label columns of --csv (default: every 1/0/-1/blank column)")  # fmt: skip
+    _option(p, "--boxes", key="grounding_csv", schema=s, help="grounding: (image, phrase, box) CSV in the MS-CXR "
+            "layout (`eval grounding` also takes it as --csv)")  # fmt: skip
+    _option(p, "--grounding-method", key="grounding_method", schema=s, choices=("auto", "local", "global"),
+            help="grounding heat maps: local word-region heads, or the global head on each cell (default: auto)")  # fmt: skip
     _option(p, "--prompts", key="prompts", schema=s, help="prompt set (cxr_demo, chexpert, chestxray14, ct, sketch) "
             "or a YAML file")  # fmt: skip
     _option(p, "--mode", key="mode", schema=s, choices=EVAL_MODES, help="zero-shot scoring")
@@ -442,6 +449,20 @@ def _add_serve(sub) -> None:
     p.set_defaults(func=commands.cmd_serve)
 
 
+def _add_ground(sub) -> None:
+    p = sub.add_parser("ground", **_parser_kwargs("ground", "heat map of where a phrase lands on an image"))
+    s = GroundCfg
+    p.add_argument("image", nargs="?", default=None, help="DICOM / PNG / JPEG (a CT series folder or NIfTI: 3-D)")
+    p.add_argument("phrase", nargs="*", default=[], help='one or more phrases ("left pleural effusion")')
+    _option(p, "--checkpoint", key="checkpoint", schema=s, help="a run's final/ directory")
+    _option(p, "--out", key="out_dir", schema=s, help="output folder for the overlay PNG(s) and grounding.json")
+    _option(p, "--method", key="method", schema=s, choices=("auto", "local", "global"),
+            help="local word-region heads or the global head on each cell (default: auto)")  # fmt: skip
+    _option(p, "--device", key="device", schema=s, help="cpu, cuda, cuda:N")
+    p.add_argument("--config", default=None, help="a YAML file of ground keys (flags override it)")
+    p.set_defaults(func=commands.cmd_ground, overrides=[])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medclip",
@@ -461,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_index,
         _add_serve,
+        _add_ground,
         _add_label,
     ):
         add(sub)

@@ -45,7 +45,7 @@ class EvalRun:
     the user named it, a URL perhaps; "" -> the embedder's)."""
 
     embedder: Embedder
-    table: EvalTable
+    table: EvalTable | None  # None: a grounding-only run on a boxes CSV
     split: str
     out_dir: Path | None
     n_bootstrap: int = 1000
@@ -232,6 +232,26 @@ EVAL_TASKS.register("retrieval")(("retrieval", run_retrieval))
 EVAL_TASKS.register("probe")(("probe", run_probe))
 
 
+def run_grounding(run: EvalRun, cfg: EvalCfg) -> dict:
+    from medclip.eval.grounding import evaluate_grounding
+
+    if not cfg.grounding_csv:
+        raise InputError("grounding needs (image, phrase, box) rows: --boxes BOXES.csv (MS-CXR layout)")
+    return evaluate_grounding(
+        run.embedder,
+        cfg.grounding_csv,
+        method=cfg.grounding_method,
+        n_bootstrap=run.n_bootstrap,
+        seed=run.seed,
+        plot_path=run.plot_path("grounding_examples"),
+        examples=cfg.grounding_examples,
+        show_progress=run.embedder.show_progress,
+    )
+
+
+EVAL_TASKS.register("grounding")(("grounding", run_grounding))
+
+
 def run_tasks(run: EvalRun, cfg: EvalCfg, *, training_curves: bool = True) -> dict:
     """``cfg.tasks`` in registration order -> {results key: section, ..., "plots": {name: PNG file}}; with
     ``training_curves``, the checkpoint's run's metrics.jsonl is plotted too."""
@@ -251,6 +271,17 @@ def run_tasks(run: EvalRun, cfg: EvalCfg, *, training_curves: bool = True) -> di
     return results
 
 
+def _evaluate_grounding_only(cfg: EvalCfg, *, show_progress: bool) -> dict:
+    """``medclip eval grounding --csv BOXES.csv``: the boxes CSV names its images; no manifest, no embeddings."""
+    check_out_url(cfg.out_dir)
+    out = local_out_dir(cfg.out_dir) if cfg.out_dir else None
+    embedder = Embedder(cfg.checkpoint, batch_size=cfg.batch_size, device=cfg.device, show_progress=show_progress)
+    run = EvalRun(embedder, None, cfg.split, out, n_bootstrap=cfg.bootstrap, seed=cfg.seed, plots=cfg.plots)
+    results: dict = {"checkpoint": storage.display(cfg.checkpoint), "source": Path(cfg.grounding_csv).name}
+    results.update(run_tasks(run, cfg))
+    return results
+
+
 def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
     """Run ``cfg.tasks`` on one split of a manifest (or a CSV); with ``cfg.out_dir``, cache embeddings and plot there.
 
@@ -265,6 +296,8 @@ def evaluate(cfg: EvalCfg, *, show_progress: bool = True) -> dict:
         raise InputError(f"unknown split '{cfg.split}'; choose from {EVAL_SPLITS}")
     if not cfg.checkpoint:
         raise InputError("evaluation needs a checkpoint (--checkpoint, a run's final/ directory)")
+    if list(cfg.tasks) == ["grounding"] and not (cfg.manifest or cfg.csv):
+        return _evaluate_grounding_only(cfg, show_progress=show_progress)
     check_source(manifest=cfg.manifest, csv=cfg.csv, shards=cfg.shards)
     check_out_url(cfg.out_dir)
     out = local_out_dir(cfg.out_dir) if cfg.out_dir else None

@@ -172,7 +172,42 @@ def markdown_table(results: dict) -> str:
         lines += _retrieval_lines(results["retrieval"])
     if results.get("probe"):
         lines += _probe_lines(results["probe"])
+    if results.get("grounding"):
+        lines += grounding_lines(results["grounding"])
     return "\n".join(lines) + "\n"
+
+
+GROUNDING_METRICS = (("pointing_game", "pointing game"), ("cnr", "CNR"), ("miou", "mIoU"))
+
+
+def grounding_lines(gr: dict) -> list[str]:
+    """The grounding section: the model's figures with CIs next to random maps', then one row per category."""
+
+    def cell(part: dict, key: str) -> str:
+        m = part.get(key) or {}
+        return with_ci(m.get("value"), m.get("ci"))
+
+    floor = gr.get("random_floor") or {}
+    lines = [
+        f"## Grounding ({gr['method']} maps, {gr['n']} phrase-box rows)",
+        "",
+        "| | " + " | ".join(name for _, name in GROUNDING_METRICS) + " |",
+        "|---" * (len(GROUNDING_METRICS) + 1) + "|",
+        "| model | " + " | ".join(cell(gr, key) for key, _ in GROUNDING_METRICS) + " |",
+    ]
+    if floor:
+        lines.append("| random maps | " + " | ".join(cell(floor, key) for key, _ in GROUNDING_METRICS) + " |")
+    by_category = gr.get("by_category") or {}
+    if len(by_category) > 1:
+        lines += ["", "| category | n | " + " | ".join(n for _, n in GROUNDING_METRICS) + " |"]
+        lines.append("|---" * (len(GROUNDING_METRICS) + 2) + "|")
+        for name, part in by_category.items():
+            cells = " | ".join(cell(part, key) for key, _ in GROUNDING_METRICS)
+            lines.append(f"| {name} | {part.get('n', '')} | {cells} |")
+    threshold = (gr.get("miou") or {}).get("threshold")
+    if threshold is not None:
+        lines.append(f"\nmIoU at the best threshold over the set ({fmt(threshold)} of each map's min-max range).")
+    return lines + [""]
 
 
 def write_results(results: dict, out_dir: str | os.PathLike, *, title: str = "medclip evaluation") -> Path:
