@@ -6,7 +6,8 @@ endpoints, and no build step or CDN for the page (plain HTML + JS shipped in the
 Safety: with a token (``MEDCLIP_TOKEN``) every API call but ``/api/health`` needs it, as ``Authorization: Bearer
 TOKEN`` or the page's session cookie (set by ``POST /api/session``; it holds a hash of the token, never the token);
 uploads are limited in size (checked while the body streams in) and type (by content); the access log names the
-route template (``/api/similar/{case_id}``), never the query string, the path's values or a report.
+route template (``/api/similar/{case_id}``), never the query string, the path's values or a report. Heat maps
+of an upload go back in the answer (PNG data URLs), so nothing of the upload outlives its request.
 """
 
 import hashlib
@@ -265,6 +266,28 @@ def create_app(
                 )
             except InputError as exc:
                 raise UploadError(422, str(exc)) from None
+
+    @app.get(
+        "/api/heatmap/{entry}",
+        tags=["search"],
+        dependencies=[Auth],
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def heatmap(
+        entry: int,
+        q: Annotated[str, Query(max_length=2000, description="a phrase, e.g. left pleural effusion")] = "",
+    ):
+        """Where a phrase lands on an indexed image: the image in gray under a jet heat map (the map's own range), PNG;
+        a CT: the axial slice through the map's peak. The most recent maps are cached."""
+        try:
+            png = service.heatmap(entry, q)
+        except (LookupError, InputError):
+            raise
+        except Exception as exc:  # the stored image moved or does not decode: the page shows the thumbnail
+            logger.warning("heat map of entry %d could not be rendered: %s", entry, type(exc).__name__)
+            return JSONResponse({"detail": "the stored image could not be read"}, status_code=404)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get(
         "/api/thumbnail/{entry}",

@@ -1,5 +1,6 @@
 """What the web app does, without the web: search a case index by text, by a case or by an uploaded study, screen
-an uploaded study with the checkpoint's prompt set, and render thumbnails with the checkpoint's preprocessing.
+an uploaded study with the checkpoint's prompt set, render thumbnails with the checkpoint's preprocessing, and
+heat maps of where a phrase lands on an image (:mod:`medclip.eval.grounding`, with the same loaded model).
 
 :class:`CaseService` loads the checkpoint and the index once. Text and image queries go through the same
 :func:`medclip.eval.index.query_case_index` as ``medclip index query``, so both rank alike. Model calls hold a lock:
@@ -8,6 +9,7 @@ the model runs one query at a time on all cores, searches and page requests run 
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import threading
@@ -20,6 +22,7 @@ import torch
 from medclip.data.transforms import deterministic_transforms
 from medclip.errors import InputError
 from medclip.eval.embeddings import Embedder
+from medclip.eval.grounding import Grounder, Grounding
 from medclip.eval.index import CaseIndex, index_embedder, query_case_index
 from medclip.eval.zero_shot import class_embeddings, scores_for_mode
 from medclip.io import storage
@@ -30,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 MAX_K = 100
 THUMB_PX = 256  # longest side of a thumbnail
+HEAT_PX = 320  # longest side of a heat-map overlay
+HEAT_ALPHA = 0.45  # the heat map's weight over the gray image
+SCREEN_MAPS = 3  # screening: heat maps of this many top-scoring findings
 PUBLIC_FIELDS = ("rank", "score", "entry", "study_id", "split", "modality", "impression", "snippet", "labels")
 
 
@@ -71,6 +77,7 @@ class CaseService:
         device: str = "cpu",
         nprobe: int | None = None,
         thumbnail_cache: int = 2048,
+        heatmap_cache: int = 64,
     ) -> None:
         self.index = index if isinstance(index, CaseIndex) else CaseIndex.load(index, nprobe=nprobe)
         self.embedder: Embedder = index_embedder(self.index, checkpoint, device=device)
@@ -90,6 +97,9 @@ class CaseService:
         self._thumb_cache = thumbnail_cache
         self._thumb_lock = threading.Lock()
         self._render = None
+        self._grounder: Grounder | None = None
+        self._heats: OrderedDict[tuple[int, str], bytes] = OrderedDict()  # (entry, phrase) -> PNG, in memory only
+        self._heat_cache = heatmap_cache
         self.preprocess = self.embedder.meta.get("preprocess", {})
         self.is_volume = self.preprocess.get("spatial_dims") == 3
         self._facets = self.index.facets()
@@ -100,6 +110,14 @@ class CaseService:
         with self._lock:
             self.embedder.encode_text(["warm up"])
             self._class_embeddings()
+            _ = self.grounder  # resolves the heat-map method on the loaded model
+
+    @property
+    def grounder(self) -> Grounder:
+        """Heat maps with the loaded model (``method="auto"``: local word-region heads where it has them)."""
+        if self._grounder is None:
+            self._grounder = Grounder(self.embedder)
+        return self._grounder
 
     def _class_embeddings(self):
         if self._classes is None:
@@ -117,6 +135,7 @@ class CaseService:
             "prompts": self.prompt_name,
             "findings": list(self.prompt_set),
             "zero_shot_mode": self.mode,
+            "grounding": self.grounder.method,
             "max_k": MAX_K,
             **self._facets,
         }
@@ -178,7 +197,33 @@ class CaseService:
             "prompts": self.prompt_name,
             "zero_shot_mode": self.mode,
             "screening": table,
+            **self._screen_maps(path, table[:SCREEN_MAPS]),
             "results": [public_row(r) for r in results],
+        }
+
+    def _screen_maps(self, path: str | Path, top: list[dict]) -> dict:
+        """Heat maps of the top findings' first positive prompts on the upload, as PNG data URLs (nothing kept)."""
+        top = [row for row in top if row["positive_prompts"]]
+        if not top:
+            return {"heatmaps": []}
+        try:
+            with self._lock:
+                maps = self.grounder.ground(path, [row["positive_prompts"][0] for row in top])
+        except Exception as exc:  # no map of this kind for the tower, or a bug: the screening table still answers
+            logger.warning("screening heat maps could not be computed: %s", type(exc).__name__)
+            reason = str(exc) if isinstance(exc, InputError) else f"the heat maps failed ({type(exc).__name__})"
+            return {"heatmaps": [], "heatmaps_unavailable": reason}
+        return {
+            "heatmaps": [
+                {
+                    "finding": row["finding"],
+                    "phrase": g.phrase,
+                    "score": row["score"],
+                    "method": g.method,
+                    "overlay": "data:image/png;base64," + base64.b64encode(self.heatmap_png(g)).decode("ascii"),
+                }
+                for row, g in zip(top, maps, strict=True)
+            ]
         }
 
     # -- thumbnails -------------------------------------------------------------------------------------------------
@@ -206,6 +251,32 @@ class CaseService:
         for step in self._render:
             data = step(data)
         return to_png(data["image"], volume=self.is_volume, invert=bool(self.preprocess.get("invert")))
+
+    # -- heat maps --------------------------------------------------------------------------------------------------
+    def heatmap(self, entry: int, phrase: str) -> bytes:
+        """PNG of where ``phrase`` lands on an indexed image (a volume: the axial slice through the map's peak); the
+        most recent maps are cached in memory, so a page shown again does not recompute them."""
+        if not 0 <= entry < len(self.index.entries):
+            raise LookupError(f"no entry {entry} in this index")
+        phrase = (phrase or "").strip()
+        if not phrase:
+            raise InputError("the phrase is empty: give ?q=PHRASE, e.g. left pleural effusion")
+        key = (entry, phrase)
+        with self._thumb_lock:  # the thumbnails' lock guards this cache too: both are quick dictionary updates
+            if key in self._heats:
+                self._heats.move_to_end(key)
+                return self._heats[key]
+        with self._lock:
+            g = self.grounder.ground(self.index.entry(entry)["image_path"], [phrase])[0]
+        png = self.heatmap_png(g)
+        with self._thumb_lock:
+            self._heats[key] = png
+            while len(self._heats) > self._heat_cache:
+                self._heats.popitem(last=False)
+        return png
+
+    def heatmap_png(self, g: Grounding) -> bytes:
+        return grounding_png(g, invert=bool(self.preprocess.get("invert")))
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -243,4 +314,41 @@ def to_png(image, *, volume: bool = False, invert: bool = False, size: int = THU
         img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def grounding_png(g: Grounding, *, invert: bool = False, size: int = HEAT_PX) -> bytes:
+    """A :class:`~medclip.eval.grounding.Grounding` as an overlay PNG; a 3-D map on its peak's axial slice.
+    ``invert``: the checkpoint inverts its input (sketches), so show the image as drawn."""
+    image, heat = g.image, g.heatmap
+    if heat.ndim == 3:
+        k = g.peak[0] if np.ptp(heat) > 0 else heat.shape[0] // 2  # a flat map: the middle slice, as the thumbnail
+        image, heat = image[k], heat[k]
+    return overlay_to_png(1 - image if invert else image, heat, size=size)
+
+
+def overlay_to_png(image, heatmap, *, alpha: float = HEAT_ALPHA, size: int = HEAT_PX) -> bytes:
+    """A gray image [H, W] under a jet-coloured heat map [H, W] (min-max normalised: the map's own range) -> PNG
+    bytes of longest side ``size``; the image contrast stretched as thumbnails are. A flat map adds no colour."""
+    import matplotlib
+    from PIL import Image
+
+    gray, heat = np.asarray(image, dtype=np.float32), np.asarray(heatmap, dtype=np.float32)
+    if gray.shape != heat.shape or gray.ndim != 2:
+        raise InputError(f"overlay needs a 2-D image and a heat map of its shape, got {gray.shape} and {heat.shape}")
+    rows, cols = gray.shape
+    scale = size / max(rows, cols)
+    shape = (max(1, round(cols * scale)), max(1, round(rows * scale)))  # PIL: (width, height)
+    # Resize first: a full-size radiograph is millions of pixels, the overlay a hundred thousand.
+    gray, heat = (np.asarray(Image.fromarray(x).resize(shape, Image.Resampling.BILINEAR)) for x in (gray, heat))
+    lo, hi = np.percentile(gray, [0.5, 99.5])
+    gray = np.clip((gray - lo) / max(hi - lo, 1e-6), 0, 1)
+    spread = float(np.ptp(heat))
+    if spread <= 1e-6 * max(float(np.abs(heat).max()), 1e-12):  # a flat map (a one-cell grid) points nowhere: no colour
+        alpha = 0.0
+    heat = (heat - heat.min()) / max(spread, 1e-12)
+    colour = matplotlib.colormaps["jet"](heat)[..., :3]  # [h, w, 3] in [0, 1]
+    blend = (1 - alpha) * gray[..., None] + alpha * colour
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(blend, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG", optimize=False)
     return buf.getvalue()

@@ -208,6 +208,26 @@ def test_upload_screens_a_study(browser, plain, tiny_archive):
     assert len(card_ids(browser)) == 10  # the k menu's default
     wait_images(browser)
     assert browser.find_element(By.ID, "error").text == ""
+    maps = "#screening tbody td.where img.heat"  # the top findings' heat maps, inline data: URLs
+    assert len(browser.find_elements(By.CSS_SELECTOR, maps)) == min(3, len(findings))
+    loaded = "return [...document.querySelectorAll(arguments[0])].every((i) => i.complete && i.naturalWidth > 0)"
+    wait(browser, lambda d: d.execute_script(loaded, maps), "the screening heat maps")
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{CARDS} button.where:not([hidden])")  # no phrase to map
+
+
+def test_where_shows_the_heat_map(browser, plain):
+    open_page(browser, plain, "/?q=left+pleural+effusion&k=5")
+    wait_title(browser, "Cases for")
+    first = browser.find_element(By.CSS_SELECTOR, CARDS)
+    thumb, heat = first.find_element(By.CSS_SELECTOR, "img.thumb"), first.find_element(By.CSS_SELECTOR, "img.heat")
+    assert not heat.is_displayed()
+    first.find_element(By.CSS_SELECTOR, "button.where").click()
+    loaded = "const i = arguments[0]; return i.complete && i.naturalWidth > 0 && !i.hidden"
+    wait(browser, lambda d: d.execute_script(loaded, heat), "the heat map overlay")
+    assert "/api/heatmap/" in heat.get_attribute("src") and "q=left%20pleural%20effusion" in heat.get_attribute("src")
+    assert heat.is_displayed() and not thumb.is_displayed()
+    heat.click()  # the image toggles back too
+    assert thumb.is_displayed() and not heat.is_displayed()
 
 
 def test_token_login(browser, guarded):

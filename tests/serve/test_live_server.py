@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-PROTECTED = ("/api/search?q=pleural+effusion&k=3", "/api/info", "/api/thumbnail/0")
+PROTECTED = ("/api/search?q=pleural+effusion&k=3", "/api/info", "/api/thumbnail/0", "/api/heatmap/0?q=pleural+effusion")
 
 
 @pytest.fixture(scope="session", autouse=True)  # session + autouse: set up before the session's servers
@@ -210,6 +210,9 @@ def test_access_log_names_routes_not_values(plain, tiny_archive):
         missing_case = "no-such-case-quokka"
         assert client.get(f"/api/similar/{missing_case}").status_code == 404
         assert client.get(f"/api/thumbnail/{results[0]['entry']}").status_code == 200
+        heat = client.get(f"/api/heatmap/{results[0]['entry']}", params={"q": f"{phrase} heat map"})
+        assert heat.status_code == 200 and heat.content.startswith(b"\x89PNG")
+        assert client.get("/api/heatmap/0", params={"q": "  "}).status_code == 400
         upload_name = "patient-wombat-smith.dcm"
         screened = client.post("/api/screen", files={"file": (upload_name, _dicom_file(tiny_archive).read_bytes())})
         assert screened.status_code == 200, screened.text
@@ -220,8 +223,9 @@ def test_access_log_names_routes_not_values(plain, tiny_archive):
     assert "GET /api/similar/{case_id} 200" in out
     assert "GET /api/similar/{case_id} 404" in out
     assert "GET /api/thumbnail/{entry} 200" in out
+    assert "GET /api/heatmap/{entry} 200" in out and "GET /api/heatmap/{entry} 400" in out
     assert "POST /api/screen 200" in out
-    for secret in (phrase, "zebra", "quokka", "wombat", "end-of-access-log-test", "q=", study):
+    for secret in (phrase, "zebra", "quokka", "wombat", "end-of-access-log-test", "q=", "heat map", study):
         assert secret not in out, f"{secret!r} is in the server's log"
     for row in results + similar.json()["results"]:
         assert row["study_id"] not in out

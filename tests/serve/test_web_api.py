@@ -3,6 +3,7 @@ more like this, uploads (types, size, undecodable), the token, and an access log
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -18,8 +19,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from medclip.cli import main  # noqa: E402
 from medclip.errors import InputError  # noqa: E402
+from medclip.eval.grounding import Grounding  # noqa: E402
 from medclip.serve.app import create_app  # noqa: E402
-from medclip.serve.engine import CaseService, to_png  # noqa: E402
+from medclip.serve.engine import HEAT_PX, SCREEN_MAPS, CaseService, grounding_png, overlay_to_png, to_png  # noqa: E402
 from medclip.serve.server import server_token  # noqa: E402
 from medclip.serve.uploads import sniff  # noqa: E402
 
@@ -111,10 +113,59 @@ def test_screen_an_uploaded_dicom_and_png(client, service, tiny_archive):
     # The upload's nearest case is the indexed image itself (same file, same preprocessing).
     own = service.index.entries.index[service.index.entries["image_path"] == str(path.resolve())][0]
     assert answer["results"][0]["entry"] == own and answer["results"][0]["score"] > 0.99
+    # Heat maps of the top findings' first positive prompts, inline as PNG data URLs (nothing kept on the server).
+    maps = answer["heatmaps"]
+    top = answer["screening"][: min(SCREEN_MAPS, len(service.prompt_set))]
+    assert [m["finding"] for m in maps] == [row["finding"] for row in top]
+    assert [m["phrase"] for m in maps] == [row["positive_prompts"][0] for row in top]
+    for m in maps:
+        assert m["overlay"].startswith("data:image/png;base64,")
+        img = Image.open(io.BytesIO(base64.b64decode(m["overlay"].split(",", 1)[1])))
+        assert img.format == "PNG" and img.mode == "RGB" and max(img.size) == HEAT_PX
     png = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((80, 60)) * 255).astype(np.uint8)).save(png, format="PNG")
     r = client.post("/api/screen", files={"file": ("x.png", png.getvalue())})
     assert r.status_code == 200 and len(r.json()["screening"]) == len(service.prompt_set)
+    assert len(r.json()["heatmaps"]) == len(maps)
+    assert Image.open(io.BytesIO(base64.b64decode(r.json()["heatmaps"][0]["overlay"][22:]))).size == (240, 320)
+
+
+def test_heatmap_of_a_phrase_on_a_case(client, service):
+    assert client.get("/api/info").json()["grounding"] in ("local", "global")
+    r = client.get("/api/heatmap/0", params={"q": "left pleural effusion"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.content.startswith(b"\x89PNG\r\n\x1a\n")
+    img = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert img.ndim == 3 and img.shape[2] == 3 and max(img.shape[:2]) == HEAT_PX
+    assert np.abs(img[..., 0].astype(int) - img[..., 2]).max() > 50  # coloured: a heat map over the gray image
+    assert service.heatmap(0, " left pleural effusion ") is service.heatmap(0, "left pleural effusion")  # cached
+    for entry in (100000, -1):
+        missing = client.get(f"/api/heatmap/{entry}", params={"q": "effusion"})
+        assert missing.status_code == 404 and "no entry" in missing.json()["detail"]
+    for params in ({"q": ""}, {"q": "   "}, {}):
+        empty = client.get("/api/heatmap/0", params=params)
+        assert empty.status_code == 400 and "phrase is empty" in empty.json()["detail"]
+
+
+def test_overlay_png_colours_the_peak_and_picks_the_peak_slice():
+    image = np.full((40, 80), 0.5, dtype=np.float32)
+    heat = np.zeros((40, 80), dtype=np.float32)
+    heat[:10, :10] = 5.0  # the peak top left; the rest is the map's minimum
+    img = np.asarray(Image.open(io.BytesIO(overlay_to_png(image, heat, size=160))))
+    assert img.shape == (80, 160, 3)
+    red, blue = img[5, 5].astype(int), img[60, 120].astype(int)
+    assert red[0] > red[2] + 40 and blue[2] > blue[0] + 40  # jet: high is (dark) red, low is (dark) blue
+    flat = np.asarray(Image.open(io.BytesIO(overlay_to_png(np.linspace(0, 1, 3200).reshape(40, 80), heat * 0 + 2))))
+    assert (flat[..., 0] == flat[..., 2]).all()  # a flat map points nowhere: the gray image, uncoloured
+    with pytest.raises(InputError, match="shape"):
+        overlay_to_png(image, heat[:20])
+    volume = np.zeros((6, 16, 16), dtype=np.float32)
+    volume[4, 4:12, 4:12] = 1.0  # the image has a square only in slice 4
+    vheat = np.zeros_like(volume)
+    vheat[4, 8, 8] = 1.0  # and the map peaks there
+    g = Grounding("x", vheat, vheat[:, ::8, ::8], "global", volume)
+    shown = np.asarray(Image.open(io.BytesIO(grounding_png(g, size=64))))
+    assert shown.shape == (64, 64, 3) and shown[32, 32].mean() > shown[2, 2].mean() + 60
 
 
 @pytest.mark.parametrize(
@@ -163,7 +214,7 @@ def test_a_query_is_never_read_as_a_server_file(client, tiny_archive):
 
 def test_token(service):
     client = TestClient(create_app(service, token=TOKEN))
-    for path in ("/api/info", "/api/search?q=edema", "/api/thumbnail/0", "/api/similar/x"):
+    for path in ("/api/info", "/api/search?q=edema", "/api/thumbnail/0", "/api/similar/x", "/api/heatmap/0?q=edema"):
         assert client.get(path).status_code == 401
     assert client.post("/api/screen").status_code == 401
     assert (
@@ -171,6 +222,7 @@ def test_token(service):
     )
     ok = client.get("/api/search?q=edema", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200
+    assert client.get("/api/heatmap/0?q=edema", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert client.get("/api/health").json()["token_required"] is True
     assert client.get("/").status_code == 200  # the page itself holds no data; it asks for the token
     assert client.post("/api/session", json={"token": "wrong"}).status_code == 401
@@ -193,15 +245,21 @@ def test_access_log_names_routes_not_values(client, service, caplog):
     with caplog.at_level(logging.INFO, logger="medclip.serve.access"):
         client.get("/api/search", params={"q": "zebra unique phrase", "k": 2})
         client.get(f"/api/similar/{case}")
+        assert client.get("/api/heatmap/3", params={"q": "okapi heat phrase"}).status_code == 200
+        assert client.get("/api/heatmap/99999", params={"q": "okapi missing"}).status_code == 404
     lines = [r.getMessage() for r in caplog.records if r.name == "medclip.serve.access"]
     assert any("/api/search 200" in line for line in lines) and any("/api/similar/{case_id}" in line for line in lines)
+    assert any("GET /api/heatmap/{entry} 200" in line for line in lines)
+    assert any("GET /api/heatmap/{entry} 404" in line for line in lines)
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "zebra" not in text and case not in text
+    assert "zebra" not in text and case not in text and "okapi" not in text and "99999" not in text
 
 
 def test_openapi_lists_the_api_and_docs_need_no_cdn(client):
     spec = client.get("/openapi.json").json()
-    assert {"/api/search", "/api/similar/{case_id}", "/api/screen", "/api/health"} <= set(spec["paths"])
+    assert {"/api/search", "/api/similar/{case_id}", "/api/screen", "/api/health", "/api/heatmap/{entry}"} <= set(
+        spec["paths"]
+    )
     docs = client.get("/docs").text
     assert "cdn.jsdelivr" not in docs and "unpkg.com" not in docs
 

@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const FILTERS = ["k", "modality", "label"];
+let grounding = null; // the checkpoint's heat-map method (/api/info), null when it has none
 
 class Unauthorised extends Error {}
 
@@ -63,7 +64,7 @@ function filterParams() {
   return params;
 }
 
-function card(result) {
+function card(result, phrase) {
   const node = $("card-template").content.firstElementChild.cloneNode(true);
   node.dataset.caseId = result.study_id;
   node.dataset.rank = result.rank;
@@ -85,12 +86,44 @@ function card(result) {
     params.set("similar", result.study_id);
     navigate(params);
   });
+  if (phrase && grounding) {
+    // "Where?": the description's heat map on this case, fetched on the first click (the server caches it).
+    node.classList.add("groundable");
+    const where = node.querySelector(".where");
+    where.hidden = false;
+    const toggle = () => toggleWhere(node, result, phrase);
+    where.addEventListener("click", toggle);
+    node.querySelector(".thumb").addEventListener("click", toggle);
+    node.querySelector(".heat").addEventListener("click", toggle);
+  }
   return node;
 }
 
-function showResults(title, results) {
+function toggleWhere(node, result, phrase) {
+  const thumb = node.querySelector(".thumb");
+  const heat = node.querySelector(".heat");
+  const button = node.querySelector(".where");
+  if (button.disabled) return;
+  if (!heat.getAttribute("src")) {
+    heat.addEventListener("error", () => {
+      heat.hidden = true;
+      thumb.hidden = false;
+      button.disabled = true;
+      button.setAttribute("aria-pressed", "false");
+      button.textContent = "no heat map";
+    }, { once: true });
+    heat.src = `/api/heatmap/${result.entry}?q=${encodeURIComponent(phrase)}`;
+  }
+  const show = heat.hidden;
+  heat.hidden = !show;
+  thumb.hidden = show;
+  button.setAttribute("aria-pressed", String(show));
+  button.textContent = show ? "Image" : "Where?";
+}
+
+function showResults(title, results, phrase = null) {
   const box = $("results");
-  box.replaceChildren(...results.map(card));
+  box.replaceChildren(...results.map((result) => card(result, phrase)));
   $("results-title").textContent = title;
   $("results-title").hidden = false;
   setStatus(results.length ? "" : "no cases match");
@@ -98,6 +131,7 @@ function showResults(title, results) {
 
 function showScreening(answer) {
   const body = $("screening").querySelector("tbody");
+  const maps = new Map((answer.heatmaps || []).map((m) => [m.finding, m]));
   const rows = answer.screening.map((row) => {
     const tr = document.createElement("tr");
     tr.dataset.finding = row.finding;
@@ -110,12 +144,31 @@ function showScreening(answer) {
     bar.className = "bar";
     bar.style.width = `${Math.round(row.score * 80)}px`;
     score.appendChild(bar);
-    tr.append(finding, score, promptList(row.positive_prompts), promptList(row.negative_prompts));
+    tr.append(finding, score, whereCell(maps.get(row.finding)), promptList(row.positive_prompts),
+      promptList(row.negative_prompts));
     return tr;
   });
   body.replaceChildren(...rows);
   $("screening-prompts").textContent = `prompt set ${answer.prompts}, ${answer.zero_shot_mode}`;
   $("screening-section").hidden = false;
+}
+
+function whereCell(map) {
+  // A top finding's heat map on the upload: a data: URL in the answer, so the server keeps nothing of the upload.
+  const td = document.createElement("td");
+  td.className = "where";
+  if (!map || !map.overlay.startsWith("data:image/png;base64,")) return td;
+  const figure = document.createElement("figure");
+  const img = document.createElement("img");
+  img.className = "heat";
+  img.src = map.overlay;
+  img.alt = `where “${map.phrase}” lands on the uploaded image`;
+  const caption = document.createElement("figcaption");
+  caption.className = "muted";
+  caption.textContent = map.phrase;
+  figure.append(img, caption);
+  td.appendChild(figure);
+  return td;
 }
 
 function promptList(prompts) {
@@ -148,7 +201,7 @@ async function run(params) {
       setStatus("searching ...");
       $("screening-section").hidden = true;
       const answer = await api(`/api/search?${query}`);
-      showResults(`Cases for “${q}”`, answer.results);
+      showResults(`Cases for “${q}”`, answer.results, q);
     }
   } catch (e) {
     if (!(e instanceof Unauthorised)) { setStatus(""); setError(e.message); }
@@ -187,6 +240,7 @@ async function start() {
   }
   $("login").hidden = true;
   $("app").hidden = false;
+  grounding = info.grounding || null;
   const params = new URLSearchParams(location.search);
   fillSelect($("modality"), info.modalities, params.get("modality") || "");
   fillSelect($("label"), info.labels, params.get("label") || "");
