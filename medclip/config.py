@@ -75,6 +75,9 @@ class ImageTowerCfg:
     drop_path: float = 0.0
     lock: bool = False
     unlocked_groups: int = 0  # with lock=True, keep the last K timm layer groups trainable (LiT-style partial unfreeze)
+    # timm CNNs: the feature stride of the regions the local word-region loss and grounding maps use (0 -> the stage
+    # before the last, stride 16 on most CNNs, as GLoRIA's ResNet conv4; 8 gives a 16 x 16 grid at 128 px)
+    local_stride: int = 0
 
 
 @dataclass
@@ -226,6 +229,9 @@ class EvalOptions(ScreeningOptions):
     grounding_csv: str = ""
     grounding_method: str = "auto"  # auto (local when the model has local heads) | local | global
     grounding_examples: int = 12  # rows drawn in the grounding_examples.png grid
+    # relative image paths of the boxes CSV resolve against this folder (default: the CSV's own folder); MS-CXR's
+    # `path` column is relative to the MIMIC-CXR-JPG root
+    grounding_image_root: str = ""
 
 
 @dataclass

@@ -328,6 +328,8 @@ def _add_eval(sub) -> None:
             "layout (`eval grounding` also takes it as --csv)")  # fmt: skip
     _option(p, "--grounding-method", key="grounding_method", schema=s, choices=("auto", "local", "global"),
             help="grounding heat maps: local word-region heads, or the global head on each cell (default: auto)")  # fmt: skip
+    _option(p, "--image-root", key="grounding_image_root", schema=s, help="grounding: folder the boxes CSV's relative "
+            "image paths start from (default: the CSV's folder; for MS-CXR, the MIMIC-CXR-JPG root)")  # fmt: skip
     _option(p, "--prompts", key="prompts", schema=s, help="prompt set (cxr_demo, chexpert, chestxray14, ct, sketch) "
             "or a YAML file")  # fmt: skip
     _option(p, "--mode", key="mode", schema=s, choices=EVAL_MODES, help="zero-shot scoring")

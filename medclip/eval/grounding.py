@@ -79,9 +79,29 @@ def resolve_method(model: MedClip, method: str = "auto") -> str:
     return method
 
 
+def token_weights(keep: torch.Tensor, word_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """[P, L] weights of each phrase's tokens in its map, summing to 1 per phrase: every word counts the same, its
+    word pieces sharing its weight (GLoRIA merges pieces into words), so "right" weighs as much as "effusion" even
+    though the tokenizer cut the latter into four pieces. ``word_ids`` [P, L]: the word each token belongs to (-1:
+    none); without them every kept token counts as a word."""
+    keep = keep.float()
+    if word_ids is None:
+        return keep / keep.sum(1, keepdim=True).clamp(min=1.0)
+    n = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
+    member = (word_ids[..., None] == torch.arange(max(n, 1), device=keep.device)).float() * keep[..., None]  # [P, L, W]
+    pieces = member.sum(1)  # [P, W]: kept tokens of each word
+    words = (pieces > 0).sum(1, keepdim=True).clamp(min=1)  # [P, 1]
+    weights = (member / pieces.clamp(min=1.0)[:, None, :]).sum(2) / words
+    no_words = weights.sum(1, keepdim=True) == 0  # word ids missing for kept tokens: fall back to tokens
+    return torch.where(no_words, keep / keep.sum(1, keepdim=True).clamp(min=1.0), weights)
+
+
 @torch.no_grad()
-def grid_maps(model: MedClip, image: torch.Tensor, input_ids, attention_mask, *, method: str) -> torch.Tensor:
-    """Similarity maps of one image ([1, C, *S] model input) with P phrases -> [P, *grid]."""
+def grid_maps(
+    model: MedClip, image: torch.Tensor, input_ids, attention_mask, *, method: str, word_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Similarity maps of one image ([1, C, *S] model input) with P phrases -> [P, *grid]. ``word_ids`` (local maps):
+    see :func:`token_weights`."""
     model.eval()
     maps = model.image.forward_maps(image)
     if method == "local":
@@ -91,8 +111,8 @@ def grid_maps(model: MedClip, image: torch.Tensor, input_ids, attention_mask, *,
         keep = word_mask(attention_mask)
         keep = torch.where(keep.any(1, keepdim=True), keep, attention_mask.bool())  # a one-token phrase keeps it
         sim = torch.einsum("pld,nd->pln", words, regions)  # [P, L, N]
-        weights = keep.to(sim.dtype)[..., None]
-        grid = (sim * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [P, N]: mean over the phrase's words
+        weights = token_weights(keep, word_ids).to(sim.dtype)
+        grid = (sim * weights[..., None]).sum(1)  # [P, N]: mean over the phrase's words
         shape = maps.local.shape[2:]
     else:
         if maps.last is None:
@@ -161,15 +181,26 @@ class Grounder:
         tensor, shown = self._input(image)
         device = self.embedder.device
         enc = tokenize(self.embedder.tokenizer, phrases, max_length=self.embedder.max_length)
+        word_ids = _word_ids(self.embedder.tokenizer, phrases, enc["input_ids"].shape[1], self.embedder.max_length)
         grid = grid_maps(
             self.model,
             tensor.to(device),
             enc["input_ids"].to(device),
             enc["attention_mask"].to(device),
             method=self.method,
+            word_ids=None if word_ids is None else word_ids.to(device),
         ).cpu()
         heat = to_image(grid, tuple(tensor.shape[2:]), shown.shape if shown.ndim == 2 else None)
         return [Grounding(p, heat[i], grid[i].numpy(), self.method, shown) for i, p in enumerate(phrases)]
+
+
+def _word_ids(tokenizer, phrases: list[str], length: int, max_length: int) -> torch.Tensor | None:
+    """[P, L] word index of each token (-1 for special and padding tokens), from a fast tokenizer; None otherwise."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    enc = tokenizer(phrases, padding="max_length", truncation=True, max_length=length if length else max_length)
+    rows = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(phrases))]
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def _slug(text: str, taken: set[str]) -> str:
@@ -221,17 +252,27 @@ def evaluate_grounding(
     seed: int = 0,
     plot_path: Path | None = None,
     examples: int = 12,
+    image_root: str | Path | None = None,
     show_progress: bool = False,
 ) -> dict:
     """Pointing game, CNR and mIoU (best threshold) with bootstrap CIs on (image, phrase, box) rows, MS-CXR style,
-    next to the same figures for random maps (the floor); ``plot_path``: a PNG grid of the first ``examples`` rows."""
+    next to the same figures for random maps (the floor); ``plot_path``: a PNG grid of the first ``examples`` rows;
+    ``image_root``: where the CSV's relative image paths start (default: the CSV's folder)."""
     from tqdm import tqdm
 
     from medclip.eval.grounding_metrics import box_mask, grounding_scores, random_floor, read_grounding_csv
 
-    items = read_grounding_csv(csv_path)
+    items = read_grounding_csv(csv_path, image_root=image_root)
     if not items:
         raise InputError(f"{csv_path}: no (image, phrase, box) rows")
+    missing = [item for item in items if "://" not in item.image and not Path(item.image).exists()]
+    if missing:  # checked before any map: a figure over part of the rows is not the benchmark's figure
+        rows = ", ".join(str(item.rows[0]) for item in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        where = Path(image_root) if image_root is not None else Path(csv_path).parent
+        raise InputError(
+            f"{csv_path}: {len(missing)} of {len(items)} items name an image that does not exist (rows {rows}); "
+            f"relative paths start from {where} (set it with --image-root)"
+        )
     grounder = Grounder(embedder, method=method)
     by_image: dict[str, list[int]] = {}
     for i, item in enumerate(items):
@@ -239,8 +280,6 @@ def evaluate_grounding(
     maps: list[np.ndarray | None] = [None] * len(items)
     shown: dict[int, np.ndarray] = {}
     for image, rows in tqdm(by_image.items(), desc="grounding", unit="image", disable=not show_progress):
-        if not Path(image).exists():
-            raise InputError(f"{csv_path}: image not found: {image}")
         for i, g in zip(rows, grounder.ground(image, [items[i].phrase for i in rows]), strict=True):
             maps[i] = g.heatmap
             if i < examples:

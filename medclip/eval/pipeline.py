@@ -245,6 +245,7 @@ def run_grounding(run: EvalRun, cfg: EvalCfg) -> dict:
         seed=run.seed,
         plot_path=run.plot_path("grounding_examples"),
         examples=cfg.grounding_examples,
+        image_root=cfg.grounding_image_root or None,
         show_progress=run.embedder.show_progress,
     )
 

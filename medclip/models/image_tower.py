@@ -47,7 +47,9 @@ def cells(features: torch.Tensor) -> torch.Tensor:
 class TimmImageTower(nn.Module):
     """Any timm backbone with its classifier removed, built for ``in_chans`` input channels (1 for radiographs)."""
 
-    def __init__(self, name: str, *, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0) -> None:
+    def __init__(
+        self, name: str, *, in_chans: int = 1, pretrained: str = "", drop_path: float = 0.0, local_stride: int = 0
+    ) -> None:
         super().__init__()
         import timm
 
@@ -73,23 +75,36 @@ class TimmImageTower(nn.Module):
             raise
         self.output_dim = int(self.trunk.num_features)
         info = list(self.trunk.feature_info)
-        # GLoRIA's local features: the stage before the last when it is finer (CNNs), else the last (ViTs)
-        self._local_index = -2 if len(info) > 1 and info[-2]["reduction"] < info[-1]["reduction"] else -1
-        self.local_channels = int(info[self._local_index]["num_chs"])
+        # GLoRIA's local features: the stage before the last when it is finer (CNNs), else the last (ViTs);
+        # local_stride picks the stage of that feature stride instead
+        if local_stride:
+            strides = [int(stage["reduction"]) for stage in info]
+            if local_stride not in strides:
+                raise InputError(
+                    f"model.image.local_stride={local_stride}: '{name}' has feature strides {sorted(set(strides))}; "
+                    "pick one of them, or 0 for the default"
+                )
+            local_index = max(i for i, r in enumerate(strides) if r == local_stride)
+        else:
+            local_index = (
+                len(info) - 2 if len(info) > 1 and info[-2]["reduction"] < info[-1]["reduction"] else len(info) - 1
+            )
+        self._stages = len(info) - local_index  # forward_intermediates returns the last this many stages
+        self.local_channels = int(info[local_index]["num_chs"])
         self.num_prefix_tokens = int(getattr(self.trunk, "num_prefix_tokens", 0) or 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)  # [B, F]
 
     def forward_maps(self, x: torch.Tensor) -> SpatialFeatures:
-        final, stages = self.trunk.forward_intermediates(x, indices=2, norm=True, intermediates_only=False)
+        final, stages = self.trunk.forward_intermediates(x, indices=self._stages, norm=True, intermediates_only=False)
         pooled = self.trunk.forward_head(final, pre_logits=True)  # [B, F], as forward
         if final.ndim == 3:  # ViT-style tokens [B, T, F]: drop the class/register tokens, lay the patches on the grid
             grid = stages[-1].shape[-2:]
             last = final[:, self.num_prefix_tokens :].transpose(1, 2).reshape(final.shape[0], final.shape[2], *grid)
         else:
             last = final
-        return SpatialFeatures(pooled, stages[self._local_index], last)
+        return SpatialFeatures(pooled, stages[0], last)
 
     def lock(self, unlocked_groups: int = 0) -> None:
         for p in self.trunk.parameters():

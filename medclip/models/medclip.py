@@ -106,6 +106,7 @@ class MedClip(nn.Module):
             in_chans=preprocess.channels,
             pretrained="" if text_config is not None else cfg.image.pretrained,
             drop_path=cfg.image.drop_path,
+            local_stride=cfg.image.local_stride,
         )
         self.text = HFTextTower(
             cfg.text.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,44 @@ def test_cli_ground_and_eval_grounding(tiny_checkpoint, tiny_archive, tmp_path, 
     capsys.readouterr()
     assert main(["-q", "ground", "--checkpoint", str(tiny_checkpoint), images[0], "--out", str(out)]) == 2
     assert "phrase" in capsys.readouterr().err
+
+
+def test_eval_grounding_resolves_relative_paths_from_image_root_and_names_missing_rows(
+    tiny_checkpoint, tiny_archive, tmp_path, capsys
+):
+    images = _frontal_images(tiny_archive, 2)
+    relative = [str(Path(p).relative_to(tiny_archive)) for p in images]  # MS-CXR: paths under the dataset root
+    boxes = tmp_path / "csvs" / "boxes.csv"
+    boxes.parent.mkdir()
+    _boxes_csv(boxes, relative)
+    base = ["-q", "eval", "grounding", "--checkpoint", str(tiny_checkpoint), "--csv", str(boxes), "--bootstrap", "20"]
+    assert main([*base, "--out", str(tmp_path / "no_root")]) == 2  # relative to the CSV's folder: not there
+    err = capsys.readouterr().err
+    assert "2 of 2 items" in err and "rows 1, 3" in err and "--image-root" in err
+    assert relative[0] not in err  # rows, not paths: a hospital path can carry a name
+    assert main([*base, "--image-root", str(tiny_archive), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["grounding"]["n"] == 2
+
+
+def test_every_word_of_a_phrase_weighs_the_same_however_many_pieces_it_has():
+    from medclip.eval.grounding import _word_ids, token_weights
+    from medclip.models.medclip import word_mask
+    from medclip.text.tokenizer import load_tokenizer, tokenize
+
+    tok = load_tokenizer("minilm")
+    phrases = ["right pleural effusion", "cardiomegaly"]
+    enc = tokenize(tok, phrases, max_length=32)
+    ids = _word_ids(tok, phrases, enc["input_ids"].shape[1], 32)
+    weights = token_weights(word_mask(enc["attention_mask"]), ids)
+    assert torch.allclose(weights.sum(1), torch.ones(2))
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    assert len(pieces) > 5  # "pleural" and "effusion" come in several pieces each
+    by_word = {}
+    for w, weight in zip(ids[0].tolist(), weights[0].tolist(), strict=True):
+        if w >= 0:
+            by_word[w] = by_word.get(w, 0.0) + weight
+    assert sorted(by_word) == [0, 1, 2] and np.allclose(list(by_word.values()), 1 / 3)
+    assert weights[0, pieces.index("right")] == pytest.approx(1 / 3)
+    assert weights[0, 0] == 0 == weights[1, 0]  # [CLS]
+    plain = token_weights(word_mask(enc["attention_mask"]))  # no word ids: each piece is a word
+    assert plain[0, pieces.index("right")] == pytest.approx(1 / (int(enc["attention_mask"][0].sum()) - 2))
