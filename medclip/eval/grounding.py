@@ -9,9 +9,9 @@ Two kinds of map, chosen by what the checkpoint has (``method="auto"``):
   cell of the tower's last feature map, scored against the phrase's global text embedding (BioViL's patch-level
   similarity). The sketch encoder pools a flattened grid, so it has only the local kind.
 
-A map is computed on the tower's grid, upsampled bilinearly to the model's input, cropped to the image (the
-preprocessing pads the short side) and resized to the decoded image's own pixels, so boxes given in the image's
-coordinates (MS-CXR) fall where they should. 3-D (CT) maps stay in the model's input voxels.
+A map is computed on the tower's grid, upsampled bicubically (trilinearly in 3-D) to the model's input, cropped to
+the image (the preprocessing pads the short side) and resized to the decoded image's own pixels, so boxes given in
+the image's coordinates (MS-CXR) fall where they should. 3-D (CT) maps stay in the model's input voxels.
 """
 
 from __future__ import annotations
@@ -128,10 +128,12 @@ def grid_maps(
 
 
 def to_image(grid: torch.Tensor, input_size: tuple[int, ...], image_shape: tuple[int, int] | None) -> np.ndarray:
-    """[P, *grid] -> [P, *image]: upsampled to the model input; for 2-D also cropped to the image inside the padding
-    (the short side was padded symmetrically after scaling the long side to the input size) and resized to
-    ``image_shape`` (rows, cols) of the decoded image."""
-    mode = "bilinear" if grid.ndim == 3 else "trilinear"
+    """[P, *grid] -> [P, *image]: upsampled to the model input (bicubic in 2-D, trilinear in 3-D); for 2-D also
+    cropped to the image inside the padding (the short side was padded symmetrically after scaling the long side to
+    the input size) and resized to ``image_shape`` (rows, cols) of the decoded image."""
+    # 2-D maps upsample bicubically: a bilinear map's maximum always sits on a cell centre, so a lesion smaller than
+    # a cell is pointed at only when it covers one; bicubic lets the neighbouring cells move the peak within its cell
+    mode = "bicubic" if grid.ndim == 3 else "trilinear"
     full = F.interpolate(grid[:, None], size=input_size, mode=mode, align_corners=False)[:, 0]
     if grid.ndim != 3 or image_shape is None:
         return full.numpy()
@@ -141,7 +143,7 @@ def to_image(grid: torch.Tensor, input_size: tuple[int, ...], image_shape: tuple
     h, w = max(1, round(rows * scale)), max(1, round(cols * scale))
     top, left = (size - h) // 2, (size - w) // 2
     crop = full[:, top : top + h, left : left + w]
-    return F.interpolate(crop[:, None], size=(rows, cols), mode="bilinear", align_corners=False)[:, 0].numpy()
+    return F.interpolate(crop[:, None], size=(rows, cols), mode="bicubic", align_corners=False)[:, 0].numpy()
 
 
 class Grounder:

@@ -134,3 +134,13 @@ def test_every_word_of_a_phrase_weighs_the_same_however_many_pieces_it_has():
     assert weights[0, 0] == 0 == weights[1, 0]  # [CLS]
     plain = token_weights(word_mask(enc["attention_mask"]))  # no word ids: each piece is a word
     assert plain[0, pieces.index("right")] == pytest.approx(1 / (int(enc["attention_mask"][0].sum()) - 2))
+
+
+def test_a_peak_can_fall_between_cell_centres():
+    grid = torch.zeros(1, 4, 4)
+    grid[0, 1, 1], grid[0, 1, 2] = 1.0, 0.9  # a lesion between two cells, nearer the first
+    heat = to_image(grid, (64, 64), (64, 64))[0]
+    r, c = np.unravel_index(np.argmax(heat), heat.shape)
+    centres = (24, 40)  # columns of the two cells' centres (16-pixel cells)
+    assert centres[0] < c < centres[1] and c < 32  # between them, on the stronger cell's side
+    assert 20 <= r <= 27  # and in the right row

@@ -122,15 +122,21 @@ def test_boxes_match_labels_and_sides(archive: tuple[Path, dict, list[dict[str, 
     boxed = {(r["accession"], name_of[r["category_name"]]) for r in rows}
     for acc, label in labels.items():  # every positive lesion on the frontal film gets at least one box
         assert {(acc, n) for n in GROUNDING_CATEGORIES if label[n] == "1"} == {b for b in boxed if b[0] == acc}
+    x_of = {}
     for row in rows:
         name, st = name_of[row["category_name"]], plan[row["accession"]]
-        side = row["label_text"].split()[-2] if name == "edema" else row["label_text"].split()[0]
+        x_mm = phantom.patient_x(st.size[0], st.size[1], st.spacing, anatomy=st.anatomy)
+        r, c = int(row["y"]) + int(row["h"]) // 2, int(row["x"]) + int(row["w"]) // 2
+        if name == "edema":  # bilateral, no side in any report: one phrase, at most a box per lung
+            assert row["label_text"] == "pulmonary edema"
+            x_of.setdefault(row["accession"], []).append(x_mm[r, c] > 0)
+            continue
+        side = row["label_text"].split()[0]
         if name != "consolidation" or side != "lingular":
             assert side in ("left", "right"), row["label_text"]
             assert labels[row["accession"]].get(f"{name}_side", "bilateral") in (side, "bilateral")
-        x_mm = phantom.patient_x(st.size[0], st.size[1], st.spacing, anatomy=st.anatomy)
-        r, c = int(row["y"]) + int(row["h"]) // 2, int(row["x"]) + int(row["w"]) // 2
         assert (x_mm[r, c] > 0) == ("left" in row["label_text"] or "lingular" in row["label_text"]), row
+    assert x_of and all(len(sides) == len(set(sides)) <= 2 for sides in x_of.values())  # one box per lung
 
 
 def test_lateral_images_get_no_rows(archive: tuple[Path, dict, list[dict[str, str]]]) -> None:

@@ -313,8 +313,10 @@ GROUNDING_CATEGORIES: dict[str, str] = {
 def grounding_phrase(p: Positive, side: str) -> str:
     """Short phrase for one box of finding ``p`` (grounding.csv ``label_text``), e.g. "left lower lobe nodule".
 
-    ``side`` ("left"/"right") is the box's own side, so each box of a bilateral finding names its lung. Fixed
-    wording without random draws: the phrases are ground truth for grounding, not report text.
+    ``side`` ("left"/"right") is the box's own side, so each box of a one-sided finding names its lung. Edema is
+    diffuse and bilateral and its reports never give a side, so it is one phrase ("pulmonary edema") with a box
+    per lung, as MS-CXR gives one phrase several boxes. Fixed wording without random draws: the phrases are
+    ground truth for grounding, not report text.
     """
     if p.name == "pleural_effusion":
         return f"{side} pleural effusion"
@@ -327,5 +329,5 @@ def grounding_phrase(p: Positive, side: str) -> str:
     if p.name == "atelectasis":
         return f"{side} basal atelectasis"
     if p.name == "edema":
-        return f"edema in the {side} lung"
+        return "pulmonary edema"
     raise ValueError(f"no grounding phrase for finding {p.name!r}; boxed findings: {sorted(GROUNDING_CATEGORIES)}")
