@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from medclip.cli import configure_logging
 from medclip.config import DemoCfg
 from medclip.demo import run_demo
 
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", default=[], help="training-config overrides for both runs")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    configure_logging(quiet=True)  # as `medclip -q demo`: the JSON is the output
     runs = {
         "without_local_loss": ["loss.local_weight=0"],
         "with_local_loss": [f"loss.local_weight={args.local_weight}", *args.local_overrides],

@@ -159,3 +159,32 @@ def test_the_local_term_is_logged_and_adds_to_the_loss():
     global_only, _ = loss_and_grads(parts, inputs, {})
     assert float(total) == pytest.approx(float(global_only) + float(terms["local_loss"]), abs=1e-5)
     assert float(terms["local_loss"]) > 0
+
+
+@pytest.mark.parametrize(("tower", "shape"), [("resnet10_3d_small_avgmax", (16, 64, 64)), ("vit_3d", (32, 64, 64))])
+def test_ct_towers_align_words_with_3d_patches(tower, shape):
+    overrides = [
+        f"model.image.name={tower}",
+        "preprocess.spatial_dims=3",
+        "preprocess.channels=3",
+        f"preprocess.volume_shape=[{','.join(map(str, shape))}]",
+    ]
+    parts = _parts(overrides, 0)
+    set_train_mode(parts.model)
+    x = torch.randn(3, 3, *shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        maps = parts.model.image.forward_maps(x)
+    assert maps.local.ndim == 5 and maps.local.shape[1] == parts.model.image.local_channels  # [B, C, d, h, w]
+    assert math.prod(maps.local.shape[2:]) > 1
+    inputs = {
+        "image": x,
+        "text_features": torch.randn(3, 5, 384, generator=torch.Generator().manual_seed(6)),
+        "text_mask": torch.ones(3, 5, dtype=torch.long),
+    }
+    terms: dict = {}
+    loss_and_grads(parts, inputs, {}, terms)
+    assert float(terms["local_loss"]) > 0
+    grads = {n: p.grad for n, p in parts.model.named_parameters() if p.grad is not None}
+    assert "image_local_proj.weight" in grads and any(
+        n.startswith("image.") and g.abs().sum() > 0 for n, g in grads.items()
+    )

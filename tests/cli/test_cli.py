@@ -10,7 +10,20 @@ import pytest
 
 from medclip.cli import build_parser, main
 
-COMMANDS = ["demo", "synth", "manifest", "prepare", "train", "eval", "sections", "index", "serve", "label", "bench"]
+COMMANDS = [
+    "demo",
+    "synth",
+    "manifest",
+    "prepare",
+    "train",
+    "eval",
+    "sections",
+    "index",
+    "serve",
+    "label",
+    "bench",
+    "ground",
+]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
