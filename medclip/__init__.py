@@ -10,6 +10,7 @@ What a notebook user types::
     scores = medclip.zero_shot_scores(model, ["a.dcm"], prompts="cxr_demo")  # finding -> [N] probabilities
     index = medclip.build_index(model, "runs/index", manifest="data/manifest", split="test")  # held-out patients
     medclip.query_index(index, "small left apical pneumothorax", k=5)
+    maps = medclip.ground(model, "a.dcm", ["left pleural effusion"])  # heat maps: .heatmap, .grid, .peak
     medclip.parse_sections(report_text)                                # {"findings": ..., "impression": ...}
     medclip.label_report(report_text, "chexpert")                      # label -> 1 / 0 / -1 / None
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from medclip.eval.embeddings import Embedder
+    from medclip.eval.grounding import Grounding
     from medclip.eval.index import CaseIndex
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "build_index",
     "encode_images",
     "encode_texts",
+    "ground",
     "label_report",
     "load",
     "load_index",
@@ -94,6 +97,21 @@ def zero_shot_scores(
     emb = images if isinstance(images, torch.Tensor) else encode_images(embedder, images)
     classes = class_embeddings(load_prompts(prompts), embedder.encode_text)
     return scores_for_mode(emb, classes, embedder.logit_scale, mode=mode)
+
+
+def ground(
+    model: Embedder | str | Path, image: str | Path, phrases: str | Sequence[str], *, method: str = "auto"
+) -> list[Grounding]:
+    """Heat maps of where each phrase lands on one image (DICOM, PNG, JPEG; a CT series or NIfTI for CT models).
+
+    Each :class:`~medclip.eval.grounding.Grounding` has ``heatmap`` (on the image's own pixels), ``grid`` (the
+    tower's cells) and ``peak``. ``method``: ``local`` (word-region heads, models trained with
+    ``loss.local_weight``), ``global`` (the global head on each cell, any CNN or ViT model) or ``auto``.
+    """
+    from medclip.eval.grounding import Grounder
+
+    phrases = [phrases] if isinstance(phrases, str) else list(phrases)
+    return Grounder(_model(model), method=method).ground(image, phrases)
 
 
 def build_index(

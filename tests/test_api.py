@@ -25,6 +25,7 @@ def test_all_names_the_public_functions():
         "query_index",
         "parse_sections",
         "label_report",
+        "ground",
     } <= set(medclip.__all__)
 
 
@@ -72,6 +73,19 @@ def test_zero_shot_scores_from_files_or_embeddings(tiny_checkpoint, test_rows):
     assert all(np.allclose(scores[f], again[f], atol=1e-6) for f in scores)
     multiclass = medclip.zero_shot_scores(model, paths, prompts="cxr_demo", mode="multiclass")
     assert np.allclose(sum(multiclass.values()), 1.0, atol=1e-5)  # a softmax over the findings
+
+
+def test_ground_gives_the_grounders_maps(tiny_checkpoint, test_rows):
+    from medclip.eval.grounding import Grounder
+
+    model = medclip.load(tiny_checkpoint)
+    image = test_rows["image_path"][0]
+    maps = medclip.ground(model, image, ["left pleural effusion", "cardiomegaly"])
+    assert [g.phrase for g in maps] == ["left pleural effusion", "cardiomegaly"]
+    assert maps[0].method == "global"  # the tiny preset trains without the local loss
+    reference = Grounder(tiny_checkpoint).ground(image, "left pleural effusion")[0]
+    assert np.allclose(maps[0].heatmap, reference.heatmap, atol=1e-6) and maps[0].heatmap.shape == maps[0].image.shape
+    assert medclip.ground(tiny_checkpoint, image, "cardiomegaly")[0].peak == maps[1].peak
 
 
 def test_build_load_and_query_an_index(tiny_checkpoint, tiny_manifest, test_rows, tmp_path):
