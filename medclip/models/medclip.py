@@ -161,15 +161,12 @@ class MedClip(nn.Module):
         return self.text.caches_tokens or self.has_local_heads
 
     def encode_image_local(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One image-tower forward -> ``image_emb`` [B, D] and ``image_regions`` [B, N, Dl] (both L2-normed) with
-        ``region_grid`` (the regions' grid shape, 2 or 3 sides)."""
+        """One image-tower forward -> ``image_emb`` [B, D] and ``image_regions`` [B, N, Dl], both L2-normed."""
         maps = self.image.forward_maps(image)
-        local = maps.local
-        regions = self.image_local_proj(local.flatten(2).transpose(1, 2))  # [B, N, Dl]
+        regions = self.image_local_proj(maps.local.flatten(2).transpose(1, 2))  # [B, N, Dl]
         return {
             "image_emb": F.normalize(self.image_proj(maps.pooled), dim=-1),
             "image_regions": F.normalize(regions, dim=-1),
-            "region_grid": torch.tensor(local.shape[2:]),
         }
 
     def encode_text_local(self, states: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -229,7 +226,6 @@ class MedClip(nn.Module):
         else:
             raise ValueError("MedClip.forward needs input_ids + attention_mask or text_features")
         out = {**self.encode_image_local(image), **self.encode_text_local(states, mask), "logit_scale": self.scale()}
-        del out["region_grid"]
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
         return out
