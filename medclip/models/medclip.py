@@ -18,6 +18,7 @@ from medclip.config import ImageTowerCfg, ModelCfg, PreprocessCfg, TextTowerCfg,
 from medclip.errors import InputError
 from medclip.io import storage
 from medclip.models.factory import create_image_tower
+from medclip.models.image_tower import cells
 from medclip.models.text_tower import HFTextTower
 from medclip.version import __version__
 
@@ -163,7 +164,7 @@ class MedClip(nn.Module):
     def encode_image_local(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """One image-tower forward -> ``image_emb`` [B, D] and ``image_regions`` [B, N, Dl], both L2-normed."""
         maps = self.image.forward_maps(image)
-        regions = self.image_local_proj(maps.local.flatten(2).transpose(1, 2))  # [B, N, Dl]
+        regions = self.image_local_proj(cells(maps.local))  # [B, N, Dl]
         return {
             "image_emb": F.normalize(self.image_proj(maps.pooled), dim=-1),
             "image_regions": F.normalize(regions, dim=-1),

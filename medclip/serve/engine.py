@@ -93,13 +93,10 @@ class CaseService:
         self.mode = mode or default_mode
         self._lock = threading.Lock()  # one model call at a time (torch already uses every core)
         self._classes = None
-        self._thumbs: OrderedDict[int, bytes] = OrderedDict()
-        self._thumb_cache = thumbnail_cache
-        self._thumb_lock = threading.Lock()
+        self._thumbs = PngCache(thumbnail_cache)  # entry -> PNG
         self._render = None
         self._grounder: Grounder | None = None
-        self._heats: OrderedDict[tuple[int, str], bytes] = OrderedDict()  # (entry, phrase) -> PNG, in memory only
-        self._heat_cache = heatmap_cache
+        self._heats = PngCache(heatmap_cache)  # (entry, phrase) -> PNG, in memory only
         self.preprocess = self.embedder.meta.get("preprocess", {})
         self.is_volume = self.preprocess.get("spatial_dims") == 3
         self._facets = self.index.facets()
@@ -231,15 +228,9 @@ class CaseService:
         """PNG of an indexed image through the checkpoint's preprocessing (a volume: its middle axial slice)."""
         if not 0 <= entry < len(self.index.entries):
             raise LookupError(f"no entry {entry} in this index")
-        with self._thumb_lock:
-            if entry in self._thumbs:
-                self._thumbs.move_to_end(entry)
-                return self._thumbs[entry]
-        png = self.render(self.index.entry(entry)["image_path"])
-        with self._thumb_lock:
-            self._thumbs[entry] = png
-            while len(self._thumbs) > self._thumb_cache:
-                self._thumbs.popitem(last=False)
+        png = self._thumbs.get(entry)
+        if png is None:
+            png = self._thumbs.put(entry, self.render(self.index.entry(entry)["image_path"]))
         return png
 
     def render(self, image_path: str) -> bytes:
@@ -261,22 +252,39 @@ class CaseService:
         phrase = (phrase or "").strip()
         if not phrase:
             raise InputError("the phrase is empty: give ?q=PHRASE, e.g. left pleural effusion")
-        key = (entry, phrase)
-        with self._thumb_lock:  # the thumbnails' lock guards this cache too: both are quick dictionary updates
-            if key in self._heats:
-                self._heats.move_to_end(key)
-                return self._heats[key]
-        with self._lock:
-            g = self.grounder.ground(self.index.entry(entry)["image_path"], [phrase])[0]
-        png = self.heatmap_png(g)
-        with self._thumb_lock:
-            self._heats[key] = png
-            while len(self._heats) > self._heat_cache:
-                self._heats.popitem(last=False)
+        png = self._heats.get((entry, phrase))
+        if png is None:
+            with self._lock:
+                g = self.grounder.ground(self.index.entry(entry)["image_path"], [phrase])[0]
+            png = self._heats.put((entry, phrase), self.heatmap_png(g))
         return png
 
     def heatmap_png(self, g: Grounding) -> bytes:
         return grounding_png(g, invert=bool(self.preprocess.get("invert")))
+
+
+class PngCache:
+    """The ``size`` most recently used PNGs in memory, safe across the server's threads (a quick lock around each
+    dictionary update; the PNG itself is made outside it)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key) -> bytes | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, png: bytes) -> bytes:
+        with self._lock:
+            self._items[key] = png
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return png
 
 
 def _root_cause(exc: BaseException) -> str:
